@@ -1,0 +1,118 @@
+"""Per-element comparison of the user's gradient with the combined reference.
+
+An element passes when |yours - ref| <= atol + rtol |ref| + 3 err, where err is the
+reference's own error estimate. The defaults depend on the dtype the user's gradient was
+computed in; atol is relative to the largest reference entry of the same leaf, so tiny
+gradients next to large ones (saturated units, exact zeros) do not cause false failures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Default tolerances by the dtype of the user's values: (rtol, atol as a fraction of the
+#: leaf's largest reference entry). float64 catches a relative error of 1e-7; float32 and
+#: float16 leave room for their own round-off (about 1e2-1e3 eps of accumulated error).
+TOLERANCES = {
+    "float64": (1e-8, 1e-10),
+    "float32": (2e-4, 1e-5),
+    "float16": (2e-2, 2e-3),
+}
+#: The reference error bar is widened by this factor before it excuses a difference.
+ERROR_BAR = 3.0
+
+
+def default_tolerances(dtype: np.dtype | str) -> tuple[float, float]:
+    """(rtol, relative atol) for values computed in `dtype`."""
+    name = np.dtype(dtype).name
+    if name in TOLERANCES:
+        return TOLERANCES[name]
+    if np.dtype(dtype).kind == "f" and np.dtype(dtype).itemsize > 8:
+        return TOLERANCES["float64"]
+    return TOLERANCES["float64"]
+
+
+@dataclass(frozen=True)
+class Combined:
+    """The references merged for one leaf: best value, error bar, kink interval."""
+
+    value: np.ndarray     # best reference value, NaN where unchecked
+    error: np.ndarray     # absolute error estimate
+    checked: np.ndarray   # bool
+    kink: np.ndarray      # bool: the references disagree or see a one-sided gap here
+    low: np.ndarray       # kink interval (one-sided derivatives and every reference value)
+    high: np.ndarray
+    source: str           # name of the reference the value mostly comes from
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Element-wise outcome for one leaf."""
+
+    yours: np.ndarray
+    ref: Combined
+    tol: np.ndarray          # allowed absolute difference per element
+    ok: np.ndarray           # bool per element (True where unchecked)
+    rel_error: np.ndarray    # |y - r| / max(|y|, |r|, floor), 0 where unchecked
+    rtol: float
+    atol: float              # absolute atol actually used
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Elements that count: checked and not at a kink."""
+        return self.ref.checked & ~self.ref.kink
+
+    def close(self, a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> bool:
+        """All counted elements of a are within tolerance of b."""
+        m = self.mask
+        if not m.any():
+            return False
+        return bool(np.all(np.abs(a[m] - b[m]) <= scale * self.tol[m]))
+
+
+def tolerances_for(ref: Combined, dtype, rtol: float | None, atol: float | None) -> tuple[float, float]:
+    """The (rtol, absolute atol) to use for one leaf."""
+    d_rtol, d_atol = default_tolerances(dtype)
+    rtol = d_rtol if rtol is None else float(rtol)
+    if atol is None:
+        vals = np.abs(ref.value[ref.checked])
+        scale = float(vals.max()) if vals.size and np.isfinite(vals).all() else 0.0
+        atol = d_atol * scale
+    return rtol, float(atol)
+
+
+def compare_leaf(yours: np.ndarray, ref: Combined, dtype, rtol: float | None = None,
+                 atol: float | None = None) -> Comparison:
+    """Compare one leaf element-wise (shapes must already agree)."""
+    rtol, atol = tolerances_for(ref, dtype, rtol, atol)
+    y = np.asarray(yours, dtype=np.float64)
+    r = np.where(ref.checked, ref.value, 0.0)
+    tol = atol + rtol * np.abs(r) + ERROR_BAR * np.where(ref.checked, ref.error, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(y - r)
+        smooth_ok = diff <= tol
+        in_interval = (y >= ref.low - tol) & (y <= ref.high + tol)
+    ok = np.where(ref.checked, np.where(ref.kink, in_interval, smooth_ok), True) & (np.isfinite(y) | ~ref.checked)
+    floor = max(atol, 1e-300)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        rel = diff / np.maximum(np.maximum(np.abs(y), np.abs(r)), floor)
+    rel = np.where(ref.checked & ~ref.kink, np.nan_to_num(rel, nan=np.inf), 0.0)
+    rel = np.where(np.isfinite(y) | ~ref.checked, rel, np.inf)
+    return Comparison(yours=y, ref=ref, tol=tol, ok=ok, rel_error=rel, rtol=rtol, atol=atol)
+
+
+def worst_index(cmp: Comparison) -> tuple | None:
+    """Index (in the leaf's shape) of the element furthest outside its tolerance."""
+    if cmp.yours.size == 0 or not cmp.ref.checked.any():
+        return None
+    if cmp.ok.all():
+        score = cmp.rel_error
+    else:
+        r = np.where(cmp.ref.checked, cmp.ref.value, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            ratio = np.abs(cmp.yours - r) / np.maximum(cmp.tol, 1e-300)
+        score = np.where(cmp.ok, -1.0, np.nan_to_num(ratio, nan=1e308, posinf=1e308))
+    flat = int(np.argmax(score))
+    return tuple(int(i) for i in np.unravel_index(flat, cmp.yours.shape))

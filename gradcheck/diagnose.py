@@ -1,0 +1,202 @@
+"""Turn a leaf's comparison into a named finding with a likely cause in a learner's words."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .compare import Combined, Comparison, worst_index
+from .model import ParamResult
+
+#: Likely causes, keyed by diagnosis (scaled causes are keyed by factor below).
+CAUSES = {
+    "ok": "",
+    "nondifferentiable": "the loss has a kink here (ReLU at 0, a max tie, abs at 0); any value between "
+                         "the one-sided derivatives is a valid (sub)gradient, so it is not counted against you",
+    "sign_flipped": "target - output instead of output - target, or returning the update direction "
+                    "(minus the gradient) instead of the gradient",
+    "transposed": "the gradient is the transpose of the right one: e.g. delta.T @ X instead of X.T @ delta, "
+                  "or the weight used as (in, out) in the forward pass but (out, in) in the backward pass",
+    "swapped": "the gradients were returned under the wrong names or in the wrong order",
+    "zero": "the gradient of this parameter is never computed or never accumulated (still the zeros it "
+            "started as), or the backward pass stops before reaching it",
+    "wrong_shape": "the gradient must have exactly the parameter's shape",
+    "partial": "a few elements are wrong and the rest right: an indexing slip, a mask (such as ReLU's z > 0) "
+               "taken from the wrong array, or an edge element (first/last row, bias column) handled apart",
+    "wrong": "no simple pattern: go through the chain rule for this parameter one factor at a time "
+             "(`check-gradients explain` shows the chain for one element)",
+    "nonfinite": "NaN or inf in your gradient: log of 0, division by zero or overflow in exp; use a "
+                 "numerically stable form (subtract the max before a softmax, clip before a log)",
+    "missing": "the backward pass returned None for this input: it is still a stub",
+}
+
+_SCALE_CAUSES = {
+    2.0: "the 1/2 in the squared error: the derivative of 1/2 (out - target)^2 is (out - target), with no 2",
+    0.5: "a missing factor 2: the derivative of x^2 is 2x (or the loss lost its 1/2 while the gradient kept it)",
+}
+_GENERIC_SCALE = ("a constant factor applied in one place but not the other: a learning rate, a "
+                  "regularisation strength or a normalisation in the gradient but not in the loss, or "
+                  "the reverse")
+
+
+def scale_cause(factor: float, batch_sizes: Sequence[int]) -> str:
+    """The learner's-words explanation of a gradient scaled by `factor`."""
+    sign = " (and the sign is flipped too: target - output instead of output - target)" if factor < 0 else ""
+    f = abs(factor)
+    for n in batch_sizes:
+        if n > 1 and np.isclose(f, n, rtol=1e-6):
+            return f"batch mean in the loss but not in the gradient: divide the gradient by the batch size {n}" + sign
+        if n > 1 and np.isclose(f, 1.0 / n, rtol=1e-6):
+            return (f"the gradient is divided by the batch size {n} but the loss is a sum (or the mean "
+                    f"is taken twice)") + sign
+    for value, text in _SCALE_CAUSES.items():
+        if np.isclose(f, value, rtol=1e-6):
+            return text + sign
+    return _GENERIC_SCALE + sign
+
+
+def nice_factor(c: float, batch_sizes: Sequence[int]) -> float:
+    """Snap a fitted factor to an integer, a reciprocal or a batch size when it is one."""
+    candidates = [float(n) for n in batch_sizes] + [1.0 / n for n in batch_sizes if n]
+    candidates += [float(round(c))] if abs(c) >= 1 else [1.0 / round(1.0 / c)] if c != 0 else []
+    for cand in candidates:
+        for s in (1.0, -1.0):
+            if cand and np.isclose(c, s * cand, rtol=1e-6, atol=0):
+                return s * cand
+    return float(f"{c:.7g}")
+
+
+def _fmt_index(index: tuple | None) -> str:
+    return "" if not index else "[" + ", ".join(map(str, index)) + "]"
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.6g}"
+
+
+def _result(name: str, cmp: Comparison, diagnosis: str, detail: str, cause: str, **extra) -> ParamResult:
+    index = worst_index(cmp)
+    yours = ref = None
+    if index is not None:
+        yours = float(cmp.yours[index])
+        ref = float(cmp.ref.value[index])
+    nondiff = tuple(tuple(int(i) for i in ix) for ix in np.argwhere(cmp.ref.kink & cmp.ref.checked))
+    counted = cmp.rel_error[cmp.mask]
+    return ParamResult(
+        name=name, shape=tuple(cmp.yours.shape), dtype=extra.pop("dtype", "float64"),
+        passed=diagnosis in ("ok", "nondifferentiable"), diagnosis=diagnosis, detail=detail, cause=cause,
+        max_rel_error=float(counted.max()) if counted.size else 0.0, worst_index=index, yours=yours,
+        reference=ref, reference_name=cmp.ref.source, nondifferentiable_indices=nondiff[:100],
+        checked=int(cmp.ref.checked.sum()), total=int(cmp.yours.size), rtol=cmp.rtol, atol=cmp.atol,
+        rel_errors=cmp.rel_error, **extra,
+    )
+
+
+def diagnose(name: str, cmp: Comparison, others: Mapping[str, Combined], batch_sizes: Sequence[int],
+             dtype: str = "float64") -> ParamResult:
+    """The finding for one leaf whose shape matches its parameter."""
+    y, r, m = cmp.yours, np.where(cmp.ref.checked, cmp.ref.value, 0.0), cmp.mask
+    at = lambda ix: f"{name}{_fmt_index(ix)}"  # noqa: E731
+    if not m.any() and not (cmp.ref.checked & cmp.ref.kink).any():
+        return _result(name, cmp, "ok", f"{name}: no element could be checked (empty or unreachable).", "",
+                       dtype=dtype)
+    if cmp.ok.all():
+        if (cmp.ref.kink & cmp.ref.checked).any():
+            n = int((cmp.ref.kink & cmp.ref.checked).sum())
+            return _result(name, cmp, "nondifferentiable",
+                           f"{name} matches; {n} element(s) sit on a kink where the references disagree, "
+                           f"and your values lie between the one-sided derivatives.",
+                           CAUSES["nondifferentiable"], dtype=dtype)
+        return _result(name, cmp, "ok", f"{name} matches the reference.", "", dtype=dtype)
+    bad = ~cmp.ok & cmp.ref.checked
+    if not np.isfinite(y[cmp.ref.checked]).all():
+        ix = tuple(int(i) for i in np.argwhere(~np.isfinite(y) & cmp.ref.checked)[0])
+        return _result(name, cmp, "nonfinite", f"{name} has NaN or inf, first at {at(ix)} (value {y[ix]}).",
+                       CAUSES["nonfinite"], dtype=dtype)
+    if not y[m].any():
+        return _result(name, cmp, "zero", f"{name} is all zeros, but the reference is not "
+                       f"(its largest entry is {_fmt(float(np.abs(r[m]).max()))}).", CAUSES["zero"], dtype=dtype)
+    if cmp.close(-y, r):
+        return _result(name, cmp, "sign_flipped", f"{name} has the right size but the opposite sign everywhere.",
+                       CAUSES["sign_flipped"], dtype=dtype)
+    found = _scaled(name, cmp, batch_sizes, dtype)
+    if found is not None:
+        return found
+    if y.ndim == 2 and y.shape[0] == y.shape[1] and y.shape[0] > 1 and cmp.ref.checked.all() and cmp.close(y.T, r):
+        return _result(name, cmp, "transposed", f"{name} equals the transpose of the reference gradient.",
+                       CAUSES["transposed"], dtype=dtype)
+    for other, oref in others.items():
+        if other != name and oref.value.shape == y.shape and oref.checked.all() and cmp.ref.checked.all():
+            if np.all(np.abs(y - oref.value) <= cmp.tol + np.abs(oref.value) * cmp.rtol) and not np.allclose(oref.value, r):
+                return _result(name, cmp, "swapped", f"{name} holds the gradient of '{other}'.",
+                               f"{CAUSES['swapped']}: this is the gradient of '{other}'", swapped_with=other,
+                               dtype=dtype)
+    wrong = [tuple(int(i) for i in ix) for ix in np.argwhere(bad)]
+    counted = int(m.sum())
+    if len(wrong) * 2 < counted:
+        shown = ", ".join(at(ix) for ix in wrong[:8]) + (" ..." if len(wrong) > 8 else "")
+        return _result(name, cmp, "partial", f"{len(wrong)} of {counted} checked elements of {name} are wrong: {shown}.",
+                       CAUSES["partial"], wrong_indices=tuple(wrong[:1000]), dtype=dtype)
+    ix = worst_index(cmp)
+    return _result(name, cmp, "wrong", f"{len(wrong)} of {counted} checked elements of {name} are wrong, "
+                   f"worst at {at(ix)}: yours {_fmt(float(y[ix]))} vs reference {_fmt(float(r[ix]))}.",
+                   CAUSES["wrong"], wrong_indices=tuple(wrong[:1000]), dtype=dtype)
+
+
+def _scaled(name: str, cmp: Comparison, batch_sizes: Sequence[int], dtype: str) -> ParamResult | None:
+    """'scaled' if yours = c * reference for one constant c != 1 (least squares fit)."""
+    m = cmp.mask
+    y, r = cmp.yours[m], cmp.ref.value[m]
+    rr = float(r @ r)
+    if rr == 0.0:
+        return None
+    c = float(y @ r) / rr
+    if c == 0.0 or not np.all(np.abs(y - c * r) <= abs(c) * cmp.tol[m]):
+        return None
+    factor = nice_factor(c, batch_sizes)
+    how = f"{factor:.8g} times" if abs(factor) >= 1 else f"1/{1 / factor:.8g} of"
+    return _result(name, cmp, "scaled", f"{name} is {how} the reference gradient at every checked element.",
+                   scale_cause(factor, batch_sizes), factor=factor, dtype=dtype)
+
+
+def diagnose_shape(name: str, yours: np.ndarray, ref: Combined, batch_sizes: Sequence[int],
+                   dtype: str = "float64") -> ParamResult:
+    """The finding for a leaf whose gradient has the wrong shape, with a hint where one fits."""
+    expected, actual = ref.value.shape, yours.shape
+    hint = _shape_hint(yours, ref)
+    detail = f"your gradient has shape {actual}, the parameter has shape {expected}" + (f"; {hint}" if hint else "") + "."
+    return ParamResult(
+        name=name, shape=tuple(expected), dtype=dtype, passed=False, diagnosis="wrong_shape", detail=detail,
+        cause=CAUSES["wrong_shape"], max_rel_error=float("inf"),
+        expected_shape=tuple(expected), actual_shape=tuple(actual), checked=0, total=int(np.prod(expected)),
+        reference_name=ref.source,
+    )
+
+
+def _values_match(a: np.ndarray, ref: Combined) -> bool:
+    if a.shape != ref.value.shape or not ref.checked.any():
+        return False
+    m = ref.checked
+    scale = float(np.abs(ref.value[m]).max()) or 1.0
+    return bool(np.allclose(a[m], ref.value[m], rtol=1e-5, atol=1e-8 * scale))
+
+
+def _shape_hint(yours: np.ndarray, ref: Combined) -> str:
+    expected, actual = ref.value.shape, yours.shape
+    if yours.ndim == 2 and actual[::-1] == expected:
+        ok = _values_match(yours.T, ref)
+        return "it is transposed" + (" (its transpose is right)" if ok else "")
+    if yours.size == int(np.prod(expected)) and tuple(s for s in actual if s != 1) == tuple(s for s in expected if s != 1):
+        ok = _values_match(yours.reshape(expected), ref)
+        return ("an axis of length 1 too many or too few: keepdims=True, a (1, D) row or an (n, 1) column "
+                "where the parameter has another layout; reshape it" + (" (the values are right)" if ok else ""))
+    if yours.ndim == len(expected) + 1:
+        for k in range(yours.ndim):
+            if actual[:k] + actual[k + 1:] == expected:
+                ok = _values_match(yours.sum(axis=k), ref)
+                return (f"not summed over axis {k} (length {actual[k]}, likely the batch): use .sum(axis={k})"
+                        + (" (the sum is right)" if ok else ""))
+    if yours.size == 1 and int(np.prod(expected)) > 1:
+        return "a single number where the parameter is an array: the gradient was summed over too many axes"
+    return ""

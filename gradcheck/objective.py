@@ -1,0 +1,165 @@
+"""The user's loss as a safe function of flat parameter leaves.
+
+Every call sees inputs that cannot hurt the caller: the caller's arrays are copied once,
+and each evaluation gets either read-only views (cheap) or, once the user's code is seen to
+write into its inputs, fresh copies.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import InvalidCase, UserCodeError
+from .tree import TreeDef, unflatten
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_traceback(exc: BaseException) -> str:
+    """Format `exc`'s traceback without gradcheck's own frames."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PACKAGE_DIR)]
+    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+    return "Traceback (most recent call last):\n" + "".join(lines)
+
+
+def user_location(exc: BaseException) -> str:
+    """'file:line' of the innermost frame of the user's code in `exc`'s traceback."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PACKAGE_DIR)]
+    frames = [f for f in frames if "site-packages" not in f.filename] or frames
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"{os.path.basename(f.filename)}:{f.lineno}" + (f" ({f.line.strip()})" if f.line else "")
+
+
+def fresh(tree: Any) -> Any:
+    """Copy every ndarray in a (nested) container; other objects are passed through."""
+    if isinstance(tree, np.ndarray):
+        return tree.copy()
+    if isinstance(tree, dict):
+        return {k: fresh(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        items = [fresh(v) for v in tree]
+        return items if isinstance(tree, list) else type(tree)(items) if not hasattr(tree, "_fields") else type(tree)(*items)
+    return tree
+
+
+def readonly(tree: Any) -> Any:
+    """Read-only views of every ndarray in a (nested) container."""
+    if isinstance(tree, np.ndarray):
+        view = tree.view()
+        view.flags.writeable = False
+        return view
+    if isinstance(tree, dict):
+        return {k: readonly(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
+        items = [readonly(v) for v in tree]
+        return items if isinstance(tree, list) else tuple(items)
+    return tree
+
+
+def as_scalar(value: Any, who: str, *, allow_complex: bool = False) -> Any:
+    """Check a loss value is one number; return it as float (or complex)."""
+    if value is None:
+        raise InvalidCase(f"{who} returned None: it must return the loss as a single number (did you forget `return`?).")
+    if isinstance(value, (str, bytes)):
+        raise InvalidCase(f"{who} returned a string ({value!r:.40}); it must return the loss as a number.")
+    if isinstance(value, (list, tuple, dict)):
+        raise InvalidCase(
+            f"{who} returned a {type(value).__name__}; it must return the loss as a single number "
+            f"(sum or average the per-example losses, e.g. np.mean(losses))."
+        )
+    try:
+        arr = np.asarray(value)
+    except Exception:  # noqa: BLE001
+        raise InvalidCase(f"{who} returned {type(value).__name__}, not a number.") from None
+    if arr.dtype == object or arr.dtype.kind not in "biufc":
+        raise InvalidCase(f"{who} returned {type(value).__name__} of dtype {arr.dtype}, not a number.")
+    if arr.size != 1:
+        raise InvalidCase(
+            f"{who} returned an array of shape {arr.shape}; a loss must be a single number. "
+            f"Reduce it with np.sum(...) or np.mean(...) over the examples."
+        )
+    scalar = arr.reshape(()).item()
+    if isinstance(scalar, complex) and not allow_complex:
+        scalar = scalar.real
+    return scalar if allow_complex else float(scalar)
+
+
+class Objective:
+    """loss(params, *args) viewed as a function of a list of float leaves."""
+
+    def __init__(self, loss: Callable, treedef: TreeDef, x0: Sequence[np.ndarray], args: tuple,
+                 kwargs: dict | None = None, scalar_leaves: Sequence[bool] = (), name: str = "loss") -> None:
+        self.loss = loss
+        self.treedef = treedef
+        self.x0 = [np.asarray(x, dtype=np.float64) for x in x0]
+        self.args = fresh(args)  # private copy: the caller's data is never handed out
+        self.kwargs = fresh(kwargs or {})
+        self.scalar_leaves = list(scalar_leaves) or [False] * len(self.x0)
+        self.name = name
+        self.copy_mode = False  # becomes True once the user's code is seen writing into its inputs
+        self.mutates: list[str] = []
+        self.calls = 0
+
+    def params(self, leaves: Sequence[Any]) -> Any:
+        """A pytree of the given leaves, scalars restored to Python numbers."""
+        out = [x.item() if s and np.ndim(x) == 0 else x for x, s in zip(leaves, self.scalar_leaves)]
+        return unflatten(self.treedef, out)
+
+    def __call__(self, leaves: Sequence[np.ndarray], *, allow_complex: bool = False) -> Any:
+        """The loss at these leaves (which are never modified)."""
+        self.calls += 1
+        if not self.copy_mode:
+            try:
+                value = self._call(readonly(list(leaves)), readonly(self.args), readonly(self.kwargs))
+                return as_scalar(value, self.name, allow_complex=allow_complex)
+            except InvalidCase:
+                raise
+            except Exception:  # noqa: BLE001 - maybe a write into a read-only input; retry with copies
+                self.copy_mode = True
+        leaves_c, args_c, kwargs_c = fresh(list(leaves)), fresh(self.args), fresh(self.kwargs)
+        try:
+            value = self._call(leaves_c, args_c, kwargs_c)
+        except Exception as exc:  # noqa: BLE001
+            raise UserCodeError(
+                f"your {self.name} raised {type(exc).__name__}: {exc}", where=user_location(exc),
+                user_traceback=user_traceback(exc),
+            ) from exc
+        self._note_mutation(leaves, leaves_c, args_c)
+        return as_scalar(value, self.name, allow_complex=allow_complex)
+
+    def _call(self, leaves: list, args: tuple, kwargs: dict) -> Any:
+        return self.loss(self.params(leaves), *args, **kwargs)
+
+    def _note_mutation(self, leaves: Sequence[np.ndarray], leaves_c: list, args_c: tuple) -> None:
+        if self.mutates:
+            return
+        from .tree import flatten, leaf_names
+
+        names = leaf_names(self.treedef)
+        for name, before, after in zip(names, leaves, leaves_c):
+            if not _same(before, after):
+                self.mutates.append(f"parameter '{name}'")
+        arg_names, arg_before, _ = flatten(list(self.args))
+        _, arg_after, _ = flatten(list(args_c))
+        for name, before, after in zip(arg_names, arg_before, arg_after):
+            if isinstance(before, np.ndarray) and not _same(before, after):
+                self.mutates.append(f"argument args{name}")
+
+    def perturb(self, leaves: Sequence[np.ndarray], k: int, flat_index: int, value: Any) -> list:
+        """A copy of `leaves` with one element of leaf k replaced (only that leaf is copied)."""
+        out = list(leaves)
+        leaf = np.array(out[k], dtype=np.result_type(out[k], np.asarray(value)), copy=True)
+        leaf.reshape(-1)[flat_index] = value
+        out[k] = leaf
+        return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))

@@ -1,0 +1,174 @@
+"""Finite-difference reference: central differences with Richardson extrapolation, and
+complex-step differentiation where the loss is complex-safe.
+
+For an element x_i with step h, the central difference D(h) = (f(x+h) - f(x-h)) / 2h has
+error c2 h^2 + c4 h^4 + ... ; combining D(h), D(h/2), D(h/4) (Richardson) cancels the h^2
+and h^4 terms. The gap between the last two extrapolation levels, plus a round-off term
+eps |f| / h, is the error estimate. The same evaluations give one-sided differences, whose
+gap tells a kink (it stays put as h shrinks) from curvature (it shrinks with h).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import UserCodeError
+from ..model import ReferenceGradient
+from ..objective import Objective
+
+EPS = np.finfo(np.float64).eps
+#: Base relative step: large enough that round-off stays ~1e-13 |f|, small enough that
+#: the h^6 truncation left after two Richardson levels is negligible.
+BASE_STEP = 1e-3
+#: Complex step: far below any truncation error, and no subtraction, so no round-off.
+COMPLEX_STEP = 1e-30
+
+
+def element_steps(x: np.ndarray, base: float = BASE_STEP) -> np.ndarray:
+    """Per-element step scaled to the element's magnitude and its leaf's typical magnitude."""
+    flat = np.abs(x.reshape(-1))
+    typical = float(np.sqrt(np.mean(flat**2))) if flat.size else 0.0
+    scale = np.maximum(flat, typical)
+    return base * np.where(scale > 0, scale, 1.0)
+
+
+def _eval(objective: Objective, leaves: list, k: int, i: int, value: float, name: str) -> float:
+    try:
+        return objective(objective.perturb(leaves, k, i, value))
+    except UserCodeError as exc:
+        raise UserCodeError(
+            f"{exc.args[0]} (only at a perturbed point: {name} set to {value!r}). A loss that fails "
+            f"near the parameters cannot be differentiated there; check for log(0), sqrt of a "
+            f"negative, or a branch that raises.",
+            where=exc.where, user_traceback=exc.user_traceback,
+        ) from exc.__cause__
+
+
+def richardson(objective: Objective, leaves: list, k: int, i: int, h: float, f0: float, name: str):
+    """(estimate, error, left, right, kink) for element i of leaf k, 6 loss calls."""
+    x = float(leaves[k].reshape(-1)[i])
+    steps = (h, h / 2, h / 4)
+    fp = [_eval(objective, leaves, k, i, x + s, name) for s in steps]
+    fm = [_eval(objective, leaves, k, i, x - s, name) for s in steps]
+    d = [(p - m) / (2 * s) for p, m, s in zip(fp, fm, steps)]
+    r1 = [(4 * d[1] - d[0]) / 3, (4 * d[2] - d[1]) / 3]
+    r2 = (16 * r1[1] - r1[0]) / 15
+    fmax = max(abs(f0), *map(abs, fp), *map(abs, fm))
+    error = abs(r2 - r1[1]) + 8 * EPS * fmax / h + EPS * abs(r2)
+    right = (fp[2] - f0) / steps[2]
+    left = (f0 - fm[2]) / steps[2]
+    # Curvature makes right - left shrink in proportion to h; a kink keeps it constant.
+    gap_big = (fp[0] - 2 * f0 + fm[0]) / steps[0]
+    gap_small = right - left
+    noise = 16 * EPS * fmax / steps[2]
+    kink = abs(gap_small) > max(0.6 * abs(gap_big), 1e3 * noise, 1e-7 * (abs(right) + abs(left)))
+    return r2, error, left, right, kink
+
+
+def complex_step(objective: Objective, leaves: list, k: int, i: int, h: float) -> float | None:
+    """Im f(x + i h) / h, or None when the loss cannot run on complex numbers."""
+    cleaves = [np.asarray(x, dtype=np.complex128) for x in leaves]
+    x = complex(cleaves[k].reshape(-1)[i])
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            value = objective(objective.perturb(cleaves, k, i, x + 1j * h), allow_complex=True)
+    except Exception:  # noqa: BLE001 - any failure means "not complex-safe"
+        return None
+    if not isinstance(value, complex):
+        return None
+    return value.imag / h
+
+
+def _complex_safe(objective: Objective, leaves: list, probes: list, f0: float) -> bool:
+    """Complex step agrees with Richardson on the probe elements (and is not identically 0)."""
+    if not probes:
+        return False
+    nonzero = False
+    for k, i, h, est, err in probes:
+        cs = complex_step(objective, leaves, k, i, h * COMPLEX_STEP / BASE_STEP)
+        if cs is None or not np.isfinite(cs):
+            return False
+        if abs(cs - est) > 4 * err + 1e-10 * abs(est) + 1e-300:
+            return False
+        nonzero = nonzero or cs != 0.0
+    return nonzero
+
+
+def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f0: float | None = None,
+                     names: Sequence[str] = (), use_complex: bool | str = "auto", base_step: float = BASE_STEP,
+                     progress=None) -> ReferenceGradient:
+    """Richardson-extrapolated central differences on the selected elements (plus complex step)."""
+    start = time.perf_counter()
+    leaves = [x.copy() for x in objective.x0]
+    f0 = objective(leaves) if f0 is None else f0
+    shapes = [x.shape for x in leaves]
+    values = [np.full(s, np.nan) for s in shapes]
+    errors = [np.full(s, np.inf) for s in shapes]
+    lower = [np.full(s, np.nan) for s in shapes]
+    upper = [np.full(s, np.nan) for s in shapes]
+    checked = [np.zeros(s, bool) for s in shapes]
+    steps = [np.full(s, np.nan) for s in shapes]
+    kinks = []
+    probes = []
+    done = 0
+    for k, idx in enumerate(selection):
+        h_all = element_steps(leaves[k], base_step)
+        for i in np.asarray(idx, dtype=np.int64):
+            name = _element_name(names, k, shapes[k], i)
+            est, err, left, right, kink = richardson(objective, leaves, k, int(i), float(h_all[i]), f0, name)
+            for arr, v in ((values, est), (errors, err), (lower, min(left, right)),
+                           (upper, max(left, right)), (steps, h_all[i])):
+                arr[k].reshape(-1)[i] = v
+            checked[k].reshape(-1)[i] = np.isfinite(est)
+            if kink:
+                kinks.append((k, int(i)))
+            elif len(probes) < 3 and np.isfinite(est) and est != 0:
+                probes.append((k, int(i), float(h_all[i]), est, err))
+            done += 1
+            if progress is not None:
+                progress(done)
+    method = "central differences, Richardson over h, h/2, h/4"
+    notes = []
+    if use_complex and _complex_safe(objective, leaves, probes, f0):
+        method = "complex step (checked against central differences)"
+        _refine_complex(objective, leaves, selection, values, errors, kinks, base_step)
+    elif use_complex is True:
+        notes.append("complex step requested, but the loss is not complex-safe; used central differences")
+    for k, i in kinks:
+        # At a kink the central difference is only the mean of the one-sided slopes.
+        errors[k].reshape(-1)[i] = max(errors[k].reshape(-1)[i], upper[k].reshape(-1)[i] - lower[k].reshape(-1)[i])
+    kink_masks = [np.zeros(s, bool) for s in shapes]
+    for k, i in kinks:
+        kink_masks[k].reshape(-1)[i] = True
+    return ReferenceGradient(
+        name="numeric", method=method, values=tuple(values), errors=tuple(errors), checked=tuple(checked),
+        lower=tuple(lower), upper=tuple(upper), steps=tuple(steps), notes=tuple(notes),
+        seconds=time.perf_counter() - start, exact=False, kinks=tuple(kink_masks),
+    )
+
+
+def _refine_complex(objective, leaves, selection, values, errors, kinks, base_step) -> None:
+    """Replace smooth elements' estimates by complex-step ones, accurate to round-off."""
+    kink_set = set(kinks)
+    for k, idx in enumerate(selection):
+        h_all = element_steps(leaves[k], base_step) * (COMPLEX_STEP / base_step)
+        for i in np.asarray(idx, dtype=np.int64):
+            if (k, int(i)) in kink_set:
+                continue
+            cs = complex_step(objective, leaves, k, int(i), float(h_all[i]))
+            old, err = values[k].reshape(-1)[i], errors[k].reshape(-1)[i]
+            if cs is not None and np.isfinite(cs) and abs(cs - old) <= 4 * err + 1e-10 * abs(old):
+                values[k].reshape(-1)[i] = cs
+                errors[k].reshape(-1)[i] = 4 * EPS * abs(cs) + 1e-300
+
+
+def _element_name(names: Sequence[str], k: int, shape: tuple, i: int) -> str:
+    leaf = names[k] if k < len(names) else f"leaf {k}"
+    if not shape:
+        return leaf
+    return f"{leaf}[{', '.join(map(str, np.unravel_index(i, shape)))}]"

@@ -1,0 +1,88 @@
+"""Pure renderers of a Report: a text table and a JSON-able dict; no printing, no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .model import ParamResult, Report
+
+_COLUMNS = ("parameter", "shape", "verdict", "max rel err", "worst index", "yours", "reference", "diagnosis")
+_GREEN, _RED, _YELLOW, _RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[0m"
+
+
+def _shape(shape: Any) -> str:
+    return "()" if not shape else "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _index(index: Any) -> str:
+    return "[" + ", ".join(map(str, index)) + "]" if index else ""
+
+
+def _num(x: Any, fmt: str = ".6g") -> str:
+    return "-" if x is None else format(float(x), fmt)
+
+
+def verdict(p: ParamResult) -> str:
+    """PASS, FAIL, or PASS* (passed with kinks excused)."""
+    if not p.passed:
+        return "FAIL"
+    return "PASS*" if p.diagnosis == "nondifferentiable" else "PASS"
+
+
+def _row(p: ParamResult) -> list[str]:
+    diag = p.diagnosis + (f" x{p.factor:.8g}" if p.factor is not None else "") + (
+        f" <-> {p.swapped_with}" if p.swapped_with else "")
+    index = "-" if p.worst_index is None else _shape(p.worst_index)
+    return [p.name, _shape(p.actual_shape if p.actual_shape is not None else p.shape), verdict(p),
+            _num(p.max_rel_error, ".1e"), index, _num(p.yours), _num(p.reference), diag]
+
+
+def _colour(text: str, p: ParamResult, color: bool) -> str:
+    if not color:
+        return text
+    code = _RED if not p.passed else (_YELLOW if p.diagnosis == "nondifferentiable" else _GREEN)
+    return code + text + _RESET
+
+
+def headline(report: Report) -> str:
+    """One line: the verdict, how many leaves failed, and the references used."""
+    ran = [f"{r.name} ({r.method})" for r in report.references if r.ran]
+    n_bad = len(report.failures)
+    state = "PASSED" if report.passed else f"FAILED ({n_bad} of {len(report.parameters)} parameters wrong)"
+    title = f"{report.title}: " if report.title else ""
+    return f"{title}gradient check {state}; references: {', '.join(ran) or 'none'}"
+
+
+def render_text(report: Report, *, color: bool = False) -> str:
+    """The report as a table plus one explanation paragraph per finding."""
+    rows = [list(_COLUMNS)] + [_row(p) for p in report.parameters]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+    lines = [headline(report), ""]
+    for n, row in enumerate(rows):
+        text = "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+        lines.append(_colour(text, report.parameters[n - 1], color) if n else text)
+    findings = [p for p in report.parameters if p.diagnosis not in ("ok",)]
+    if findings:
+        lines.append("")
+    for p in findings:
+        lines.append(f"{p.name}: {p.detail}")
+        if p.cause:
+            lines.append(f"    likely cause: {p.cause}")
+        if p.worst_index is not None and not p.passed:
+            lines.append(f"    worst element {p.name}{_index(p.worst_index)}: yours {_num(p.yours, '.10g')} vs "
+                         f"{p.reference_name} {_num(p.reference, '.10g')} (rtol {p.rtol:.0e}, atol {p.atol:.1e})")
+    skipped = [r for r in report.references if not r.ran]
+    for r in skipped:
+        lines.append(f"note: {r.name} reference did not run: {r.reason}")
+    if report.plan.get("numeric") == "sampled":
+        lines.append(f"note: finite differences checked a sample of {report.plan.get('numeric_elements')} elements "
+                     f"(seed {report.seed}); see plan for details")
+    for w in report.warnings:
+        if not any(w.endswith(r.reason) for r in skipped if r.reason):
+            lines.append(f"warning: {w}")
+    return "\n".join(lines)
+
+
+def render_summary(report: Report) -> str:
+    """A single line for progress output: verdict and worst relative error."""
+    return f"{headline(report)}; worst relative error {report.max_rel_error:.1e}"

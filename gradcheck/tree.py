@@ -1,0 +1,182 @@
+"""Flatten parameter pytrees (dicts, lists, tuples, scalars, arrays) to named leaves and back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from .errors import InvalidCase, StructureMismatch
+
+_CONTAINERS = (dict, list, tuple)
+
+
+@dataclass(frozen=True)
+class TreeDef:
+    """The shape of a pytree: its containers, and for each leaf its path."""
+
+    kind: str  # "leaf", "dict", "list", "tuple"
+    keys: tuple = ()
+    children: tuple = ()
+    scalar: bool = False  # a Python scalar leaf (returned as float, not 0-d array)
+
+    @property
+    def num_leaves(self) -> int:
+        if self.kind == "leaf":
+            return 1
+        return sum(child.num_leaves for child in self.children)
+
+
+def _join(prefix: str, key: Any, in_dict: bool) -> str:
+    if in_dict:
+        return f"{prefix}.{key}" if prefix else str(key)
+    return f"{prefix}[{key}]"
+
+
+def _walk(tree: Any, prefix: str, names: list, leaves: list, origin: str) -> TreeDef:
+    if isinstance(tree, dict):
+        keys = tuple(tree.keys())
+        children = tuple(_walk(tree[k], _join(prefix, k, True), names, leaves, origin) for k in keys)
+        return TreeDef("dict", keys, children)
+    if isinstance(tree, (list, tuple)):
+        kind = "tuple" if isinstance(tree, tuple) else "list"
+        children = tuple(
+            _walk(item, _join(prefix, i, False), names, leaves, origin) for i, item in enumerate(tree)
+        )
+        return TreeDef(kind, tuple(range(len(tree))), children)
+    names.append(prefix or "params")
+    leaves.append(tree)
+    return TreeDef("leaf", scalar=isinstance(tree, (int, float, np.number)) and not isinstance(tree, bool))
+
+
+def flatten(tree: Any, origin: str = "params") -> tuple[list[str], list[Any], TreeDef]:
+    """Return (names, leaves, treedef); leaves are returned as given (not copied)."""
+    names: list[str] = []
+    leaves: list[Any] = []
+    treedef = _walk(tree, "", names, leaves, origin)
+    return names, leaves, treedef
+
+
+def unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:
+    """Rebuild a pytree of the given structure from leaves in flatten order."""
+    it = iter(leaves)
+    tree = _build(treedef, it)
+    return tree
+
+
+def _build(treedef: TreeDef, it: Iterator[Any]) -> Any:
+    if treedef.kind == "leaf":
+        return next(it)
+    children = [_build(child, it) for child in treedef.children]
+    if treedef.kind == "dict":
+        return dict(zip(treedef.keys, children))
+    return tuple(children) if treedef.kind == "tuple" else children
+
+
+def leaf_names(treedef: TreeDef) -> list[str]:
+    """The names flatten() gives the leaves of a tree with this structure."""
+    names: list[str] = []
+
+    def visit(td: TreeDef, prefix: str) -> None:
+        if td.kind == "leaf":
+            names.append(prefix or "params")
+            return
+        for key, child in zip(td.keys, td.children):
+            visit(child, _join(prefix, key, td.kind == "dict"))
+
+    visit(treedef, "")
+    return names
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(str, value))}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of length {len(value)}"
+    if value is None:
+        return "None"
+    return f"a {type(value).__name__}"
+
+
+def flatten_like(treedef: TreeDef, tree: Any, what: str = "gradient") -> list[Any]:
+    """Flatten `tree` along `treedef`, raising StructureMismatch naming the first differing leaf."""
+    out: list[Any] = []
+    _match(treedef, tree, "", out, what)
+    return out
+
+
+def _match(td: TreeDef, tree: Any, prefix: str, out: list, what: str) -> None:
+    here = prefix or "the top level"
+    if td.kind == "leaf":
+        if tree is None:
+            raise StructureMismatch(
+                f"{what} for parameter '{prefix or 'params'}' is None: the function returns nothing "
+                f"for it yet. Return an array of the parameter's shape."
+            )
+        if isinstance(tree, _CONTAINERS):
+            raise StructureMismatch(
+                f"{what} for parameter '{prefix or 'params'}' is {_describe(tree)}, but the parameter "
+                f"is a single array. Return one array per parameter."
+            )
+        out.append(tree)
+        return
+    if td.kind == "dict":
+        if not isinstance(tree, dict):
+            raise StructureMismatch(f"{what} at {here} is {_describe(tree)}; expected a dict with keys {list(map(str, td.keys))}.")
+        _match_keys(td.keys, list(tree.keys()), prefix, what)
+        for key, child in zip(td.keys, td.children):
+            _match(child, tree[key], _join(prefix, key, True), out, what)
+        return
+    if not isinstance(tree, (list, tuple)):
+        raise StructureMismatch(f"{what} at {here} is {_describe(tree)}; expected a {td.kind} of length {len(td.keys)}.")
+    if len(tree) != len(td.keys):
+        raise StructureMismatch(
+            f"{what} at {here} is a {type(tree).__name__} of length {len(tree)}, but the parameters "
+            f"have {len(td.keys)} entries there. Return one gradient per parameter, in the same order."
+        )
+    for i, child in enumerate(td.children):
+        _match(child, tree[i], _join(prefix, i, False), out, what)
+
+
+def _match_keys(expected: tuple, got: list, prefix: str, what: str) -> None:
+    import difflib
+
+    missing = [k for k in expected if k not in got]
+    extra = [k for k in got if k not in expected]
+    if not missing and not extra:
+        return
+    parts = []
+    for key in missing:
+        name = _join(prefix, key, True)
+        close = difflib.get_close_matches(str(key), [str(k) for k in extra], n=1)
+        hint = f" (you returned '{close[0]}': a misspelling?)" if close else ""
+        parts.append(f"missing key '{name}'{hint}")
+    for key in extra:
+        if not any(difflib.get_close_matches(str(key), [str(k) for k in missing], n=1)):
+            parts.append(f"extra key '{_join(prefix, key, True)}' that is not a parameter")
+    raise StructureMismatch(
+        f"{what} does not match the parameters: " + "; ".join(parts)
+        + f". Return exactly the keys {list(map(str, expected))}."
+    )
+
+
+def validate_leaf(name: str, value: Any) -> np.ndarray:
+    """Turn a parameter leaf into a float ndarray (a copy), refusing what cannot be differentiated."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
+        raise InvalidCase(f"parameter '{name}' is {_describe(value)}; parameters must be float arrays or Python floats.")
+    try:
+        arr = np.array(value, copy=True)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is the user's input
+        raise InvalidCase(f"parameter '{name}' ({_describe(value)}) cannot be turned into an array: {exc}") from None
+    if arr.dtype.kind in "iub":
+        raise InvalidCase(
+            f"parameter '{name}' has integer dtype {arr.dtype}: finite differences on integers are "
+            f"meaningless. Pass it as floats, e.g. params['{name}'].astype(float), or move it to args "
+            f"if it is data rather than a parameter."
+        )
+    if arr.dtype.kind == "c":
+        raise InvalidCase(f"parameter '{name}' is complex; gradcheck checks real-valued parameters only.")
+    if arr.dtype.kind != "f":
+        raise InvalidCase(f"parameter '{name}' has dtype {arr.dtype}; parameters must be floating point arrays.")
+    return arr

@@ -1,0 +1,80 @@
+"""Merge the references' gradients for one leaf: agree, pick the most accurate, or call a kink.
+
+Where the references disagree beyond their own error bars (ReLU at 0, a max tie, abs at 0),
+or the finite differences see a one-sided gap that does not shrink with the step, the
+element is a kink: the user is held only to the interval spanned by the one-sided
+derivatives and the references' values.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .compare import Combined
+from .model import ReferenceGradient
+from .references import REFERENCE_NAMES
+
+#: Relative slack when two references are compared with each other.
+AGREE_RTOL = 1e-9
+
+
+def _rank(ref: ReferenceGradient) -> int:
+    return REFERENCE_NAMES.index(ref.name) if ref.name in REFERENCE_NAMES else len(REFERENCE_NAMES)
+
+
+def disagreement(a: ReferenceGradient, b: ReferenceGradient, k: int) -> np.ndarray:
+    """Elements of leaf k where both references ran and differ beyond their error bars."""
+    both = a.checked[k] & b.checked[k]
+    va, vb = np.where(both, a.values[k], 0.0), np.where(both, b.values[k], 0.0)
+    ea, eb = np.where(both, a.errors[k], 0.0), np.where(both, b.errors[k], 0.0)
+    scale = np.maximum(np.abs(va), np.abs(vb))
+    with np.errstate(invalid="ignore"):
+        return both & (np.abs(va - vb) > 3 * (ea + eb) + AGREE_RTOL * scale)
+
+
+def combine(refs: Sequence[ReferenceGradient], k: int, shape: tuple) -> tuple[Combined, list[str]]:
+    """The combined reference for leaf k, and warnings about references that look unreliable."""
+    refs = sorted(refs, key=_rank)
+    warnings: list[str] = []
+    numeric = next((r for r in refs if r.name == "numeric"), None)
+    kink = np.zeros(shape, bool)
+    if numeric is not None and numeric.kinks is not None:
+        kink |= numeric.kinks[k] & numeric.checked[k]
+    trusted = list(refs)
+    for a in refs:
+        for b in refs:
+            if _rank(a) >= _rank(b):
+                continue
+            bad = disagreement(a, b, k)
+            if numeric is not None and b is numeric and bad.sum() > max(2, 0.1 * (a.checked[k] & b.checked[k]).sum()) \
+                    and not (bad & kink).all():
+                # Too many smooth disagreements is not a kink: the exact reference mis-ran.
+                warnings.append(
+                    f"the {a.name} reference disagrees with finite differences at {int(bad.sum())} elements; "
+                    f"it was set aside for this parameter (is the loss using state {a.name} cannot see?)"
+                )
+                if a in trusted:
+                    trusted.remove(a)
+                continue
+            kink |= bad
+    value = np.full(shape, np.nan)
+    error = np.full(shape, np.inf)
+    checked = np.zeros(shape, bool)
+    low = np.full(shape, np.inf)
+    high = np.full(shape, -np.inf)
+    source = ""
+    for ref in trusted:
+        m = ref.checked[k] & ~checked
+        if m.any() and not source:
+            source = ref.name
+        value = np.where(m, ref.values[k], value)
+        error = np.where(m, ref.errors[k], error)
+        checked |= ref.checked[k]
+        for bound in (ref.values[k], *(b[k] for b in (ref.lower, ref.upper) if b is not None)):
+            ok = ref.checked[k] & np.isfinite(bound)
+            low = np.where(ok, np.minimum(low, bound), low)
+            high = np.where(ok, np.maximum(high, bound), high)
+    return Combined(value=value, error=error, checked=checked, kink=kink & checked, low=low, high=high,
+                    source=source), warnings
