@@ -1,0 +1,132 @@
+"""Forward/backward layer checks (CS231n style), by projection onto a random upstream gradient.
+
+For out = forward(*inputs), the scalar L = sum(out * dout) has dL/dinput = backward(dout, cache),
+so the layer check is an ordinary gradient check of L with a seeded random `dout`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .check import _call_user, check
+from .errors import GradientMismatch, InvalidCase
+from .model import Report
+from .objective import fresh
+from .tree import flatten
+
+
+def _split_forward(result: Any) -> tuple[Any, Any]:
+    """(out, cache) from a forward that returns (out, cache) or just out."""
+    if isinstance(result, tuple) and len(result) == 2:
+        return result
+    return result, None
+
+
+def _call_forward(forward: Callable, values: Sequence[Any]) -> tuple[Any, Any]:
+    return _split_forward(forward(*values))
+
+
+def _input_names(inputs: Any) -> list[str]:
+    if isinstance(inputs, Mapping):
+        return [str(k) for k in inputs]
+    return [f"[{i}]" for i in range(len(inputs))]
+
+
+def _grads_by_name(result: Any, names: list[str], wrt: list[str]) -> dict:
+    """Map backward's result (array, tuple or dict) onto input names."""
+    if isinstance(result, Mapping):
+        return {n: result.get(n.strip("[]") if n.startswith("[") else n) for n in wrt}
+    if not isinstance(result, (tuple, list)):
+        result = (result,)
+    if len(result) == len(names):
+        by_name = dict(zip(names, result))
+    elif len(result) == len(wrt):
+        by_name = dict(zip(wrt, result))
+    else:
+        raise InvalidCase(f"backward returned {len(result)} gradients, but the layer has {len(names)} inputs "
+                          f"({', '.join(names)}); return one gradient per input, in order (None for an input "
+                          f"you do not differentiate), or pass wrt= to name the inputs you check.")
+    return {n: by_name[n] for n in wrt}
+
+
+def check_layer(forward: Callable, backward: Callable, inputs: Any, *, wrt: Sequence[str] | None = None,
+                dout: np.ndarray | None = None, seed: int = 0, **options: Any) -> Report:
+    """Check backward(dout, cache) against forward(*inputs) for every float input.
+
+    `inputs` is a tuple (inputs named [0], [1], ...) or a dict (named by key, passed in order).
+    `wrt` names the inputs to check (default: every floating-point input). Other options are
+    those of `gradcheck.check`. Inputs and `dout` are never modified.
+    """
+    if not callable(forward) or not callable(backward):
+        raise InvalidCase("check_layer needs forward(*inputs) and backward(dout, cache) functions.")
+    if not isinstance(inputs, (tuple, list, Mapping)):
+        inputs = (inputs,)
+    names = _input_names(inputs)
+    values = list(inputs.values()) if isinstance(inputs, Mapping) else list(inputs)
+    floats = [n for n, v in zip(names, values) if np.asarray(v).dtype.kind == "f"]
+    wrt = list(floats if wrt is None else wrt)
+    unknown = [w for w in wrt if w not in names]
+    if unknown:
+        raise InvalidCase(f"wrt names unknown input(s) {unknown}; the inputs are {names}.")
+    if not wrt:
+        raise InvalidCase(f"none of the inputs {names} is a float array; pass wrt= to say which to check.")
+    constants = {n: fresh(v) for n, v in zip(names, values) if n not in wrt}
+    out, _ = _call_user(lambda: _call_forward(forward, fresh(values)), "forward")
+    out = np.asarray(out)
+    if out.dtype.kind not in "fc":
+        raise InvalidCase(f"forward returned {type(out).__name__} of dtype {out.dtype}; expected a float array.")
+    if dout is None:
+        dout = np.random.default_rng(seed).standard_normal(out.shape)
+    dout = np.array(dout, dtype=np.float64, copy=True)
+    if dout.shape != out.shape:
+        raise InvalidCase(f"dout has shape {dout.shape} but forward's output has shape {out.shape}.")
+    warnings: list[str] = []
+    missing: list[str] = []
+
+    def assemble(params: Mapping) -> list:
+        return [params[n] if n in params else constants[n] for n in names]
+
+    def projected(params: Mapping) -> Any:
+        out_p, _ = _call_forward(forward, assemble(params))
+        return np.sum(out_p * dout)
+
+    def grads(params: Mapping) -> dict:
+        _, cache = _call_forward(forward, assemble(params))
+        upstream = dout.copy()
+        result = backward(upstream, cache if cache is not None else tuple(assemble(params)))
+        if not np.array_equal(upstream, dout) and not warnings:
+            warnings.append("your backward modifies dout in place; gradcheck gave it a copy, but in a network "
+                            "the upstream layer's gradient would be corrupted")
+        found = _grads_by_name(result, names, wrt)
+        for n, g in found.items():
+            if g is None:
+                if n not in missing:
+                    missing.append(n)
+                found[n] = np.zeros(np.shape(params[n]))
+        return found
+
+    params = {n: v for n, v in zip(names, values) if n in wrt}
+    report = check(projected, grads, params, **options)
+    return _with_layer_findings(report, missing, warnings)
+
+
+def _with_layer_findings(report: Report, missing: list[str], warnings: list[str]) -> Report:
+    results = []
+    for p in report.parameters:
+        if p.name in missing:
+            p = replace(p, passed=False, diagnosis="missing", detail=f"backward returned None for input '{p.name}'.",
+                        cause="the backward pass returned None for this input: it is still a stub",
+                        worst_index=None, yours=None, reference=None, max_rel_error=float("inf"))
+        results.append(p)
+    return replace(report, parameters=tuple(results), warnings=tuple(warnings) + report.warnings)
+
+
+def assert_layer(*a: Any, **kw: Any) -> Report:
+    """Run `check_layer`; raise GradientMismatch if it fails."""
+    report = check_layer(*a, **kw)
+    if not report.passed:
+        raise GradientMismatch(report)
+    return report
