@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .compare import Combined, compare_leaf
+from .compare import Combined, compare_leaf, default_tolerances
 from .diagnose import diagnose, diagnose_shape
 from .errors import (GradientMismatch, InvalidCase, NondeterministicLoss, ReferenceUnavailable,
                      UserCodeError)
@@ -122,7 +122,9 @@ def prepare(loss: Callable | None, grad: Callable | None, params: Any, args: Seq
     t0 = time.perf_counter()
     g = _call_user(grad, "gradient function", user_params, *fresh(objective.args), **fresh(objective.kwargs))
     t_grad = time.perf_counter() - t0
+    t0 = time.perf_counter()
     f_b = objective(objective.x0)
+    t_loss = min(t_loss, time.perf_counter() - t0)  # the first call may include warm-up
     if not _same_value(f_a, f_b):
         f_c = objective(objective.x0)
         if _same_value(f_b, f_c):
@@ -170,18 +172,66 @@ def _lowest(a: np.dtype, b: np.dtype) -> str:
     return (a if sizes[0] <= sizes[1] else b).name if min(sizes) < 8 else "float64"
 
 
-def plan_selection(prep: Prepared, budget: float, seed: int, max_elements: int | None) -> tuple[list, dict]:
-    """Which elements finite differences visit: all when affordable, else a seeded sample per leaf."""
-    sizes = [x.size for x in prep.x0]
-    total = sum(sizes)
-    per_element = 7 * max(prep.t_loss, 2e-5)
-    affordable = int(budget * 0.5 / per_element) if max_elements is None else int(max_elements)
-    if total <= affordable:
-        return [np.arange(n) for n in sizes], {"numeric": "exhaustive", "numeric_elements": total}
-    rng = np.random.default_rng(seed)
-    share = max(affordable // max(len(sizes), 1), 4)
-    sel = [np.sort(rng.choice(n, size=min(n, share), replace=False)) if n else np.arange(0) for n in sizes]
-    return sel, {"numeric": "sampled", "numeric_elements": int(sum(len(s) for s in sel))}
+def _per_leaf_sample(sizes: Sequence[int], count: int, rng: np.random.Generator) -> list:
+    return [np.sort(rng.choice(n, size=min(n, count), replace=False)) if n else np.arange(0) for n in sizes]
+
+
+def _union(a: list, b: list) -> list:
+    return [np.union1d(x, y).astype(np.int64) for x, y in zip(a, b)]
+
+
+def affordable_elements(prep: Prepared, budget: float, max_elements: int | None) -> int:
+    """How many elements element-wise finite differences (6 loss calls each) can visit."""
+    if max_elements is not None:
+        return int(max_elements)
+    per_element = 6 * max(prep.t_loss, 2e-5) + 1e-5
+    return int(budget * 0.4 / per_element)
+
+
+def disagreeing(prep: Prepared, ref: ReferenceGradient, per_leaf: int) -> list:
+    """Per leaf, the elements where the user's gradient differs most from an exact reference."""
+    out = []
+    for k, (y, x) in enumerate(zip(prep.yours, prep.x0)):
+        g = ref.values[k]
+        if y.shape != g.shape or g.size == 0:
+            out.append(np.arange(0))
+            continue
+        rtol, atol_rel = default_tolerances(prep.dtypes[k])
+        scale = float(np.nanmax(np.abs(g))) if np.isfinite(g).any() else 0.0
+        with np.errstate(invalid="ignore", over="ignore"):
+            excess = np.abs(y.astype(np.float64) - g) - (rtol * np.abs(g) + atol_rel * scale)
+        excess = np.nan_to_num(excess, nan=np.inf).reshape(-1)
+        bad = np.flatnonzero(excess > 0)
+        out.append(bad[np.argsort(-excess[bad])][:per_leaf])
+    return out
+
+
+def _validate_exact(prep: Prepared, ref: ReferenceGradient, seed: int) -> list:
+    """Projections of an exact reference's gradient against finite differences (2 directions)."""
+    from .fast import masked_direction, project
+
+    rng = np.random.default_rng(seed + 2)
+    n = len(prep.x0)
+    grads = [np.nan_to_num(v) for v in ref.values]
+    tols = [default_tolerances("float64")[0]] * n
+    out = []
+    for label in ("random signs", "random signs (second)"):
+        v = [masked_direction(x, rng, np.arange(x.size)) if x.size else None for x in prep.x0]
+        out.append(project(prep.objective, prep.x0, grads, v, prep.loss_value, tols, [0.0] * n,
+                           f"{ref.name} gradient: {label}"))
+    return out
+
+
+def _localise(prep: Prepared, seed: int) -> tuple[list, list, list]:
+    from .fast import localise
+
+    tol = [default_tolerances(d) for d in prep.dtypes]
+    atols = []
+    for (rtol, atol_rel), y in zip(tol, prep.yours):
+        atols.append(atol_rel * (float(np.abs(y).max()) if y.size and np.isfinite(y).all() else 0.0))
+    yours = [y if y.shape == x.shape else np.zeros_like(x) for y, x in zip(prep.yours, prep.x0)]
+    return localise(prep.objective, prep.x0, yours, prep.names, prep.loss_value,
+                    [t[0] for t in tol], atols, seed=seed)
 
 
 def run_reference(name: str, prep: Prepared, selection: list, explicit: bool, seed: int,
@@ -217,7 +267,7 @@ def _numeric(prep: Prepared, selection: list, seed: int) -> ReferenceGradient:
 def _jax(prep: Prepared, selection: list, seed: int) -> ReferenceGradient:
     from .references.jax_ref import jax_gradient
 
-    return jax_gradient(prep.objective, [np.arange(x.size) for x in prep.x0])
+    return jax_gradient(prep.objective, selection)
 
 
 def _sympy(prep: Prepared, selection: list, seed: int) -> ReferenceGradient:
@@ -267,26 +317,87 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     `loss(params, *args) -> float` and `grad(params, *args) -> same structure as params` (or one
     `value_and_grad(params, *args) -> (loss, grads)`). `against` names references among
     "numeric", "jax", "sympy" ("auto": every one that can run). `rtol`/`atol` override the
-    dtype-based defaults (`gradcheck.compare.TOLERANCES`); `seed` fixes any sampling.
+    dtype-based defaults (`gradcheck.compare.TOLERANCES`); `seed` fixes any sampling; `budget`
+    (seconds) bounds the finite-difference work, which is exhaustive when it fits and otherwise
+    planned as described in `plan` of the report; `max_elements` caps element-wise differences.
     """
     names, explicit = normalize_against(against)
     _check_tolerances(rtol, atol, budget)
     budget = DEFAULT_BUDGET if budget is None else float(budget)
     prep = prepare(loss, grad, params, args, value_and_grad=value_and_grad, kwargs=kwargs)
-    selection, plan = plan_selection(prep, budget, seed, max_elements)
-    refs, statuses = [], []
-    for name in names:
-        ref, status = run_reference(name, prep, selection, explicit, seed)
-        statuses.append(status)
+    refs: dict[str, ReferenceGradient] = {}
+    statuses: dict[str, ReferenceStatus] = {}
+    everything = [np.arange(x.size) for x in prep.x0]
+
+    def run(name: str, selection: list) -> None:
+        ref, statuses[name] = run_reference(name, prep, selection, explicit, seed)
         if ref is not None:
-            refs.append(ref)
+            refs[name] = ref
+
+    if "jax" in names:
+        run("jax", everything)
+    plan: dict[str, Any] = {}
+    projections: list = []
+    failed_leaves: list = [False] * len(prep.x0)
+    extra_warnings: list[str] = []
+    if "numeric" in names:
+        total = sum(x.size for x in prep.x0)
+        affordable = affordable_elements(prep, budget, max_elements)
+        rng = np.random.default_rng(seed)
+        if total <= affordable:
+            selection, plan["numeric"] = everything, "exhaustive"
+        elif "jax" in refs:
+            checks = _validate_exact(prep, refs["jax"], seed)
+            projections += checks
+            if all(p.ok for p in checks):
+                per_leaf = max(2, min(8, affordable // (3 * len(prep.x0))))
+                sample = _per_leaf_sample([x.size for x in prep.x0], per_leaf, rng)
+                selection = _union(sample, disagreeing(prep, refs["jax"], per_leaf))
+                plan["numeric"] = "validation sample (every element compared against jax)"
+            else:
+                extra_warnings.append("the jax gradient failed its finite-difference projections; it was set aside "
+                                      "and the check fell back to projections and localisation")
+                refs.pop("jax")
+                statuses["jax"] = replace(statuses["jax"], ran=False, reason="disagrees with finite differences")
+        if "numeric" not in plan:
+            suspects, tests, failed_leaves = _localise(prep, seed)
+            projections += tests
+            per_leaf = max(2, min(16, affordable // (2 * len(prep.x0))))
+            selection = _union(_per_leaf_sample([x.size for x in prep.x0], per_leaf, rng), suspects)
+            plan["numeric"] = "projections, localisation and a sample"
+        run("numeric", selection)
+        plan["numeric_elements"] = int(sum(len(s) for s in selection))
+    if "sympy" in names:
+        run("sympy", everything if "numeric" not in names else selection)
+    ordered = [statuses[n] for n in names if n in statuses]
     if not refs:
-        raise ReferenceUnavailable("no reference could run: " + "; ".join(f"{s.name}: {s.reason}" for s in statuses))
-    results, warnings = compare_all(prep, refs, rtol, atol)
-    warnings = prep.warnings + warnings + [f"{s.name} reference skipped: {s.reason}" for s in statuses if not s.ran]
-    formulas = {key: f for r in refs for key, f in r.formulas.items()}
-    return Report(parameters=tuple(results), references=tuple(statuses), warnings=tuple(warnings),
+        raise ReferenceUnavailable("no reference could run: " + "; ".join(f"{s.name}: {s.reason}" for s in ordered))
+    results, warnings = compare_all(prep, list(refs.values()), rtol, atol)
+    results = _projection_failures(results, failed_leaves, projections)
+    if projections:
+        plan["projections"] = [p.to_dict() for p in projections]
+    plan["elements"] = int(sum(x.size for x in prep.x0))
+    warnings = prep.warnings + extra_warnings + warnings + [
+        f"{s.name} reference skipped: {s.reason}" for s in ordered if not s.ran]
+    formulas = {key: f for r in refs.values() for key, f in r.formulas.items()}
+    return Report(parameters=tuple(results), references=tuple(ordered), warnings=tuple(warnings),
                   loss_value=prep.loss_value, seed=seed, plan=plan, formulas=formulas, title=title)
+
+
+def _projection_failures(results: list, failed_leaves: list, projections: list) -> list:
+    """A leaf that failed a projection fails, even if its sampled elements happened to pass."""
+    out = []
+    for p, failed in zip(results, failed_leaves):
+        if failed and p.passed:
+            bad = [t for t in projections if t.label.startswith(f"{p.name}:") and not t.ok]
+            where = bad[0] if bad else None
+            detail = (f"{p.name} fails a projection check ({where.label}: yours {where.yours:.6g} vs finite "
+                      f"differences {where.numeric:.6g}) although its sampled elements pass; the error is "
+                      f"spread over many small elements") if where else f"{p.name} fails a projection check"
+            p = replace(p, passed=False, diagnosis="wrong", detail=detail,
+                        cause="many elements slightly wrong: a small systematic term (a regulariser, a mean) missing")
+        out.append(p)
+    return out
 
 
 def _check_tolerances(rtol: Any, atol: Any, budget: Any) -> None:
