@@ -120,7 +120,8 @@ def prepare(loss: Callable | None, grad: Callable | None, params: Any, args: Seq
     t_loss = time.perf_counter() - t0
     user_params = objective.params([a.copy() for a in arrays])  # the user's dtypes, fresh
     t0 = time.perf_counter()
-    g = _call_user(grad, "gradient function", user_params, *fresh(objective.args), **fresh(objective.kwargs))
+    g = _call_user(grad, "gradient function", user_params, *fresh(objective.user_args),
+                   **fresh(objective.user_kwargs))
     t_grad = time.perf_counter() - t0
     t0 = time.perf_counter()
     f_b = objective(objective.x0)

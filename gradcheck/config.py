@@ -79,7 +79,7 @@ class CaseSpec:
         for role, target in self.targets.items():
             obj = load_target(target, root, modules=modules)
             if role in DATA_KEYS and callable(obj):
-                obj = _call_data(obj, role, target, self.name)
+                obj = call_data(obj, role, target, self.name)
             out[role] = obj
         return out
 
@@ -202,8 +202,12 @@ def _case_targets(raw: dict, kind: str, where: str) -> dict:
     return targets
 
 
-def validate_options(options: Mapping[str, Any], where: str = "options") -> dict:
-    """Check option values (against, rtol, atol, seed, budget, max_elements); None means unset."""
+def validate_options(options: Mapping[str, Any], where: str = "options", *,
+                     label: str = "{key!r} in {where}") -> dict:
+    """Check option values (against, rtol, atol, seed, budget, max_elements); None means unset.
+
+    `label` formats how messages name an option (the CLI says "--rtol").
+    """
     out: dict[str, Any] = {}
     for key, value in options.items():
         if value is None:
@@ -211,7 +215,7 @@ def validate_options(options: Mapping[str, Any], where: str = "options") -> dict
         if key not in OPTION_KEYS:
             raise ConfigError(f"unknown option {key!r} in {where}; " + (
                 _suggest(key, OPTION_KEYS) or f"options are {', '.join(OPTION_KEYS)}."))
-        out[key] = _VALIDATORS[key](value, f"{key!r} in {where}")
+        out[key] = _VALIDATORS[key](value, label.format(key=key, where=where))
     return out
 
 
@@ -409,39 +413,56 @@ def _get_attr(module: Any, attr: str, target: str) -> Any:
     return obj
 
 
-def _call_data(fn: Any, role: str, target: str, case: str) -> Any:
-    """Call a zero-argument function that returns a case's params, args or inputs."""
+def call_data(fn: Any, role: str, target: str, case: str) -> Any:
+    """Call a zero-argument function that returns a case's params, args or inputs (errors name the case)."""
     from .objective import user_location, user_traceback
 
     try:
         return fn()
     except TypeError as exc:
         if "argument" in str(exc) and exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
-            raise ConfigError(f"{role} target {target!r} of case {case!r} is a function that needs arguments; "
+            raise ConfigError(f"{role} target {target!r}{_of_case(case)} is a function that needs arguments; "
                               f"give a value, or a function of no arguments returning it.") from None
-        raise UserCodeError(f"{target} (the {role} of case {case!r}) raised TypeError: {exc}",
+        raise UserCodeError(f"{target} (the {role}{_of_case(case)}) raised TypeError: {exc}",
                             where=user_location(exc), user_traceback=user_traceback(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - the user's code
-        raise UserCodeError(f"{target} (the {role} of case {case!r}) raised {type(exc).__name__}: {exc}",
+        raise UserCodeError(f"{target} (the {role}{_of_case(case)}) raised {type(exc).__name__}: {exc}",
                             where=user_location(exc), user_traceback=user_traceback(exc)) from exc
 
 
 # --------------------------------------------------------------------------- running
 
 
-def run_case(spec: CaseSpec, root: str | Path = ".", **options: Any) -> Any:
-    """Resolve and check one case; keyword options (None = unset) override the config's. Returns a Report."""
+def run_case(spec: CaseSpec, root: str | Path = ".", *, objects: Mapping[str, Any] | None = None,
+             **options: Any) -> Any:
+    """Resolve and check one case; keyword options (None = unset) override the config's. Returns a Report.
+
+    `objects` are the case's targets already resolved (`spec.resolve(root)`), to reuse them.
+    """
     merged = {**spec.options, **validate_options(options, f"the options for case {spec.name!r}")}
-    objs = spec.resolve(root)
-    if spec.kind == "layer":
+    objs = dict(spec.resolve(root) if objects is None else objects)
+    if spec.wrt is not None:
+        objs["wrt"] = spec.wrt
+    return run_objects(objs, kind=spec.kind, title=spec.name, **merged)
+
+
+def run_objects(case: Mapping[str, Any], *, kind: str | None = None, title: str = "", **options: Any) -> Any:
+    """Check a case given as objects: loss/grad (or value_and_grad)/params/args, or forward/backward/inputs.
+
+    The one place a case dict (resolved from a config, named on the command line, or a worked
+    example) becomes a `check` or `check_layer` call.
+    """
+    kind = kind or case.get("kind") or ("layer" if "forward" in case else "gradient")
+    options = {k: v for k, v in options.items() if v is not None}
+    if kind == "layer":
         from .layer import check_layer
 
-        return check_layer(objs["forward"], objs["backward"], objs["inputs"], wrt=spec.wrt, title=spec.name,
-                           **merged)
+        extra = {k: case[k] for k in ("wrt", "dout") if case.get(k) is not None}
+        return check_layer(case["forward"], case["backward"], case["inputs"], title=title, **extra, **options)
     from .check import check
 
-    return check(objs.get("loss"), objs.get("grad"), objs["params"], objs.get("args", ()),
-                 value_and_grad=objs.get("value_and_grad"), title=spec.name, **merged)
+    return check(case.get("loss"), case.get("grad"), case.get("params"), case.get("args", ()),
+                 value_and_grad=case.get("value_and_grad"), kwargs=case.get("kwargs"), title=title, **options)
 
 
 # --------------------------------------------------------------------------- messages
@@ -453,6 +474,10 @@ def _suggest(word: str, candidates: Any, *, prefix: str = "") -> str:
     if not close:
         return ""
     return "did you mean " + " or ".join(repr(prefix + c) for c in close) + "?"
+
+
+def _of_case(case: str) -> str:
+    return f" of case {case!r}" if case else ""
 
 
 def _where(path: Path | None) -> str:

@@ -44,16 +44,15 @@ def scale_cause(factor: float, batch_sizes: Sequence[int]) -> str:
     """The learner's-words explanation of a gradient scaled by `factor`."""
     sign = " (and the sign is flipped too: target - output instead of output - target)" if factor < 0 else ""
     f = abs(factor)
+    # A factor of 2 next to a data axis of length 2 is ambiguous: name both causes, the 1/2 first.
+    causes = [text for value, text in _SCALE_CAUSES.items() if np.isclose(f, value, rtol=1e-6)]
     for n in batch_sizes:
         if n > 1 and np.isclose(f, n, rtol=1e-6):
-            return f"batch mean in the loss but not in the gradient: divide the gradient by the batch size {n}" + sign
-        if n > 1 and np.isclose(f, 1.0 / n, rtol=1e-6):
-            return (f"the gradient is divided by the batch size {n} but the loss is a sum (or the mean "
-                    f"is taken twice)") + sign
-    for value, text in _SCALE_CAUSES.items():
-        if np.isclose(f, value, rtol=1e-6):
-            return text + sign
-    return _GENERIC_SCALE + sign
+            causes.append(f"batch mean in the loss but not in the gradient: divide the gradient by the batch size {n}")
+        elif n > 1 and np.isclose(f, 1.0 / n, rtol=1e-6):
+            causes.append(f"the gradient is divided by the batch size {n} but the loss is a sum (or the mean "
+                          f"is taken twice)")
+    return ("; or ".join(causes[:2]) if causes else _GENERIC_SCALE) + sign
 
 
 def nice_factor(c: float, batch_sizes: Sequence[int]) -> float:
@@ -114,7 +113,7 @@ def diagnose(name: str, cmp: Comparison, others: Mapping[str, Combined], batch_s
         ix = tuple(int(i) for i in np.argwhere(~np.isfinite(y) & cmp.ref.checked)[0])
         return _result(name, cmp, "nonfinite", f"{name} has NaN or inf, first at {at(ix)} (value {y[ix]}).",
                        CAUSES["nonfinite"], dtype=dtype)
-    if not y[m].any():
+    if m.any() and not y[m].any():
         return _result(name, cmp, "zero", f"{name} is all zeros, but the reference is not "
                        f"(its largest entry is {_fmt(float(np.abs(r[m]).max()))}).", CAUSES["zero"], dtype=dtype)
     if cmp.close(-y, r):
@@ -155,9 +154,18 @@ def _scaled(name: str, cmp: Comparison, batch_sizes: Sequence[int], dtype: str) 
     if c == 0.0 or not np.all(np.abs(y - c * r) <= abs(c) * cmp.tol[m]):
         return None
     factor = nice_factor(c, batch_sizes)
+    if m.sum() == 1 and not _is_simple(factor):
+        return None  # one element is always "some multiple" of its reference: only a simple factor says more
     how = f"{factor:.8g} times" if abs(factor) >= 1 else f"1/{1 / factor:.8g} of"
     return _result(name, cmp, "scaled", f"{name} is {how} the reference gradient at every checked element.",
                    scale_cause(factor, batch_sizes), factor=factor, dtype=dtype)
+
+
+def _is_simple(factor: float) -> bool:
+    """An integer or the reciprocal of one (2, 0.5, a batch size), up to sign."""
+    f = abs(factor)
+    g = f if f >= 1 else 1.0 / f
+    return bool(np.isclose(g, round(g), rtol=1e-6, atol=0))
 
 
 def diagnose_shape(name: str, yours: np.ndarray, ref: Combined, batch_sizes: Sequence[int],
@@ -197,6 +205,15 @@ def _shape_hint(yours: np.ndarray, ref: Combined) -> str:
                 ok = _values_match(yours.sum(axis=k), ref)
                 return (f"not summed over axis {k} (length {actual[k]}, likely the batch): use .sum(axis={k})"
                         + (" (the sum is right)" if ok else ""))
+    if yours.ndim == len(expected):
+        axes = tuple(k for k in range(yours.ndim) if actual[k] != expected[k])
+        if axes and all(expected[k] == 1 for k in axes):
+            # e.g. an (n, m) delta returned for an (n, 1) column bias: the batch axis was kept, not summed
+            ok = _values_match(yours.sum(axis=axes, keepdims=True), ref)
+            which = ", ".join(map(str, axes))
+            return (f"not summed over axis {which} (length {', '.join(str(actual[k]) for k in axes)}, likely the "
+                    f"batch): use .sum(axis={axes[0] if len(axes) == 1 else axes}, keepdims=True)"
+                    + (" (the sum is right)" if ok else ""))
     if yours.size == 1 and int(np.prod(expected)) > 1:
         return "a single number where the parameter is an array: the gradient was summed over too many axes"
     return ""

@@ -62,6 +62,30 @@ def readonly(tree: Any) -> Any:
     return tree
 
 
+def widen(tree: Any) -> Any:
+    """float16/float32 arrays and scalars in a (nested) container as float64; others as they are.
+
+    The references evaluate the loss in float64 (parameters and data alike): finite differences
+    of a float32 loss cannot resolve most gradients, so a float32 reference would pass anything.
+    """
+    if isinstance(tree, (np.ndarray, np.floating)) and tree.dtype.kind == "f" and tree.dtype.itemsize < 8:
+        return np.asarray(tree, dtype=np.float64) if isinstance(tree, np.ndarray) else np.float64(tree)
+    if isinstance(tree, dict):
+        return {k: widen(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
+        items = [widen(v) for v in tree]
+        return items if isinstance(tree, list) else tuple(items)
+    return tree
+
+
+def value_eps(value: Any) -> float:
+    """Machine epsilon of the precision a loss value was computed in (float64 for Python floats)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and dtype.kind in "fc":
+        return float(np.finfo(dtype).eps)
+    return float(np.finfo(np.float64).eps)
+
+
 def as_scalar(value: Any, who: str, *, allow_complex: bool = False) -> Any:
     """Check a loss value is one number; return it as float (or complex)."""
     if value is None:
@@ -98,8 +122,11 @@ class Objective:
         self.loss = loss
         self.treedef = treedef
         self.x0 = [np.asarray(x, dtype=np.float64) for x in x0]
-        self.args = fresh(args)  # private copy: the caller's data is never handed out
-        self.kwargs = fresh(kwargs or {})
+        self.user_args = fresh(args)  # private copy in the caller's dtypes: what the user's gradient sees
+        self.user_kwargs = fresh(kwargs or {})
+        self.args = widen(self.user_args)  # what the loss sees: low-precision floats widened to float64
+        self.kwargs = widen(self.user_kwargs)
+        self.eps = float(np.finfo(np.float64).eps)  # precision the loss computes in (raised if it casts down)
         self.scalar_leaves = list(scalar_leaves) or [False] * len(self.x0)
         self.name = name
         self.copy_mode = False  # becomes True once the user's code is seen writing into its inputs
@@ -117,7 +144,7 @@ class Objective:
         if not self.copy_mode:
             try:
                 value = self._call(readonly(list(leaves)), readonly(self.args), readonly(self.kwargs))
-                return as_scalar(value, self.name, allow_complex=allow_complex)
+                return self._scalar(value, allow_complex)
             except InvalidCase:
                 raise
             except Exception:  # noqa: BLE001 - maybe a write into a read-only input; retry with copies
@@ -131,7 +158,12 @@ class Objective:
                 user_traceback=user_traceback(exc),
             ) from exc
         self._note_mutation(leaves, leaves_c, args_c)
-        return as_scalar(value, self.name, allow_complex=allow_complex)
+        return self._scalar(value, allow_complex)
+
+    def _scalar(self, value: Any, allow_complex: bool) -> Any:
+        scalar = as_scalar(value, self.name, allow_complex=allow_complex)
+        self.eps = max(self.eps, value_eps(value))
+        return scalar
 
     def _call(self, leaves: list, args: tuple, kwargs: dict) -> Any:
         return self.loss(self.params(leaves), *args, **kwargs)

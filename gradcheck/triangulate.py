@@ -42,6 +42,8 @@ def combine(refs: Sequence[ReferenceGradient], k: int, shape: tuple) -> tuple[Co
     kink = np.zeros(shape, bool)
     if numeric is not None and numeric.kinks is not None:
         kink |= numeric.kinks[k] & numeric.checked[k]
+    if numeric is not None and numeric.steps is not None:
+        warnings += _not_finite_warning(numeric, k)
     trusted = list(refs)
     for a in refs:
         for b in refs:
@@ -78,3 +80,15 @@ def combine(refs: Sequence[ReferenceGradient], k: int, shape: tuple) -> tuple[Co
             high = np.where(ok, np.maximum(high, bound), high)
     return Combined(value=value, error=error, checked=checked, kink=kink & checked, low=low, high=high,
                     source=source), warnings
+
+
+def _not_finite_warning(numeric: ReferenceGradient, k: int) -> list[str]:
+    """A warning for elements finite differences visited (a step is set) but could not estimate."""
+    lost = np.isfinite(numeric.steps[k]) & ~numeric.checked[k]
+    if not lost.any():
+        return []
+    where = [tuple(int(i) for i in ix) for ix in np.argwhere(lost)]
+    shown = ", ".join("[" + ", ".join(map(str, ix)) + "]" for ix in where[:5]) + (" ..." if len(where) > 5 else "")
+    return [f"{len(where)} element(s) were NOT checked ({shown}): the loss is NaN or inf at points a finite-"
+            f"difference step away (log or sqrt of a value the step pushed to 0 or below, or overflow); "
+            f"move the parameters away from the edge of the loss's domain, e.g. clip before log"]

@@ -50,6 +50,7 @@ def _eval(objective: Objective, leaves: list, k: int, i: int, value: float, name
 
 def richardson(objective: Objective, leaves: list, k: int, i: int, h: float, f0: float, name: str):
     """(estimate, error, left, right, kink) for element i of leaf k, 6 loss calls."""
+    eps = max(EPS, getattr(objective, "eps", EPS))  # round-off of the precision the loss computes in
     x = float(leaves[k].reshape(-1)[i])
     steps = (h, h / 2, h / 4)
     fp = [_eval(objective, leaves, k, i, x + s, name) for s in steps]
@@ -58,14 +59,20 @@ def richardson(objective: Objective, leaves: list, k: int, i: int, h: float, f0:
     r1 = [(4 * d[1] - d[0]) / 3, (4 * d[2] - d[1]) / 3]
     r2 = (16 * r1[1] - r1[0]) / 15
     fmax = max(abs(f0), *map(abs, fp), *map(abs, fm))
-    error = abs(r2 - r1[1]) + 8 * EPS * fmax / h + EPS * abs(r2)
+    error = abs(r2 - r1[1]) + 8 * eps * fmax / h + eps * abs(r2)
+    if eps > EPS:
+        # The longer low-precision step may straddle a kink at h or h/2; the first-level gap shows it.
+        error += abs(r1[1] - r1[0])
     right = (fp[2] - f0) / steps[2]
     left = (f0 - fm[2]) / steps[2]
     # Curvature makes right - left shrink in proportion to h; a kink keeps it constant.
     gap_big = (fp[0] - 2 * f0 + fm[0]) / steps[0]
     gap_small = right - left
-    noise = 16 * EPS * fmax / steps[2]
-    kink = abs(gap_small) > max(0.6 * abs(gap_big), 1e3 * noise, 1e-7 * (abs(right) + abs(left)))
+    noise = 16 * eps * fmax / steps[2]
+    # 1e3 x the float64 round-off keeps smooth float64 points from looking kinked; a loss computed
+    # in float32 has a real, larger noise floor, of which 30x is enough.
+    floor = max(1e3 * noise * EPS / eps, 30 * noise)
+    kink = abs(gap_small) > max(0.6 * abs(gap_big), floor, 1e-7 * (abs(right) + abs(left)))
     return r2, error, left, right, kink
 
 
@@ -106,6 +113,9 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
     start = time.perf_counter()
     leaves = [x.copy() for x in objective.x0]
     f0 = objective(leaves) if f0 is None else f0
+    # A loss computed in lower precision (it casts to float32 itself) needs a longer step: the
+    # round-off eps |f| / h then dominates, and the h^6 truncation left by Richardson stays small.
+    base_step = base_step * (max(EPS, getattr(objective, "eps", EPS)) / EPS) ** 0.2
     shapes = [x.shape for x in leaves]
     values = [np.full(s, np.nan) for s in shapes]
     errors = [np.full(s, np.inf) for s in shapes]
@@ -120,15 +130,23 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
         h_all = element_steps(leaves[k], base_step)
         for i in np.asarray(idx, dtype=np.int64):
             name = _element_name(names, k, shapes[k], i)
-            est, err, left, right, kink = richardson(objective, leaves, k, int(i), float(h_all[i]), f0, name)
+            h = float(h_all[i])
+            est, err, left, right, kink = richardson(objective, leaves, k, int(i), h, f0, name)
+            small = base_step * abs(float(leaves[k].reshape(-1)[i])) or h * 1e-3
+            if not np.isfinite(est) and small < h:
+                # A step scaled to the leaf's typical size can cross a domain edge (log, sqrt) next
+                # to a small element; one scaled to the element alone may stay inside.
+                h = small
+                est, err, left, right, kink = richardson(objective, leaves, k, int(i), h, f0, name)
             for arr, v in ((values, est), (errors, err), (lower, min(left, right)),
-                           (upper, max(left, right)), (steps, h_all[i])):
+                           (upper, max(left, right)), (steps, h)):
                 arr[k].reshape(-1)[i] = v
+            # Unchecked but with a finite step: the loss was not finite at the perturbed points.
             checked[k].reshape(-1)[i] = np.isfinite(est)
             if kink:
                 kinks.append((k, int(i)))
             elif len(probes) < 3 and np.isfinite(est) and est != 0:
-                probes.append((k, int(i), float(h_all[i]), est, err))
+                probes.append((k, int(i), h, est, err))
             done += 1
             if progress is not None:
                 progress(done)

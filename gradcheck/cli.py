@@ -1,0 +1,551 @@
+"""`check-gradients`: check hand-written gradients from the command line.
+
+    check-gradients                                   the cases in [tool.gradcheck] of ./pyproject.toml
+    check-gradients LOSS GRAD PARAMS [--args DATA]    one case, each a target "module:attr" or "file.py:attr"
+    check-gradients --value-and-grad F PARAMS         one case written as f(params, *args) -> (loss, grads)
+    check-gradients examples                          list the worked examples
+    check-gradients example NAME                      replay one worked example
+    check-gradients explain LOSS PARAMS --leaf W1 --index 0,2    the chain rule for one element
+
+Exit status: 0 every gradient matches, 1 a gradient is wrong, 2 a usage or configuration
+error, 3 your code raised or a required reference could not run, 4 gradcheck itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
+
+from .errors import (ConfigError, GradcheckError, NondeterministicLoss, ReferenceUnavailable,
+                     StructureMismatch, UserCodeError)
+
+OK, MISMATCH, USAGE, USER_CODE, INTERNAL = 0, 1, 2, 3, 4
+SUBCOMMANDS = ("examples", "example", "explain")
+_EPILOG = ("targets are \"module:attribute\" (imported from the current directory) or \"path/to/file.py:attribute\". "
+           "Exit status: 0 all gradients match, 1 a gradient is wrong, 2 usage or configuration error, "
+           "3 your code raised or a required reference could not run, 4 gradcheck itself failed.")
+
+
+class Usage(Exception):
+    """A usage error found after argument parsing (exit 2)."""
+
+
+@dataclass
+class Outcome:
+    """One case's result: its report, or the error that stopped it, and the exit code that follows."""
+
+    name: str
+    report: Any = None
+    error: BaseException | None = None
+    code: int = OK
+    extra: list = field(default_factory=list)  # lines printed after the report
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `check-gradients` with these arguments (default: sys.argv[1:]); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else "check"
+    handler = {"check": _cmd_check, "examples": _cmd_examples, "example": _cmd_example, "explain": _cmd_explain}
+    parser = _parser(command)
+    try:
+        args = parser.parse_args(argv if command == "check" else argv[1:])
+    except SystemExit as exc:  # argparse has printed the usage error (2) or the help (0)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else USAGE
+    try:
+        return handler[command](args)
+    except Usage as exc:
+        parser.print_usage(sys.stderr)
+        _error(f"{parser.prog}: error: {exc}", prefix=False)
+        return USAGE
+    except GradcheckError as exc:
+        _error(_message(exc))
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one message, not a traceback
+        _error(_message(exc))
+        return INTERNAL
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit status an error stands for."""
+    if isinstance(exc, StructureMismatch):
+        return MISMATCH  # the gradient's structure is wrong: a mismatch, not a usage error
+    if isinstance(exc, (UserCodeError, NondeterministicLoss, ReferenceUnavailable)):
+        return USER_CODE
+    if isinstance(exc, GradcheckError):
+        return USAGE
+    return INTERNAL
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, GradcheckError):
+        return str(exc)  # UserCodeError's str carries the user's traceback
+    return (f"gradcheck itself failed with {type(exc).__name__}: {exc}. This is a bug in gradcheck; "
+            f"please report it with the command you ran.")
+
+
+def _error(text: str, *, prefix: bool = True) -> None:
+    print(("error: " if prefix else "") + text, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- argument parsing
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    prog = "check-gradients" + ("" if command == "check" else f" {command}")
+    builders = {"check": _check_parser, "examples": _examples_parser, "example": _example_parser,
+                "explain": _explain_parser}
+    return builders[command](prog)
+
+
+def _add_check_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("check options")
+    g.add_argument("--against", metavar="REFS", type=_against,
+                   help="references, comma separated: numeric, jax, sympy, all or auto (default: auto)")
+    g.add_argument("--rtol", type=float, metavar="X", help="relative tolerance (default: by dtype, 1e-8 for float64)")
+    g.add_argument("--atol", type=float, metavar="X", help="absolute tolerance (default: by dtype and gradient size)")
+    g.add_argument("--seed", type=int, metavar="N", help="seed for sampled elements and random upstream gradients")
+    g.add_argument("--budget", type=float, metavar="SECONDS", help="time a check may plan for (default: 20)")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", action="store_true", help="print the report as JSON on stdout, and nothing else")
+    o.add_argument("--plot", metavar="FILE.png", help="draw error heatmaps and a step-size sweep to this file")
+    o.add_argument("--no-color", action="store_true", help="no colours, even on a terminal (NO_COLOR works too)")
+
+
+def _against(text: str) -> Any:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give reference names such as numeric,jax")
+    return names[0] if len(names) == 1 else names
+
+
+def _check_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, epilog=_EPILOG,
+        usage="%(prog)s [LOSS GRAD PARAMS | --value-and-grad F PARAMS] [--args DATA] [options]\n"
+              "       %(prog)s {examples, example NAME, explain ...} [options]",
+        description="Check hand-written gradients against finite differences, JAX and SymPy. Without targets, "
+                    "run the cases in [tool.gradcheck] of ./pyproject.toml.")
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="LOSS GRAD PARAMS, or PARAMS with --value-and-grad")
+    p.add_argument("--args", metavar="DATA", help="target of the extra arguments: a tuple (X, y), or one value")
+    p.add_argument("--value-and-grad", metavar="F", help="target of f(params, *args) -> (loss, grads)")
+    p.add_argument("--config", metavar="FILE", help="read [tool.gradcheck] from FILE (default: ./pyproject.toml)")
+    p.add_argument("--case", action="append", metavar="NAME", help="run only this configured case (repeatable)")
+    _add_check_options(p)
+    return p
+
+
+def _examples_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="List the worked examples.")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.add_argument("--no-color", action="store_true", help=argparse.SUPPRESS)  # accepted everywhere, for scripts
+    return p
+
+
+def _example_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, epilog=_EPILOG,
+                                description="Replay a worked example: exit 0 if it passes, 1 if it is a buggy twin "
+                                            "and the bug is found.")
+    p.add_argument("name", metavar="NAME", help="the example's name (see: check-gradients examples)")
+    _add_check_options(p)
+    return p
+
+
+def _explain_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, usage="%(prog)s (LOSS PARAMS [--args DATA] [--grad GRAD] | --example NAME) --leaf NAME "
+                         "[--index I,J]",
+        description="Walk the chain rule from the loss down to one parameter element, each local derivative "
+                    "with its value (as Matt Mazur's step-by-step backpropagation post does).")
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="LOSS PARAMS")
+    p.add_argument("--args", metavar="DATA", help="target of the extra arguments")
+    p.add_argument("--grad", metavar="GRAD", help="target of your gradient, shown beside the chain")
+    p.add_argument("--example", metavar="NAME", help="explain a worked example instead (e.g. mazur)")
+    p.add_argument("--leaf", required=True, help="the parameter, as gradcheck names it (W1, layer1.W, weights[0])")
+    p.add_argument("--index", default="", help="the element, e.g. 0,2 (default: the scalar itself)")
+    p.add_argument("--no-color", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+# --------------------------------------------------------------------------- check
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    options = _options(args)
+    cases, config_mode = _cases_from(args)
+    if args.plot:
+        _prepare_plot(args.plot)
+    outcomes = [_run(spec.name or "command line", partial(spec.resolve, root),
+                     partial(_run_spec, spec, root, options), args, several=len(cases) > 1) for spec, root in cases]
+    _print(outcomes, args, config_mode)
+    return max(o.code for o in outcomes)
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """The check options given on the command line, validated as a config's are."""
+    from .config import validate_options
+
+    raw = {k: getattr(args, k, None) for k in ("against", "rtol", "atol", "seed", "budget")}
+    return validate_options(raw, "the command line", label="--{key}")
+
+
+def _cases_from(args: argparse.Namespace) -> tuple[list, bool]:
+    """[(name, function resolving the case's targets)], the root they resolve from, and whether from a config."""
+    from .config import CaseSpec, load_config
+
+    if args.targets or args.value_and_grad:
+        if args.config or args.case:
+            raise Usage("give targets on the command line, or --config/--case, not both")
+        roles = ("params",) if args.value_and_grad else ("loss", "grad", "params")
+        if len(args.targets) != len(roles):
+            raise Usage(f"expected {' '.join(r.upper() for r in roles)} "
+                        f"{'(with --value-and-grad) ' if args.value_and_grad else ''}but got {len(args.targets)} "
+                        f"target{'s' if len(args.targets) != 1 else ''}: {' '.join(args.targets) or '(none)'}")
+        named = dict(zip(roles, args.targets))
+        named.update({k: v for k, v in (("value_and_grad", args.value_and_grad), ("args", args.args)) if v})
+        return [(CaseSpec(name="", kind="gradient", targets=named), Path("."))], False
+    if args.args:
+        raise Usage("--args goes with targets: check-gradients LOSS GRAD PARAMS --args DATA")
+    config = load_config(_config_path(args.config))
+    if not config.cases:
+        raise ConfigError(f"{config.path} declares no cases: add [[tool.gradcheck.cases]] tables (name, loss, grad, "
+                          f"params, ...), or name a case: check-gradients LOSS GRAD PARAMS")
+    specs = [config.case(n) for n in args.case] if args.case else config.cases
+    return [(spec, config.root) for spec in specs], True
+
+
+def _run_spec(spec: Any, root: Path, options: dict, objs: dict) -> Any:
+    from .config import run_case
+
+    return run_case(spec, root, objects=objs, **options)
+
+
+def _config_path(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    path = Path("pyproject.toml")
+    if not path.is_file():
+        raise Usage("no pyproject.toml in this directory: name a case (check-gradients LOSS GRAD PARAMS), "
+                    "or point to a config with --config FILE")
+    return path
+
+
+def _run(name: str, resolve: Callable[[], dict], run: Callable[[dict], Any], args: argparse.Namespace, *,
+         several: bool) -> Outcome:
+    """Resolve, check and (if asked) plot one case; errors become the outcome, not an exit."""
+    outcome = Outcome(name)
+    try:
+        with Ticker(f"checking {name}" if several else "checking", stream=sys.stderr):
+            objs = resolve()
+            outcome.report = run(objs)
+            if args.plot:
+                outcome.extra.append(_plot(outcome.report, objs, _plot_path(args.plot, name, several)))
+        outcome.code = OK if outcome.report.passed else MISMATCH
+    except GradcheckError as exc:
+        outcome.error, outcome.code = exc, exit_code(exc)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one message, not a traceback
+        outcome.error, outcome.code = exc, INTERNAL
+    return outcome
+
+
+def _print(outcomes: list, args: argparse.Namespace, config_mode: bool) -> None:
+    """Reports on stdout (a table each, or JSON), errors on stderr."""
+    for o in outcomes:
+        if o.error is not None:
+            _error((f"case {o.name!r}: " if config_mode else "") + _message(o.error))
+    if args.json:
+        if config_mode:
+            doc = {"passed": all(o.code == OK for o in outcomes), "cases": {o.name: _json_case(o) for o in outcomes}}
+            print(json.dumps(doc, indent=2))
+        elif outcomes[0].report is not None:
+            print(json.dumps(outcomes[0].report.to_dict(), indent=2))
+        return
+    from .report import render_text
+
+    color = _use_color(args)
+    shown = [o for o in outcomes if o.report is not None]
+    for n, o in enumerate(shown):
+        print(("\n" if n else "") + render_text(o.report, color=color))
+        for line in o.extra:
+            print(line)
+    if config_mode and len(outcomes) > 1:
+        bad = [o.name for o in outcomes if o.code != OK]
+        print(f"\n{len(outcomes) - len(bad)} of {len(outcomes)} cases passed" + (f"; not passed: {', '.join(bad)}"
+                                                                                  if bad else ""))
+
+
+def _json_case(o: Outcome) -> dict:
+    if o.report is not None:
+        return o.report.to_dict()
+    return {"passed": False, "error": {"type": type(o.error).__name__, "message": _message(o.error),
+                                       "exit_code": o.code}}
+
+
+def _use_color(args: argparse.Namespace) -> bool:
+    return not args.no_color and not os.environ.get("NO_COLOR") and _isatty(sys.stdout)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- plotting
+
+
+def _prepare_plot(path: str) -> None:
+    """Fail before the check, not after it: the folder must exist, the format be known, matplotlib be there."""
+    from .plot import require_matplotlib
+
+    target = Path(path)
+    if target.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise Usage(f"--plot {path}: name a .png (or .svg, .pdf) file")
+    if not target.parent.is_dir():
+        raise Usage(f"--plot {path}: the folder {target.parent.as_posix()!r} does not exist")
+    require_matplotlib()
+
+
+def _plot_path(path: str, name: str, several: bool) -> Path:
+    """FILE.png for one case; FILE-<case>.png for each of several."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}{p.suffix}") if several else p
+
+
+def _plot(report: Any, objs: dict, path: Path) -> str:
+    from .plot import objective_for, plot_report, sweep_for_report
+
+    sweep = None
+    if "forward" not in objs:  # a layer's projected loss is internal to check_layer: heatmaps only
+        objective = objective_for(objs.get("loss"), objs["params"], objs.get("args", ()),
+                                  value_and_grad=objs.get("value_and_grad"), kwargs=objs.get("kwargs"))
+        sweep = sweep_for_report(report, objective)
+    plot_report(report, path, sweep=sweep)
+    return f"plot written to {path.as_posix()}"
+
+
+# --------------------------------------------------------------------------- worked examples
+
+
+def _examples() -> Any:
+    try:
+        import worked_examples
+    except ImportError as exc:
+        raise ConfigError(f"the worked examples are not installed ({exc}); reinstall gradcheck") from None
+    if not hasattr(worked_examples, "all_cases"):
+        raise ConfigError("the installed worked_examples package has no all_cases(); reinstall gradcheck")
+    return worked_examples
+
+
+def _cmd_examples(args: argparse.Namespace) -> int:
+    cases = _examples().all_cases()
+    rows = [{"name": c["name"], "kind": c.get("kind", "gradient"), "expect": describe_expect(c.get("expect", "pass")),
+             "description": c.get("description", "")} for c in cases]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return OK
+    width = {k: max(len(k), *(len(r[k]) for r in rows)) for k in ("name", "kind", "expect")} if rows else {}
+    print("  ".join(k.ljust(width[k]) for k in width) + "  description" if rows else "no worked examples")
+    for r in rows:
+        print("  ".join(r[k].ljust(width[k]) for k in width) + "  " + r["description"])
+    if rows:
+        print("\nreplay one with: check-gradients example NAME")
+    return OK
+
+
+def describe_expect(expect: Any) -> str:
+    """'pass', or e.g. 'scaled x200: W1, b1'."""
+    if expect == "pass" or not isinstance(expect, dict):
+        return str(expect)
+    factor = f" x{expect['factor']:g}" if expect.get("factor") is not None else ""
+    return f"{expect.get('diagnosis', '?')}{factor}: {', '.join(expect.get('leaves', []))}"
+
+
+def _find_example(name: str) -> dict:
+    cases = _examples().all_cases()
+    for c in cases:
+        if c["name"] == name:
+            return c
+    names = [c["name"] for c in cases]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = ("did you mean " + " or ".join(repr(c) for c in close) + "?") if close else (
+        "see: check-gradients examples")
+    raise ConfigError(f"no worked example named {name!r}; {hint}")
+
+
+def _cmd_example(args: argparse.Namespace) -> int:
+    options = _options(args)
+    case = _find_example(args.name)
+    if args.plot:
+        _prepare_plot(args.plot)
+    outcome = _run(case["name"], lambda: case, partial(_run_example, options=options), args, several=False)
+    if outcome.report is not None and not args.json:
+        outcome.extra.append(_expectation(case, outcome.report))
+    _print([outcome], args, config_mode=False)
+    return outcome.code
+
+
+def _run_example(case: dict, *, options: dict) -> Any:
+    from .config import OPTION_KEYS, run_objects
+
+    own = {k: case[k] for k in OPTION_KEYS if case.get(k) is not None}
+    return run_objects(case, kind=case.get("kind"), title=case["name"], **{**own, **options})
+
+
+def _expectation(case: dict, report: Any) -> str:
+    """The example's documented outcome beside what the check found."""
+    expect = case.get("expect", "pass")
+    found = _found(report)
+    if expect == "pass":
+        verdict = "as documented" if report.passed else "NOT AS DOCUMENTED: this example should pass"
+        return f"\nexpected: pass\nfound:    {found}  ({verdict})"
+    ok = _matches(expect, report)
+    verdict = "as documented" if ok else "NOT AS DOCUMENTED"
+    return f"\nexpected: {describe_expect(expect)}\nfound:    {found}  ({verdict})"
+
+
+def _found(report: Any) -> str:
+    if report.passed:
+        return "pass"
+    by_diag: dict = {}
+    for p in report.failures:
+        key = p.diagnosis + (f" x{p.factor:g}" if p.factor is not None else "")
+        by_diag.setdefault(key, []).append(p.name)
+    return "; ".join(f"{d}: {', '.join(names)}" for d, names in by_diag.items())
+
+
+def _matches(expect: dict, report: Any) -> bool:
+    failed = {p.name: p for p in report.failures}
+    if set(failed) != set(expect.get("leaves", failed)):
+        return False
+    if any(p.diagnosis != expect.get("diagnosis", p.diagnosis) for p in failed.values()):
+        return False
+    factor = expect.get("factor")
+    return factor is None or all(p.factor is not None and abs(p.factor - factor) <= 1e-6 * abs(factor)
+                                 for p in failed.values())
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain, render_explanation
+
+    loss, params, data, grad = _explain_case(args)
+    index = _parse_index(args.index)
+    if callable(grad):
+        grad = _call_grad(grad, params, data)
+    expl = explain(loss, params, data, leaf=args.leaf, index=index, grad=grad)
+    print(render_explanation(expl))
+    return OK if expl.matches in (None, True) else MISMATCH
+
+
+def _explain_case(args: argparse.Namespace) -> tuple:
+    """(loss, params, args, grad function or None) from --example or from targets."""
+    from .config import CaseSpec
+
+    if args.example:
+        if args.targets or args.args or args.grad:
+            raise Usage("give --example NAME, or targets LOSS PARAMS, not both")
+        case = _find_example(args.example)
+        if case.get("kind") == "layer":
+            raise Usage(f"example {args.example!r} is a layer case; explain walks through loss functions")
+        loss = case.get("loss") or _first(case["value_and_grad"])
+        return loss, case["params"], tuple(_as_args(case.get("args", ()))), case.get("grad")
+    if len(args.targets) != 2:
+        raise Usage(f"expected LOSS PARAMS (or --example NAME) but got {len(args.targets)} targets")
+    named = dict(zip(("loss", "params"), args.targets))
+    named.update({k: v for k, v in (("args", args.args), ("grad", args.grad)) if v})
+    objs = CaseSpec(name="", kind="gradient", targets=named).resolve(".")
+    return objs["loss"], objs["params"], tuple(_as_args(objs.get("args", ()))), objs.get("grad")
+
+
+def _first(value_and_grad: Callable) -> Callable:
+    def loss(p: Any, *a: Any) -> Any:
+        return value_and_grad(p, *a)[0]
+    return loss
+
+
+def _as_args(data: Any) -> tuple:
+    return tuple(data) if isinstance(data, (list, tuple)) else (data,)
+
+
+def _call_grad(grad: Callable, params: Any, data: tuple) -> Any:
+    from .check import _call_user
+
+    return _call_user(grad, "gradient function", params, *data)
+
+
+def _parse_index(text: str) -> tuple:
+    """'0,2' / '(0, 2)' / '[3]' / '' -> a tuple of ints."""
+    body = text.strip().strip("()[]").strip()
+    if not body:
+        return ()
+    parts = [s.strip() for s in body.split(",") if s.strip()]
+    if not all(re.fullmatch(r"-?\d+", s) for s in parts):
+        raise Usage(f"--index {text!r}: give integers separated by commas, e.g. --index 0,2")
+    return tuple(int(s) for s in parts)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Ticker:
+    """A spinner with elapsed seconds on a terminal's stderr, shown only once a check takes over `delay` s."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, label: str, stream: TextIO | None = None, *, delay: float = 1.0, interval: float = 0.2):
+        self.label, self.stream, self.delay, self.interval = label, stream or sys.stderr, delay, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._shown = False
+
+    def __enter__(self) -> Ticker:
+        if _isatty(self.stream):
+            self._start = time.monotonic()
+            self._thread = threading.Thread(target=self._tick, name="gradcheck-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def _tick(self) -> None:
+        if self._stop.wait(self.delay):
+            return
+        n = 0
+        while not self._stop.is_set():
+            elapsed = time.monotonic() - self._start
+            self.stream.write(f"\r{self.FRAMES[n % len(self.FRAMES)]} {self.label}... {elapsed:.0f}s ")
+            self.stream.flush()
+            self._shown = True
+            n += 1
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            if self._shown:
+                self.stream.write("\r\x1b[K")  # erase the ticker line
+                self.stream.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
