@@ -4,16 +4,20 @@
     print(report)
     assert report.passed
 
-Importing gradcheck is cheap: jax and sympy are loaded only when a check uses them.
+Importing gradcheck loads numpy only: jax and sympy load when a check uses them.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from .errors import (ConfigError, GradcheckError, GradientMismatch, InvalidCase, NondeterministicLoss,
                      ReferenceUnavailable, StructureMismatch, UserCodeError)
 from .model import ParamResult, ReferenceStatus, Report
+
+# Eager imports (numpy only): each function shadows the submodule of the same name, and must
+# be bound before anything imports that submodule, or `gradcheck.check` would be the module.
+from .check import assert_gradients, check  # noqa: E402  isort: skip
+from .layer import assert_layer, check_layer  # noqa: E402  isort: skip
+from .explain import explain  # noqa: E402  isort: skip
 
 __version__ = "0.1.0"
 
@@ -23,27 +27,3 @@ __all__ = [
     "GradcheckError", "InvalidCase", "StructureMismatch", "GradientMismatch", "NondeterministicLoss",
     "UserCodeError", "ReferenceUnavailable", "ConfigError", "__version__",
 ]
-
-_LAZY = {
-    "check": ("check", "check"),
-    "assert_gradients": ("check", "assert_gradients"),
-    "check_layer": ("layer", "check_layer"),
-    "assert_layer": ("layer", "assert_layer"),
-    "explain": ("explain", "explain"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    # numpy-only modules, but loaded on first use to keep `import gradcheck` fast.
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'gradcheck' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)

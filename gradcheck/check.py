@@ -14,7 +14,7 @@ from .diagnose import diagnose, diagnose_shape
 from .errors import (GradientMismatch, InvalidCase, NondeterministicLoss, ReferenceUnavailable,
                      UserCodeError)
 from .model import ParamResult, ReferenceGradient, ReferenceStatus, Report
-from .objective import Objective, fresh, user_location, user_traceback
+from .objective import Objective, fresh, mutations, user_location, user_traceback
 from .tree import flatten, flatten_like, validate_leaf
 from .triangulate import combine
 
@@ -119,10 +119,15 @@ def prepare(loss: Callable | None, grad: Callable | None, params: Any, args: Seq
     f_a = objective(objective.x0)
     t_loss = time.perf_counter() - t0
     user_params = objective.params([a.copy() for a in arrays])  # the user's dtypes, fresh
+    user_args = fresh(objective.user_args)
     t0 = time.perf_counter()
-    g = _call_user(grad, "gradient function", user_params, *fresh(objective.user_args),
-                   **fresh(objective.user_kwargs))
+    g = _call_user(grad, "gradient function", user_params, *user_args, **fresh(objective.user_kwargs))
     t_grad = time.perf_counter() - t0
+    written = mutations(names, arrays, flatten(user_params)[1], objective.user_args, user_args)
+    if written:
+        warnings.append(f"your gradient function modifies its inputs in place ({', '.join(written)}); gradcheck "
+                        f"gave it copies, but in a training loop this corrupts your parameters or data")
+    warnings += _shared_memory(names, leaves)
     t0 = time.perf_counter()
     f_b = objective(objective.x0)
     t_loss = min(t_loss, time.perf_counter() - t0)  # the first call may include warm-up
@@ -148,6 +153,25 @@ def prepare(loss: Callable | None, grad: Callable | None, params: Any, args: Seq
     dtypes = [_lowest(a.dtype, y.dtype) for a, y in zip(arrays, yours)]
     return Prepared(names=names, x0=objective.x0, dtypes=dtypes, yours=yours, objective=objective,
                     loss_value=f_a, batch_sizes=_batch_sizes(args), warnings=warnings, t_loss=t_loss, t_grad=t_grad)
+
+
+def _shared_memory(names: Sequence[str], leaves: Sequence[Any]) -> list[str]:
+    """Warnings for parameters that are views of one another (or the same array)."""
+    arrays = [(n, x) for n, x in zip(names, leaves) if isinstance(x, np.ndarray) and x.size]
+    out = []
+    for i, (n1, a) in enumerate(arrays):
+        for n2, b in arrays[i + 1:]:
+            if not np.may_share_memory(a, b):
+                continue
+            try:
+                shared = np.shares_memory(a, b, max_work=10_000)
+            except Exception:  # noqa: BLE001 - numpy's TooHardError: too costly to decide, assume shared
+                shared = True
+            if shared:
+                out.append(f"parameters '{n1}' and '{n2}' share memory (one is a view of the other, or the same "
+                           f"array): gradcheck checks each as an independent copy, as your loss sees them, but in "
+                           f"a training loop an update to one also changes the other")
+    return out
 
 
 def _pair(result: Any) -> tuple:

@@ -291,7 +291,7 @@ def load_target(target: str, root: str | Path = ".", *, modules: dict | None = N
     cache = {} if modules is None else modules
     key = (kind, str((root / where).resolve()) if kind == "file" else where)
     if key not in cache:
-        cache[key] = _load_file(root / where, target) if kind == "file" else _load_module(where, root, target)
+        cache[key] = _load_file(root, where, target) if kind == "file" else _load_module(where, root, target)
     return _get_attr(cache[key], attr, target)
 
 
@@ -351,11 +351,14 @@ def _missing_module(name: str, missing: str, root: Path, target: str) -> str:
             f"on sys.path); " + (hint or "check the spelling, or use \"path/to/file.py:attribute\"."))
 
 
-def _load_file(path: Path, target: str) -> Any:
+def _load_file(root: Path, where: str, target: str) -> Any:
+    path = root / where
     if not path.is_file():
         siblings = [p.name for p in path.parent.glob("*.py")] if path.parent.is_dir() else []
-        raise ConfigError(f"file {path.as_posix()!r} of target {target!r} does not exist; "
-                          + (_suggest(path.name, siblings) or "check the path (it is relative to the config's folder)."))
+        folder = where[: len(where) - len(path.name)]  # the folder as the user wrote it
+        raise ConfigError(f"file {where!r} of target {target!r} does not exist in {root.as_posix()}; "
+                          + (_suggest(path.name, siblings, prefix=folder)
+                             or "check the path (it is relative to the config's folder, or the current one)."))
     name = "_gradcheck_file_" + re.sub(r"\W", "_", path.stem)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:

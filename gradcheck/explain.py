@@ -283,42 +283,65 @@ class _Namer:
 
     A name from the loss itself beats one from a helper it calls (rank 0 < rank 1 ...);
     among equals the first name seen wins, so `b = a` keeps the name `a`. A variable that
-    is rebound to new values (a loop's `h = np.tanh(...)`) names them h, h#2, h#3, ...
+    is rebound to new values (a loop's `h = np.tanh(...)`) names them h, h#2, h#3, ... The
+    string keys of dicts (a `cache`, or a dict a helper returns) name their values too. A
+    helper's name is shown as `helper.var` only where two functions use the same name.
     """
 
     def __init__(self) -> None:
-        self.names: dict[int, tuple[int, str, Node]] = {}  # id(node) -> (rank, label, node)
-        self.bindings: dict[str, list[Any]] = {}            # variable -> values it held, in order
+        # id(node) -> (rank, function, variable, binding number, index, node); the node is
+        # kept alive so that ids stay unique while we trace.
+        self.names: dict[int, tuple] = {}
+        self.bindings: dict[tuple[str, str], list[Any]] = {}  # (function, variable) -> values held
         self._user_code: dict[Any, bool] = {}
-
-    def label(self, node: Node) -> str | None:
-        entry = self.names.get(id(node))
-        return entry[1] if entry else None
+        self._owners: dict[str, set[str]] | None = None
 
     def fix(self, node: Node, label: str) -> None:
         """A name that nothing overrides (parameter elements)."""
-        self.names[id(node)] = (-1, label, node)
+        self.names[id(node)] = (-1, "", label, 1, (), node)
 
-    def scan(self, frame: FrameType, rank: int, prefix: str) -> None:
-        """Name the nodes held by the frame's local variables."""
-        for var, value in list(frame.f_locals.items()):
-            for index, node in _nodes_in(value):
-                self._propose(node, prefix + var, value, index, rank)
+    def has_name(self, node: Node) -> bool:
+        return id(node) in self.names
 
-    def _propose(self, node: Node, var: str, holder: Any, index: tuple, rank: int) -> None:
+    def label(self, node: Node) -> str | None:
+        entry = self.names.get(id(node))
+        if entry is None:
+            return None
+        rank, function, var, k, index, _ = entry
+        if rank < 0:
+            return var
+        base = var if k == 1 else f"{var}#{k}"
+        if function and len(self._owners_of(var)) > 1:
+            base = f"{function}.{base}"
+        return _element_label(base, index)
+
+    def _owners_of(self, var: str) -> set[str]:
+        if self._owners is None:
+            self._owners = {}
+            for rank, function, name, *_ in self.names.values():
+                if rank >= 0:
+                    self._owners.setdefault(name, set()).add(function)
+        return self._owners[var]
+
+    def scan(self, items: Iterator[tuple[str, Any]], rank: int, function: str) -> None:
+        """Name the nodes held by these (variable, value) pairs."""
+        for var, holder, index, node in _named_nodes(items):
+            self._propose(node, function, var, holder, index, rank)
+
+    def _propose(self, node: Node, function: str, var: str, holder: Any, index: tuple, rank: int) -> None:
         old = self.names.get(id(node))
         if old is not None and old[0] <= rank:
             return
-        held = self.bindings.setdefault(var, [])
-        k = next((i for i, h in enumerate(held) if h is holder), None)
+        held = self.bindings.setdefault((function, var), [])
+        k = next((i for i, h in enumerate(held, 1) if h is holder), None)
         if k is None:
-            held.append(holder)  # kept alive, so ids stay unique while we trace
-            k = len(held) - 1
-        base = var if k == 0 else f"{var}#{k + 1}"
-        self.names[id(node)] = (rank, _element_label(base, index), node)
+            held.append(holder)
+            k = len(held)
+        self.names[id(node)] = (rank, function, var, k, index, node)
+        self._owners = None
 
-    # The trace hook: a 'call' on the learner's code gets a local tracer that scans its
-    # locals before each line and on return.
+    # The trace hook: a 'call' into the learner's code gets a local tracer that reads its
+    # locals before each line and on return, and the dict it returns, if any.
     def tracer(self, stop: FrameType) -> Callable:
         def on_call(frame: FrameType, event: str, arg: Any) -> Callable | None:
             if event != "call" or not self._is_user(frame):
@@ -327,11 +350,13 @@ class _Namer:
             if name.startswith("<") and name != "<module>":
                 return None  # lambdas and comprehensions: their locals are not the learner's names
             rank = self._rank(frame, stop)
-            prefix = f"{name}." if rank else ""
+            function = name if rank else ""
 
             def on_event(frame: FrameType, event: str, arg: Any) -> Callable:
                 if event in ("line", "return"):
-                    self.scan(frame, rank, prefix)
+                    self.scan(iter(list(frame.f_locals.items())), rank, function)
+                if event == "return":
+                    self.scan(_returned_dicts(arg), rank, function)
                 return on_event
 
             return on_event
@@ -355,18 +380,35 @@ class _Namer:
         return rank
 
 
-def _nodes_in(value: Any) -> Iterator[tuple[tuple, Node]]:
-    """(index, node) for a node, the nodes of an object array, or of a short list/tuple."""
-    if isinstance(value, Node):
-        yield (), value
-    elif isinstance(value, np.ndarray) and value.dtype == object and value.size <= MAX_OPS:
-        for index, item in np.ndenumerate(value):
-            if isinstance(item, Node):
-                yield index, item
-    elif isinstance(value, (list, tuple)) and len(value) <= 64:
-        for i, item in enumerate(value):
-            if isinstance(item, Node):
-                yield (i,), item
+def _named_nodes(items: Iterator[tuple[str, Any]], depth: int = 0) -> Iterator[tuple[str, Any, tuple, Node]]:
+    """(variable, holder, index, node) for the nodes in these values: a node, an object array,
+    a short list or tuple of nodes, or (one level down) the values of a dict with string keys."""
+    for var, value in items:
+        if isinstance(value, Node):
+            yield var, value, (), value
+        elif isinstance(value, np.ndarray) and value.dtype == object and value.size <= MAX_OPS:
+            for index, item in np.ndenumerate(value):
+                if isinstance(item, Node):
+                    yield var, value, index, item
+        elif isinstance(value, (list, tuple)) and len(value) <= 64:
+            for i, item in enumerate(value):
+                if isinstance(item, Node):
+                    yield var, value, (i,), item
+        elif isinstance(value, dict) and depth == 0 and len(value) <= 64:
+            yield from _named_nodes(((k, v) for k, v in value.items() if isinstance(k, str)), depth + 1)
+
+
+def _returned_dicts(value: Any) -> Iterator[tuple[str, Any]]:
+    """The string-keyed entries of a returned dict, or of the dicts in a returned tuple (out, cache)."""
+    if isinstance(value, dict):
+        dicts = [value]
+    elif isinstance(value, (list, tuple)) and len(value) <= 8:
+        dicts = [v for v in value if isinstance(v, dict)]
+    else:
+        dicts = []
+    for d in dicts:
+        if len(d) <= 64:
+            yield from ((k, v) for k, v in d.items() if isinstance(k, str))
 
 
 # --------------------------------------------------------------------------- the graph
@@ -449,7 +491,7 @@ def _chain(loss: Node, leaf: Node, namer: _Namer, loss_label: str, leaf_label: s
         return (), 0.0
     every = _on_every_path(path_nodes)
     stops = [0] + [i for i in range(1, len(path_nodes) - 1)
-                   if every[i] and namer.label(path_nodes[i]) is not None] + [len(path_nodes) - 1]
+                   if every[i] and namer.has_name(path_nodes[i])] + [len(path_nodes) - 1]
     labels = {0: leaf_label, len(path_nodes) - 1: loss_label}
     factors = []
     for lo, hi in zip(stops, stops[1:]):

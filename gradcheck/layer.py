@@ -14,8 +14,20 @@ import numpy as np
 from .check import _call_user, check
 from .errors import GradientMismatch, InvalidCase
 from .model import Report
-from .objective import fresh
+from .objective import _same, fresh
 from .tree import flatten
+
+
+_DOUT_WARNING = ("your backward modifies dout in place; gradcheck gave it a copy, but in a network the "
+                 "upstream layer's gradient would be corrupted")
+_CACHE_WARNING = ("your backward modifies the cache in place; gradcheck ran forward afresh for every call, but "
+                  "in a network the cache can hold the layer's input, which would be corrupted")
+
+
+def _same_tree(a: Any, b: Any) -> bool:
+    """Two (nested) caches hold equal leaves."""
+    leaves_a, leaves_b = flatten(a)[1], flatten(b)[1]
+    return len(leaves_a) == len(leaves_b) and all(_same(x, y) for x, y in zip(leaves_a, leaves_b))
 
 
 def _split_forward(result: Any) -> tuple[Any, Any]:
@@ -96,10 +108,12 @@ def check_layer(forward: Callable, backward: Callable, inputs: Any, *, wrt: Sequ
     def grads(params: Mapping) -> dict:
         _, cache = _call_forward(forward, assemble(params))
         upstream = dout.copy()
+        cache_before = fresh(cache)
         result = backward(upstream, cache if cache is not None else tuple(assemble(params)))
-        if not np.array_equal(upstream, dout) and not warnings:
-            warnings.append("your backward modifies dout in place; gradcheck gave it a copy, but in a network "
-                            "the upstream layer's gradient would be corrupted")
+        if not np.array_equal(upstream, dout) and _DOUT_WARNING not in warnings:
+            warnings.append(_DOUT_WARNING)
+        if cache is not None and not _same_tree(cache_before, cache) and _CACHE_WARNING not in warnings:
+            warnings.append(_CACHE_WARNING)
         found = _grads_by_name(result, names, wrt)
         for n, g in found.items():
             if g is None:

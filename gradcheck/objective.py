@@ -143,7 +143,7 @@ class Objective:
         self.calls += 1
         if not self.copy_mode:
             try:
-                value = self._call(readonly(list(leaves)), readonly(self.args), readonly(self.kwargs))
+                value = self._call(_readonly_leaves(leaves), self._ro_args, self._ro_kwargs)
                 return self._scalar(value, allow_complex)
             except InvalidCase:
                 raise
@@ -169,19 +169,10 @@ class Objective:
         return self.loss(self.params(leaves), *args, **kwargs)
 
     def _note_mutation(self, leaves: Sequence[np.ndarray], leaves_c: list, args_c: tuple) -> None:
-        if self.mutates:
-            return
-        from .tree import flatten, leaf_names
+        if not self.mutates:
+            from .tree import leaf_names
 
-        names = leaf_names(self.treedef)
-        for name, before, after in zip(names, leaves, leaves_c):
-            if not _same(before, after):
-                self.mutates.append(f"parameter '{name}'")
-        arg_names, arg_before, _ = flatten(list(self.args))
-        _, arg_after, _ = flatten(list(args_c))
-        for name, before, after in zip(arg_names, arg_before, arg_after):
-            if isinstance(before, np.ndarray) and not _same(before, after):
-                self.mutates.append(f"argument args{name}")
+            self.mutates = mutations(leaf_names(self.treedef), leaves, leaves_c, self.args, args_c)
 
     def perturb(self, leaves: Sequence[np.ndarray], k: int, flat_index: int, value: Any) -> list:
         """A copy of `leaves` with one element of leaf k replaced (only that leaf is copied)."""
@@ -192,6 +183,27 @@ class Objective:
         return out
 
 
+def _readonly_leaves(leaves: Sequence[Any]) -> list:
+    """Leaves as read-only arrays, reusing those that already are."""
+    return [x if isinstance(x, np.ndarray) and not x.flags.writeable else readonly(x) for x in leaves]
+
+
+def mutations(names: Sequence[str], before: Sequence[Any], after: Sequence[Any], args_before: Sequence[Any],
+              args_after: Sequence[Any]) -> list[str]:
+    """The parameters and arguments the user's code wrote into, e.g. ["parameter 'W'", "argument args[0]"]."""
+    from .tree import flatten
+
+    out = [f"parameter '{name}'" for name, b, a in zip(names, before, after) if not _same(b, a)]
+    arg_names, arg_before, _ = flatten(list(args_before))
+    _, arg_after, _ = flatten(list(args_after))
+    out += [f"argument args{name}" for name, b, a in zip(arg_names, arg_before, arg_after)
+            if isinstance(b, np.ndarray) and not _same(b, a)]
+    return out
+
+
 def _same(a: Any, b: Any) -> bool:
-    a, b = np.asarray(a), np.asarray(b)
-    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    try:
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    except Exception:  # noqa: BLE001 - incomparable means changed
+        return False

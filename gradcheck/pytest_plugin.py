@@ -234,7 +234,6 @@ class GradcheckSession:
         self.json_path = _json_path(config)
         self.records: list[dict] = []
         self.current: pytest.Item | None = None
-        self.pyproject_collected = False
 
     # -- running checks
 
@@ -264,7 +263,6 @@ class GradcheckSession:
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> Any:
         if self._has_cases() and file_path == self.config.rootpath / "pyproject.toml":
-            self.pyproject_collected = True
             return PyprojectFile.from_parent(parent, path=file_path)
         return None
 
@@ -272,8 +270,8 @@ class GradcheckSession:
     def pytest_collection_modifyitems(self, session: pytest.Session, items: list) -> None:
         # With testpaths (say ["tests"]) the rootdir's pyproject.toml is never visited; a bare `pytest`
         # still checks its cases. Explicit arguments are respected: then it runs only if named.
-        if (self.pyproject_collected or not self._has_cases()
-                or self.config.args_source != pytest.Config.ArgsSource.TESTPATHS):
+        if (not self._has_cases() or self.config.args_source != pytest.Config.ArgsSource.TESTPATHS
+                or any(isinstance(item, PyprojectCase) for item in items)):
             return
         node = PyprojectFile.from_parent(session, path=self.config.rootpath / "pyproject.toml")
         items[:0] = list(session.genitems(node))
@@ -332,6 +330,9 @@ class GradientChecker:
 
     def __init__(self, state: GradcheckSession) -> None:
         self._state = state
+
+    def __repr__(self) -> str:
+        return f"<gradcheck fixture, options {self._state.base or 'default'}>"
 
     @property
     def options(self) -> dict:
@@ -409,7 +410,7 @@ class PyprojectCase(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, GradcheckError):
-            return f"[tool.gradcheck] case {self.name!r}\n\n{excinfo.value}"
+            return str(excinfo.value)  # the report (or the bad target), already titled with the case
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple:

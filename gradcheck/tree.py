@@ -170,10 +170,11 @@ def validate_leaf(name: str, value: Any) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - any conversion failure is the user's input
         raise InvalidCase(f"parameter '{name}' ({_describe(value)}) cannot be turned into an array: {exc}") from None
     if arr.dtype.kind in "iub":
+        fix = (f"write it as a float ({value!r} -> {float(value)!r})" if isinstance(value, (int, np.integer))
+               else "convert it with .astype(float)")
         raise InvalidCase(
             f"parameter '{name}' has integer dtype {arr.dtype}: finite differences on integers are "
-            f"meaningless. Pass it as floats, e.g. params['{name}'].astype(float), or move it to args "
-            f"if it is data rather than a parameter."
+            f"meaningless. Pass it as floats: {fix}; or move it to args if it is data rather than a parameter."
         )
     if arr.dtype.kind == "c":
         raise InvalidCase(f"parameter '{name}' is complex; gradcheck checks real-valued parameters only.")

@@ -134,15 +134,15 @@ def test_one_module_per_case(project: Path) -> None:
 
 @pytest.mark.parametrize("target, hint", [
     ("cfg_learner:los", "did you mean 'loss'?"),
-    ("cfg_lerner:loss", "did you mean 'cfg_learner'?"),
+    ("cfg_lerner:loss", "did you mean 'cfg_learner'"),
     ("cfg_learner.py:gradd", "did you mean 'grad'"),
-    ("cfg_lerner.py:loss", "did you mean 'cfg_learner.py'?"),
+    ("cfg_lerner.py:loss", "did you mean 'cfg_learner.py'"),
     ("cfg_learner", "module:attribute"),
     ("cfg learner:loss", "not a module name"),
     ("cfg_learner:", "module:attribute"),
 ])
 def test_misspelt_targets_suggest_the_closest_name(project: Path, target: str, hint: str) -> None:
-    with pytest.raises(ConfigError, match="") as info:
+    with pytest.raises(ConfigError) as info:
         load_target(target, project)
     assert hint in str(info.value)
 
@@ -247,7 +247,7 @@ def _toml_value(v: object) -> str:
     return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(_keys, _values, max_size=5), st.lists(st.dictionaries(_keys, _values, max_size=6), max_size=3))
 def test_fuzz_structured_tables_give_only_config_errors(top: dict, cases: list) -> None:
     text = "[tool.gradcheck]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in top.items() if k != "cases")

@@ -131,6 +131,50 @@ def test_named_sum_keeps_its_factor_of_one_but_renaming_adds_none():
     assert W1_LINE in render_explanation(explain(loss, MAZUR, MAZUR_ARGS, leaf="w1"))
 
 
+def mazur_forward(p, i, t):
+    """Worked-example style: a forward pass that returns its quantities in a dict."""
+    net_h1 = p["w1"] * i[0] + p["w2"] * i[1] + p["b1"]
+    net_h2 = p["w3"] * i[0] + p["w4"] * i[1] + p["b1"]
+    out_h1, out_h2 = sigmoid(net_h1), sigmoid(net_h2)
+    net_o1 = p["w5"] * out_h1 + p["w6"] * out_h2 + p["b2"]
+    net_o2 = p["w7"] * out_h1 + p["w8"] * out_h2 + p["b2"]
+    out_o1, out_o2 = sigmoid(net_o1), sigmoid(net_o2)
+    return {"out_o1": out_o1, "out_o2": out_o2,
+            "E_total": 0.5 * (t[0] - out_o1) ** 2 + 0.5 * (t[1] - out_o2) ** 2}
+
+
+def test_names_from_a_helper_and_the_dict_it_returns():
+    def loss(p, i, t):
+        return mazur_forward(p, i, t)["E_total"]
+
+    expl = explain(loss, MAZUR, (np.array([0.05, 0.1]), np.array([0.01, 0.99])), leaf="w5")
+    assert render_explanation(expl).splitlines() == [
+        "dE_total/dw5 = dE_total/dout_o1 x dout_o1/dnet_o1 x dnet_o1/dw5",
+        f"             = {W5_LINE}",
+    ]
+
+
+def test_helpers_sharing_a_variable_name_are_told_apart():
+    def hidden(p, x):
+        z = p["W1"] @ x + p["b1"]
+        return sigmoid(z)
+
+    def output(p, h):
+        z = p["W2"] @ h + p["b2"]
+        return sigmoid(z)
+
+    def loss(p, x, t):
+        out_o = output(p, hidden(p, x))
+        return 0.5 * np.sum((t - out_o) ** 2)
+
+    w1 = explain(loss, MAZUR_VEC, MAZUR_VEC_ARGS, leaf="W1", index=(0, 0))
+    w5 = explain(loss, MAZUR_VEC, MAZUR_VEC_ARGS, leaf="W2", index=(0, 0))
+    assert [label for label, _ in w5.factors] == ["dloss/dout_o[0]", "dout_o[0]/doutput.z[0]",
+                                                  "doutput.z[0]/dW2[0, 0]"]
+    assert w1.factors[-1][0] == "dhidden.z[0]/dW1[0, 0]"
+    assert W1_LINE in render_explanation(w1) and W5_LINE in render_explanation(w5)
+
+
 def test_wrapping_lambda_does_not_prefix_names():
     expl = explain(lambda p, *a: mazur_scalar(p, *a), MAZUR, MAZUR_ARGS, leaf="w5")
     assert expl.factors[0][0] == "dE_total/dout_o1"

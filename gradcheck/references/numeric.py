@@ -38,7 +38,8 @@ def element_steps(x: np.ndarray, base: float = BASE_STEP) -> np.ndarray:
 
 def _eval(objective: Objective, leaves: list, k: int, i: int, value: float, name: str) -> float:
     try:
-        return objective(objective.perturb(leaves, k, i, value))
+        with np.errstate(all="ignore"):  # NaN/inf a step away is handled (and reported) by the caller
+            return objective(objective.perturb(leaves, k, i, value))
     except UserCodeError as exc:
         raise UserCodeError(
             f"{exc.args[0]} (only at a perturbed point: {name} set to {value!r}). A loss that fails "
@@ -111,7 +112,7 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
                      progress=None) -> ReferenceGradient:
     """Richardson-extrapolated central differences on the selected elements (plus complex step)."""
     start = time.perf_counter()
-    leaves = [x.copy() for x in objective.x0]
+    leaves = list(objective.x0)  # read-only: perturbations copy the one leaf they change
     f0 = objective(leaves) if f0 is None else f0
     # A loss computed in lower precision (it casts to float32 itself) needs a longer step: the
     # round-off eps |f| / h then dominates, and the h^6 truncation left by Richardson stays small.
