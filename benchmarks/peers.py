@@ -11,10 +11,17 @@ Writes results/peers.json and results/peers.md next to this file and prints the 
 
 from __future__ import annotations
 
+import os
+
+# One BLAS thread, set before numpy loads. Every peer calls the same numpy loss; on 2 cores
+# a second BLAS thread makes these small matmuls no faster alone and up to 20x slower while
+# anything else runs. Export the variables to override.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import argparse
 import importlib
 import json
-import os
 import platform
 import statistics
 import time
@@ -68,6 +75,7 @@ class Timing:
     peer: str
     n_params: int
     seconds: float
+    cpu_seconds: float
     estimated: bool
     outcome: Outcome | None = None
     cold_seconds: float | None = None
@@ -249,52 +257,73 @@ PEERS = (
 
 # --- timing ----------------------------------------------------------------------------
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """(wall seconds, result) of one call."""
-    start = time.perf_counter()
+def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(wall seconds, CPU seconds of this process, result) of one call.
+
+    CPU seconds barely move when other work shares the machine; wall seconds do.
+    """
+    wall, cpu = time.perf_counter(), time.process_time()
     result = fn()
-    return time.perf_counter() - start, result
+    return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
-def probe(peer: Peer, problem: dict, limit: int) -> tuple[float, int]:
-    """(seconds, loss calls) of a full-size check cut short after `limit` loss calls."""
+def probe(peer: Peer, problem: dict, limit: int) -> tuple[float, float, int]:
+    """(wall s, CPU s, loss calls) of a full-size check cut short after `limit` loss calls."""
     counter = Counter(limit=limit)
     check = peer.build(problem, problem["grad"], counter)
-    start = time.perf_counter()
-    try:
-        check()
-    except Stop:
-        pass
-    return time.perf_counter() - start, counter.calls
+
+    def run() -> None:
+        try:
+            check()
+        except Stop:
+            pass
+
+    wall, cpu, _ = timed(run)
+    return wall, cpu, counter.calls
+
+
+def fastest_probe(peer: Peer, problem: dict, limit: int, tries: int) -> tuple[float, float, int]:
+    """The fastest of `tries` truncated runs: the least disturbed by other work on the machine."""
+    return min((probe(peer, problem, limit) for _ in range(tries)), key=lambda run: run[0])
+
+
+def extrapolate(short: tuple, long: tuple, total: int) -> float:
+    """Seconds for `total` calls, from (seconds, calls) after a short and a long truncated run."""
+    (t_short, n_short), (t_long, n_long) = short, long
+    per_call = (t_long - t_short) / (n_long - n_short)
+    if per_call <= 0:  # the short run was disturbed; fall back to the long run's average
+        per_call = t_long / n_long
+    return t_long + (total - n_long) * per_call
 
 
 def predict(peer: Peer, problem: dict) -> dict:
     """Predicted seconds of a full check: fixed cost plus per-call cost, both measured at this size.
 
-    Two truncated runs of the real check, after `SHORT` and after about PROBE_S seconds of
-    calls, separate the one-off cost (setup, allocations) from the cost per loss call.
+    Truncated runs of the real check, after `SHORT` loss calls and after about PROBE_S
+    seconds of calls, separate the one-off cost (setup, allocations) from the cost per call.
     """
     total = peer.calls(problem["n_params"])
-    t_short, n_short = probe(peer, problem, limit=min(total, SHORT))
-    if n_short >= total:
-        return {"calls": total, "predicted_s": t_short, "probes": [[n_short, t_short]]}
-    rate = t_short / n_short
-    t_long, n_long = probe(peer, problem, limit=int(min(total, n_short + max(50, PROBE_S / rate))))
-    per_call = (t_long - t_short) / (n_long - n_short)
-    predicted = t_long + (total - n_long) * per_call
-    return {"calls": total, "seconds_per_call": per_call, "predicted_s": predicted,
-            "probes": [[n_short, t_short], [n_long, t_long]]}
+    wall_s, cpu_s, n_s = fastest_probe(peer, problem, min(total, SHORT), tries=3)
+    if n_s >= total:
+        return {"calls": total, "predicted_s": wall_s, "predicted_cpu_s": cpu_s, "probes": [[n_s, wall_s, cpu_s]]}
+    limit = int(min(total, n_s + max(50, PROBE_S * n_s / wall_s)))
+    wall_l, cpu_l, n_l = fastest_probe(peer, problem, limit, tries=2)
+    return {"calls": total,
+            "predicted_s": extrapolate((wall_s, n_s), (wall_l, n_l), total),
+            "predicted_cpu_s": extrapolate((cpu_s, n_s), (cpu_l, n_l), total),
+            "probes": [[n_s, wall_s, cpu_s], [n_l, wall_l, cpu_l]]}
 
 
-def run_repeated(check: Callable[[], Outcome]) -> tuple[float, float, int, Outcome]:
-    """(seconds, cold seconds, repeats, outcome): the median of warm re-runs where affordable.
+def run_repeated(check: Callable[[], Outcome]) -> dict:
+    """Wall and CPU seconds of a check: the median of warm re-runs where affordable.
 
     The first (cold) run includes one-off costs such as jax compiling for new shapes.
     """
-    cold, outcome = timed(check)
-    repeats = 3 if cold < 2.0 else 1 if cold < 20.0 else 0
-    warm = [timed(check)[0] for _ in range(repeats)]
-    return (statistics.median(warm) if warm else cold), cold, repeats, outcome
+    cold_wall, cold_cpu, outcome = timed(check)
+    repeats = 3 if cold_wall < 2.0 else 1 if cold_wall < 20.0 else 0
+    warm = [timed(check)[:2] for _ in range(repeats)] or [(cold_wall, cold_cpu)]
+    return {"seconds": statistics.median(w for w, _ in warm), "cpu_seconds": statistics.median(c for _, c in warm),
+            "cold_seconds": cold_wall, "repeats": repeats, "outcome": outcome}
 
 
 def time_peer(peer: Peer, problem: dict, run_limit: float) -> Timing:
@@ -303,10 +332,10 @@ def time_peer(peer: Peer, problem: dict, run_limit: float) -> Timing:
     problem = {**problem, "grad": scaled(problem["grad"], peer.wrong_by)}
     forecast = predict(peer, problem) if peer.calls else {}
     if forecast and forecast["predicted_s"] > run_limit:
-        return Timing(peer.name, n, forecast["predicted_s"], estimated=True, forecast=forecast)
-    check = peer.build(problem, problem["grad"], Counter())
-    seconds, cold, repeats, outcome = run_repeated(check)
-    return Timing(peer.name, n, seconds, False, outcome, cold, repeats, forecast)
+        return Timing(peer.name, n, forecast["predicted_s"], forecast["predicted_cpu_s"], estimated=True,
+                      forecast=forecast)
+    run = run_repeated(peer.build(problem, problem["grad"], Counter()))
+    return Timing(peer.name, n, estimated=False, forecast=forecast, **run)
 
 
 # --- sensitivity -----------------------------------------------------------------------
@@ -339,13 +368,15 @@ def machine() -> dict:
             model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
     versions = {name: importlib.import_module(name).__version__
                 for name in ("numpy", "scipy", "torch", "jax", "jaxlib")}
+    threads = {var: os.environ.get(var) for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "gpu": None,
-            "python": platform.python_version(), "versions": versions}
+            "python": platform.python_version(), "versions": versions, "blas_threads": threads}
 
 
-def fmt_seconds(t: Timing) -> str:
+def fmt_seconds(t: Timing, attr: str = "seconds") -> str:
     """'0.012 s', or '~1234 s (est.)' for an extrapolated time."""
-    s = f"{t.seconds:.3g} s" if t.seconds < 100 else f"{t.seconds:,.0f} s"
+    value = getattr(t, attr)
+    s = f"{value:.3g} s" if value < 100 else f"{value:,.0f} s"
     return f"~{s} (est.)" if t.estimated else s
 
 
@@ -364,14 +395,12 @@ def verdict(t: Timing) -> str:
     return "FAIL" if t.outcome.flagged else "pass"
 
 
-def speed_table(timings: list[Timing], sizes: Sequence[int]) -> str:
-    """Markdown: seconds per check, one row per peer, one column per size."""
-    actual = {t.n_params for t in timings}
-    cols = sorted(actual)
-    head = "| peer | " + " | ".join(f"{n:,} params" for n in cols) + " |"
-    lines = [head, "|---" * (len(cols) + 1) + "|"]
+def speed_table(timings: list[Timing], attr: str = "seconds") -> str:
+    """Markdown: `attr` seconds per check and verdict, one row per peer, one column per size."""
+    cols = sorted({t.n_params for t in timings})
+    lines = ["| peer | " + " | ".join(f"{n:,} params" for n in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for peer in PEERS:
-        cells = {t.n_params: f"{fmt_seconds(t)}, {verdict(t)}" for t in timings if t.peer == peer.name}
+        cells = {t.n_params: f"{fmt_seconds(t, attr)}, {verdict(t)}" for t in timings if t.peer == peer.name}
         lines.append(f"| {peer.name} | " + " | ".join(cells.get(n, "") for n in cols) + " |")
     return "\n".join(lines)
 
@@ -397,34 +426,40 @@ def write_results(data: dict, markdown: str) -> None:
         fh.write(markdown + "\n")
 
 
+def render(timings: list[Timing], rows: dict[str, list[Outcome]], threshold: float) -> str:
+    """The markdown tables printed at the end of a run and saved to results/peers.md."""
+    n_small = next(t.n_params for t in timings)
+    return "\n\n".join([
+        "Wall seconds per check, with the peer's verdict (pass/FAIL) on the correct gradient, "
+        "or on a 1% wrong one where the row says so:", speed_table(timings),
+        "CPU seconds of the process per check (steady while other work shares the machine):",
+        speed_table(timings, "cpu_seconds"),
+        f"Sensitivity on the {n_small:,}-parameter problem, gradient scaled by (1 + delta); "
+        "'caught' where the peer flags it:", sensitivity_table(rows),
+        f"scipy rule: caught when relative error > {SCIPY_NOISE_FACTOR:g} x its value at delta = 0 "
+        f"(threshold {threshold:.1e}).",
+    ])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sizes up to 1e4 parameters only")
     parser.add_argument("--run-limit", type=float, default=RUN_LIMIT_S, metavar="SECONDS",
                         help=f"estimate checks predicted to take longer (default {RUN_LIMIT_S:g})")
     opts = parser.parse_args(argv)
-    sizes = QUICK_SIZES if opts.quick else SIZES
-    started = time.perf_counter()
+    started, load_start = time.perf_counter(), os.getloadavg()
     rows = sensitivity(make_mlp(SIZES[0]))
     timings = []
-    for size in sizes:
+    for size in QUICK_SIZES if opts.quick else SIZES:
         problem = make_mlp(size)
         for peer in PEERS:
             timings.append(time_peer(peer, problem, opts.run_limit))
             print(progress(timings[-1]), flush=True)
     threshold = apply_scipy_rule(rows, timings)
-
-    markdown = "\n\n".join([
-        "Seconds per check, with the peer's verdict (pass/FAIL) on the correct gradient, "
-        "or on a 1% wrong one where the row says so:", speed_table(timings, sizes),
-        f"Sensitivity on the {make_mlp(SIZES[0])['n_params']:,}-parameter problem, gradient scaled by (1 + delta):",
-        sensitivity_table(rows),
-        f"scipy rule: caught when relative error > {SCIPY_NOISE_FACTOR:g} x its value at delta = 0 "
-        f"(threshold {threshold:.1e}).",
-    ])
+    markdown = render(timings, rows, threshold)
     print("\n" + markdown)
     write_results({
-        "machine": machine(),
+        "machine": {**machine(), "load_average_start": load_start, "load_average_end": os.getloadavg()},
         "rules": {"run_limit_s": opts.run_limit, "probe_s": PROBE_S, "scipy_threshold": threshold,
                   "scipy_noise_factor": SCIPY_NOISE_FACTOR},
         "timings": [asdict(t) for t in timings],

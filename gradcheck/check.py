@@ -69,7 +69,10 @@ def _call_user(fn: Callable, what: str, *a: Any, **kw: Any) -> Any:
 def _batch_sizes(args: Sequence[Any]) -> list[int]:
     sizes = []
     for a in args:
-        shape = np.shape(a) if isinstance(a, (np.ndarray, list)) else ()
+        try:
+            shape = np.shape(a) if isinstance(a, (np.ndarray, list)) else ()
+        except Exception:  # noqa: BLE001 - data numpy cannot size is no batch
+            shape = ()
         if shape and shape[0] > 1 and shape[0] not in sizes:
             sizes.append(int(shape[0]))
     return sizes

@@ -61,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"check": _cmd_check, "examples": _cmd_examples, "example": _cmd_example, "explain": _cmd_explain}
     parser = _parser(command)
     try:
-        args = parser.parse_args(argv if command == "check" else argv[1:])
+        # Intermixed: targets may come before, between or after the options.
+        args = parser.parse_intermixed_args(argv if command == "check" else argv[1:])
     except SystemExit as exc:  # argparse has printed the usage error (2) or the help (0)
         return int(exc.code or 0) if not isinstance(exc.code, str) else USAGE
     try:
@@ -97,6 +98,18 @@ def _message(exc: BaseException) -> str:
         return str(exc)  # UserCodeError's str carries the user's traceback
     return (f"gradcheck itself failed with {type(exc).__name__}: {exc}. This is a bug in gradcheck; "
             f"please report it with the command you ran.")
+
+
+def _say(text: str) -> None:
+    """Print to stdout; a reader that has gone away (`| head`) is not an error."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        try:  # send the rest to /dev/null, so that Python's exit-time flush stays quiet too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def _error(text: str, *, prefix: bool = True) -> None:
@@ -205,7 +218,7 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def _cases_from(args: argparse.Namespace) -> tuple[list, bool]:
-    """[(name, function resolving the case's targets)], the root they resolve from, and whether from a config."""
+    """[(case, the folder its targets resolve from)], and whether the cases came from a config file."""
     from .config import CaseSpec, load_config
 
     if args.targets or args.value_and_grad:
@@ -273,21 +286,21 @@ def _print(outcomes: list, args: argparse.Namespace, config_mode: bool) -> None:
     if args.json:
         if config_mode:
             doc = {"passed": all(o.code == OK for o in outcomes), "cases": {o.name: _json_case(o) for o in outcomes}}
-            print(json.dumps(doc, indent=2))
+            _say(json.dumps(doc, indent=2))
         elif outcomes[0].report is not None:
-            print(json.dumps(outcomes[0].report.to_dict(), indent=2))
+            _say(json.dumps(outcomes[0].report.to_dict(), indent=2))
         return
     from .report import render_text
 
     color = _use_color(args)
     shown = [o for o in outcomes if o.report is not None]
     for n, o in enumerate(shown):
-        print(("\n" if n else "") + render_text(o.report, color=color))
+        _say(("\n" if n else "") + render_text(o.report, color=color))
         for line in o.extra:
-            print(line)
+            _say(line)
     if config_mode and len(outcomes) > 1:
         bad = [o.name for o in outcomes if o.code != OK]
-        print(f"\n{len(outcomes) - len(bad)} of {len(outcomes)} cases passed" + (f"; not passed: {', '.join(bad)}"
+        _say(f"\n{len(outcomes) - len(bad)} of {len(outcomes)} cases passed" + (f"; not passed: {', '.join(bad)}"
                                                                                   if bad else ""))
 
 
@@ -360,14 +373,14 @@ def _cmd_examples(args: argparse.Namespace) -> int:
     rows = [{"name": c["name"], "kind": c.get("kind", "gradient"), "expect": describe_expect(c.get("expect", "pass")),
              "description": c.get("description", "")} for c in cases]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        _say(json.dumps(rows, indent=2))
         return OK
     width = {k: max(len(k), *(len(r[k]) for r in rows)) for k in ("name", "kind", "expect")} if rows else {}
-    print("  ".join(k.ljust(width[k]) for k in width) + "  description" if rows else "no worked examples")
+    _say("  ".join(k.ljust(width[k]) for k in width) + "  description" if rows else "no worked examples")
     for r in rows:
-        print("  ".join(r[k].ljust(width[k]) for k in width) + "  " + r["description"])
+        _say("  ".join(r[k].ljust(width[k]) for k in width) + "  " + r["description"])
     if rows:
-        print("\nreplay one with: check-gradients example NAME")
+        _say("\nreplay one with: check-gradients example NAME")
     return OK
 
 
@@ -454,7 +467,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if callable(grad):
         grad = _call_grad(grad, params, data)
     expl = explain(loss, params, data, leaf=args.leaf, index=index, grad=grad)
-    print(render_explanation(expl))
+    _say(render_explanation(expl))
     return OK if expl.matches in (None, True) else MISMATCH
 
 

@@ -2,8 +2,9 @@
 
 An element passes when |yours - ref| <= atol + rtol |ref| + 3 err, where err is the
 reference's own error estimate. The defaults depend on the dtype the user's gradient was
-computed in; atol is relative to the largest reference entry of the same leaf, so tiny
-gradients next to large ones (saturated units, exact zeros) do not cause false failures.
+computed in; atol is relative to the largest reference entry of the same leaf (and at least
+ROUNDOFF eps of the largest over all leaves), so tiny gradients next to large ones (saturated
+units, exact zeros) do not cause false failures.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ TOLERANCES = {
 }
 #: The reference error bar is widened by this factor before it excuses a difference.
 ERROR_BAR = 3.0
+#: atol is at least ROUNDOFF eps(dtype) times the largest reference entry over all leaves: the
+#: user's own round-off (1 - tanh^2 of a saturated unit cancels) is relative to the gradient's
+#: overall size, not to a leaf that is tiny throughout.
+ROUNDOFF = 100.0
 
 
 def default_tolerances(dtype: np.dtype | str) -> tuple[float, float]:
@@ -45,6 +50,7 @@ class Combined:
     low: np.ndarray       # kink interval (one-sided derivatives and every reference value)
     high: np.ndarray
     source: str           # name of the reference the value mostly comes from
+    scale: float = 0.0    # largest reference entry over ALL leaves (the gradient's overall size)
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,10 @@ def tolerances_for(ref: Combined, dtype, rtol: float | None, atol: float | None)
         vals = np.abs(ref.value[ref.checked])
         scale = float(vals.max()) if vals.size and np.isfinite(vals).all() else 0.0
         atol = d_atol * scale
+        if np.isfinite(ref.scale):
+            dt = np.dtype(dtype)
+            eps = float(np.finfo(dt if dt.kind == "f" else np.float64).eps)
+            atol = max(atol, ROUNDOFF * eps * ref.scale)
     return rtol, float(atol)
 
 

@@ -55,13 +55,13 @@ def scale_cause(factor: float, batch_sizes: Sequence[int]) -> str:
     return ("; or ".join(causes[:2]) if causes else _GENERIC_SCALE) + sign
 
 
-def nice_factor(c: float, batch_sizes: Sequence[int]) -> float:
-    """Snap a fitted factor to an integer, a reciprocal or a batch size when it is one."""
+def nice_factor(c: float, batch_sizes: Sequence[int], rtol: float = 1e-6) -> float:
+    """Snap a fitted factor to an integer, a reciprocal or a batch size when it is one (within rtol)."""
     candidates = [float(n) for n in batch_sizes] + [1.0 / n for n in batch_sizes if n]
     candidates += [float(round(c))] if abs(c) >= 1 else [1.0 / round(1.0 / c)] if c != 0 else []
     for cand in candidates:
         for s in (1.0, -1.0):
-            if cand and np.isclose(c, s * cand, rtol=1e-6, atol=0):
+            if cand and np.isclose(c, s * cand, rtol=rtol, atol=0):
                 return s * cand
     return float(f"{c:.7g}")
 
@@ -153,7 +153,7 @@ def _scaled(name: str, cmp: Comparison, batch_sizes: Sequence[int], dtype: str) 
     c = float(y @ r) / rr
     if c == 0.0 or not np.all(np.abs(y - c * r) <= abs(c) * cmp.tol[m]):
         return None
-    factor = nice_factor(c, batch_sizes)
+    factor = nice_factor(c, batch_sizes, rtol=max(1e-6, cmp.rtol))  # float16/32 fits are only that good
     if m.sum() == 1 and not _is_simple(factor):
         return None  # one element is always "some multiple" of its reference: only a simple factor says more
     how = f"{factor:.8g} times" if abs(factor) >= 1 else f"1/{1 / factor:.8g} of"

@@ -122,8 +122,11 @@ class Objective:
         self.loss = loss
         self.treedef = treedef
         self.x0 = [np.asarray(x, dtype=np.float64) for x in x0]
-        self.user_args = fresh(args)  # private copy in the caller's dtypes: what the user's gradient sees
-        self.user_kwargs = fresh(kwargs or {})
+        try:
+            self.user_args = fresh(args)  # private copy in the caller's dtypes: what the user's gradient sees
+            self.user_kwargs = fresh(kwargs or {})
+        except RecursionError:
+            raise InvalidCase("args nest too deeply or contain themselves (a list that holds itself?).") from None
         self.args = widen(self.user_args)  # what the loss sees: low-precision floats widened to float64
         self.kwargs = widen(self.user_kwargs)
         self.eps = float(np.finfo(np.float64).eps)  # precision the loss computes in (raised if it casts down)

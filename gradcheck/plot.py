@@ -46,6 +46,7 @@ class StepSweep:
     reference_error: float     # its error estimate
     method: str                # how the reference was computed
     loss_value: float
+    refined: float             # |Richardson estimate - reference| at the chosen step
     yours: float | None = None  # the learner's value for this element, when known
 
     def __iter__(self):
@@ -79,7 +80,7 @@ def step_sweep(objective: Objective, leaf: int | str, index: Sequence[int] | int
     Without `reference`, gradcheck's own finite-difference reference is computed for the
     element (complex step where the loss allows it, else Richardson extrapolation).
     """
-    from .references.numeric import BASE_STEP, element_steps, numeric_gradient
+    from .references.numeric import BASE_STEP, element_steps, numeric_gradient, richardson
     from .tree import leaf_names
 
     names = leaf_names(objective.treedef)
@@ -97,9 +98,10 @@ def step_sweep(objective: Objective, leaf: int | str, index: Sequence[int] | int
     d = np.array([(objective(objective.perturb(x0, k, flat, x + s)) - objective(objective.perturb(x0, k, flat, x - s)))
                   / (2 * s) for s in h])
     element = names[k] + ("" if not shape else "[" + ", ".join(map(str, np.unravel_index(flat, shape))) + "]")
+    refined = richardson(objective, x0, k, flat, step, f0, element)[0]
     return StepSweep(name=element, h=h, err=np.abs(d - ref_value), step=step, reference=ref_value,
                      reference_error=float(ref.errors[k].reshape(-1)[flat]), method=ref.method,
-                     loss_value=float(f0), yours=yours)
+                     loss_value=float(f0), refined=abs(float(refined) - ref_value), yours=yours)
 
 
 def sweep_element(report: Report) -> ParamResult | None:
@@ -191,7 +193,8 @@ def _figure(report: Report, sweep: StepSweep | None) -> Any:
     n = len(arrays) + (1 if scalars else 0)
     ncols = min(n, 3) or 1
     nrows = -(-n // ncols) if n else 0
-    heat_h, sweep_h = 0.8 + 2.4 * nrows, (3.4 if sweep is not None else 0.0)
+    only_scalars = bool(scalars) and not arrays
+    heat_h, sweep_h = 0.8 + (1.4 if only_scalars else 2.4) * nrows, (3.4 if sweep is not None else 0.0)
     fig = Figure(figsize=(10, heat_h + sweep_h), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[heat_h, max(sweep_h, 1e-3)]) if sweep else (fig, None)
     cmap, norm, threshold = _colours(report)
@@ -210,7 +213,7 @@ def _figure(report: Report, sweep: StepSweep | None) -> Any:
         _sweep_panel(bottom.add_subplot(), sweep)
     _headline(top, report)
     if left_out:
-        fig.text(0.01, 0.005, f"not shown: {', '.join(left_out)}", fontsize=7, color="0.4")
+        fig.text(0.01, 0.002, f"not shown: {', '.join(left_out)}", fontsize=7, color="0.4", va="bottom")
     return fig
 
 
@@ -273,8 +276,9 @@ def _heatmap(ax: Any, p: ParamResult, cmap: Any, norm: Any) -> Any:
         return None
     rel = _as_2d(np.clip(np.nan_to_num(np.asarray(p.rel_errors, float), posinf=REL_CEIL), REL_FLOOR, REL_CEIL))
     rows, cols = rel.shape
-    square = max(rows, cols) <= 24  # small leaves as square cells; large ones fill the panel
-    image = ax.imshow(rel, cmap=cmap, norm=norm, aspect="equal" if square else "auto", interpolation="nearest")
+    image = ax.imshow(rel, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    # Near-square cells for small leaves, but rows stay flat and huge leaves stay on the page.
+    ax.set_box_aspect(float(np.clip(rows / cols, 0.25 if rows == 1 else 0.4, 1.5)))
     ax.set_xlabel("column" if np.ndim(p.rel_errors) >= 2 else "index", fontsize=7)
     ax.set_ylabel("row" if np.ndim(p.rel_errors) == 2 else ("axis 0" if np.ndim(p.rel_errors) > 2 else ""), fontsize=7)
     ax.tick_params(labelsize=7)
@@ -292,13 +296,17 @@ def _scalar_panel(ax: Any, scalars: list, cmap: Any, norm: Any) -> Any:
                                                              float).reshape(-1)[0], posinf=REL_CEIL),
                                    REL_FLOOR, REL_CEIL)) for p in scalars]])
     image = ax.imshow(rel, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    ax.set_box_aspect(float(np.clip(1 / len(scalars), 0.15, 0.3)))
     ax.set_xticks(range(len(scalars)), [p.name for p in scalars], fontsize=8, rotation=0 if len(scalars) < 9 else 45)
     ax.set_yticks([])
     for i, p in enumerate(scalars):
         ax.get_xticklabels()[i].set_color(_GREEN if p.passed else _RED)
     bad = [p for p in scalars if not p.passed]
-    title = "scalars: " + (", ".join(f"{p.name} {p.diagnosis}" for p in bad[:3]) + (" ..." if len(bad) > 3 else "")
-                           if bad else "all PASS")
+    by_diagnosis: dict = {}
+    for p in bad:
+        by_diagnosis.setdefault(p.diagnosis, []).append(p.name)
+    title = "scalar parameters: " + ("; ".join(f"{d}: {', '.join(names)}" for d, names in by_diagnosis.items())
+                                     if bad else "all PASS")
     ax.set_title(title, fontsize=9, color=_RED if bad else _GREEN, fontweight="bold")
     if rel.size <= ANNOTATE_MAX:
         _annotate(ax, rel, norm)
@@ -324,15 +332,13 @@ def _annotate(ax: Any, rel: np.ndarray, norm: Any) -> None:
 def _no_data(ax: Any, p: ParamResult) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
-    msg = p.detail if p.diagnosis != "wrong_shape" else (
-        f"your gradient has shape {tuple(p.actual_shape or ())},\nthe parameter {tuple(p.expected_shape or p.shape)}")
-    ax.text(0.5, 0.5, _wrap(msg, 46), ha="center", va="center", fontsize=8, color=_RED, transform=ax.transAxes)
+    ax.text(0.5, 0.5, _wrap(p.detail, 40), ha="center", va="center", fontsize=8, color=_RED, transform=ax.transAxes)
 
 
 def _wrap(text: str, width: int) -> str:
     import textwrap
 
-    return "\n".join(textwrap.wrap(text, width)[:5])
+    return "\n".join(textwrap.wrap(text, width)[:7])
 
 
 def _sweep_panel(ax: Any, s: StepSweep) -> None:
@@ -351,16 +357,21 @@ def _sweep_panel(ax: Any, s: StepSweep) -> None:
     ax.loglog(s.h, c2 * s.h ** 2, "--", color="0.45", lw=1, label="truncation ~ h^2  (step too large)")
     at = float(np.interp(np.log10(s.step), np.log10(s.h), np.log10(err)))
     ax.axvline(s.step, color="black", lw=1)
-    ax.plot([s.step], [10 ** at], "D", color="black", ms=7, zorder=5,
-            label=f"gradcheck's step h = {s.step:.1e}\n(then Richardson: h, h/2, h/4)")
-    lo, hi = float(np.min(err)), float(np.max(err))
+    ax.plot([s.step], [10 ** at], "D", color="black", ms=7, zorder=5, label=f"gradcheck's step h = {s.step:.1e}")
+    refined = max(s.refined, floor)
+    ax.annotate("", xy=(s.step, refined), xytext=(s.step, 10 ** at), zorder=6,
+                arrowprops={"arrowstyle": "->", "color": "#1b7837", "lw": 1.5})
+    ax.plot([s.step], [refined], "*", color="#1b7837", ms=12, zorder=6,
+            label="the same step after Richardson\nextrapolation (h, h/2, h/4)")
+    lo, hi = min(float(np.min(err)), refined), float(np.max(err))
     if s.yours is not None and abs(s.yours - s.reference) > 0:
         off = abs(s.yours - s.reference)
         ax.axhline(off, color=_RED, lw=2, label=f"your gradient's error: |{s.yours:.6g} - ({s.reference:.6g})|")
         best = float(np.min(err))
         verdict = (f"your gradient is off by {off:.2g}: {off / best:.0e} times the best finite-difference error"
                    if off > 100 * best else f"your gradient is off by {off:.2g}, within finite-difference noise")
-        ax.text(s.h[0] * 1.5, off * 1.6, verdict, color=_RED, fontsize=8, va="bottom", fontweight="bold")
+        ax.text(s.h[-1] / 1.5, off * 1.6, verdict, color=_RED, fontsize=8, ha="right", va="bottom", fontweight="bold",
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1})
         lo, hi = min(lo, off), max(hi, off)
     ax.set_ylim(max(lo / 10, floor), hi * 100)
     ax.set_xlim(s.h[0], s.h[-1])

@@ -104,8 +104,8 @@ def _ini_options(config: pytest.Config) -> dict:
         name = f"gradcheck_{key}"
         try:
             value = config.getini(name)
-        except (TypeError, ValueError) as exc:  # pytest's own type check of a native TOML value
-            raise pytest.UsageError(f"gradcheck: {exc}") from None
+        except (TypeError, ValueError) as exc:  # pytest's own conversion, or type check of a TOML value
+            raise pytest.UsageError(f"gradcheck: ini option {name}: {exc}") from None
         if value not in (None, "", []):
             out[key] = _coerce(key, value, f"ini option {name}")
     return out
@@ -202,7 +202,7 @@ def _write_atomic(path: Path, data: dict) -> None:
 
 def _hide_internals(exc: BaseException) -> BaseException:
     """Drop gradcheck's leading frames from a chained user exception, so the learner's code shows first."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
     if getattr(exc, "user_traceback", ""):
         exc.user_traceback = ""  # pytest shows the chained exception itself, with source lines
     cause = exc.__cause__
@@ -230,7 +230,6 @@ class GradcheckSession:
             self.base = {**table_defaults, **_ini_options(config), **{k: v for k, v in cli.items() if v is not None}}
         except ConfigError as exc:
             raise pytest.UsageError(f"gradcheck: {exc}") from None
-        self.cli = {k: v for k, v in cli.items() if v is not None}
         self.json_path = _json_path(config)
         self.records: list[dict] = []
         self.current: pytest.Item | None = None

@@ -19,7 +19,7 @@ imports hypothesis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from hypothesis import strategies as st
@@ -37,14 +37,18 @@ __all__ = [
 BOUND = 2.0
 #: Default distance kept from each kink (ReLU's 0): many finite-difference steps away.
 MARGIN = 0.05
+#: Nonzero values are at least this large in magnitude: a weight of 1e-308 tests underflow, not backprop.
+TINY = 1e-3
 
 
 def values(*, bound: float = BOUND, kinks: Sequence[float] = (), margin: float = MARGIN,
-           allow_kinks: bool = False, width: int = 64) -> st.SearchStrategy[float]:
-    """Finite floats in [-bound, bound], at least `margin` from every kink unless `allow_kinks`."""
+           allow_kinks: bool = False, tiny: float = TINY, width: int = 64) -> st.SearchStrategy[float]:
+    """Floats in [-bound, bound], 0 or at least `tiny` in size, `margin` from every kink unless `allow_kinks`."""
     if bound <= 0:
         raise ValueError(f"bound={bound!r}: give a positive magnitude bound such as 2.0.")
     base = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=width)
+    if tiny > 0:
+        base = base.map(lambda x: 0.0 if abs(x) < tiny else x)  # a map, not a filter: shrinks to 0 freely
     if allow_kinks or not kinks:
         return base
     kinks = tuple(float(k) for k in kinks)
@@ -116,21 +120,36 @@ def layer_sizes(*, min_layers: int = 1, max_layers: int = 3, min_width: int = 1,
 def mlp_params(sizes: Sequence[int], *, bound: float = 1.0, weight: str = "W{}", bias: str = "b{}",
                dtype: Any = np.float64) -> st.SearchStrategy[dict]:
     """{"W1": (sizes[0], sizes[1]), "b1": (sizes[1],), "W2": ...}: weights laid out (fan_in, fan_out)."""
+    shapes = _mlp_shapes(sizes, weight, bias)
+    return st.fixed_dictionaries({k: arrays(s, dtype=dtype, bound=bound) for k, s in shapes.items()})
+
+
+def _mlp_shapes(sizes: Sequence[int], weight: str = "W{}", bias: str = "b{}") -> dict:
     shapes = {}
     for i, (n, m) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
         shapes[weight.format(i)] = (n, m)
         shapes[bias.format(i)] = (m,)
-    return st.fixed_dictionaries({k: arrays(s, dtype=dtype, bound=bound) for k, s in shapes.items()})
+    return shapes
+
+
+def _generic(rng: np.random.Generator, shape: tuple, bound: float, dtype: Any, margin: float = 0.0) -> np.ndarray:
+    """Values with margin <= |x| <= bound and random signs: no accidental zeros, ties or symmetries."""
+    magnitude = rng.uniform(margin, bound, size=shape)
+    return (magnitude * rng.choice((-1.0, 1.0), size=shape)).astype(dtype)
 
 
 @dataclass(frozen=True, repr=False)
 class MLPCase:
-    """One network and batch: `sizes` [n_in, ..., n_out], `params` {"W1", "b1", ...}, inputs X, targets y."""
+    """One network and batch: `sizes` [n_in, ..., n_out], `params` {"W1", "b1", ...}, inputs X, targets y.
+
+    `seed` is the numpy seed the values were generated from, when they were (see `mlp_cases`).
+    """
 
     sizes: list
     params: dict
     X: np.ndarray
     y: np.ndarray
+    seed: Optional[int] = None
 
     @property
     def batch(self) -> int:
@@ -142,10 +161,11 @@ class MLPCase:
         return (self.X, self.y)
 
     def __repr__(self) -> str:
+        # one line, rounded: Hypothesis prints this as the smallest failing network
         arrays = {**self.params, "X": self.X, "y": self.y}
-        shown = ", ".join(f"{k}={np.array2string(np.asarray(v), precision=4, separator=', ')}"
-                          for k, v in arrays.items())
-        return f"MLPCase(sizes={list(self.sizes)}, batch={self.batch}, {shown})"
+        shown = ", ".join(f"{k}={np.round(np.asarray(v), 4).tolist()}" for k, v in arrays.items())
+        seed = "" if self.seed is None else f", seed={self.seed}"
+        return f"MLPCase(sizes={list(self.sizes)}, batch={self.batch}{seed}, {shown})"
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # Hypothesis prints examples with this
         p.text(repr(self))
@@ -154,22 +174,37 @@ class MLPCase:
 @st.composite
 def mlp_cases(draw: Any, *, min_layers: int = 1, max_layers: int = 3, min_width: int = 1, max_width: int = 6,
               n_in: int | None = None, n_out: int | None = None, min_batch: int = 1, max_batch: int = 6,
-              targets: str = "regression", bound: float = 1.0, kinks: Sequence[float] = (),
-              dtype: Any = np.float64) -> MLPCase:
-    """A random MLP and batch: layer sizes, parameters (see `mlp_params`), X and targets y.
+              targets: str = "regression", bound: float = 1.0, allow_zero_inputs: bool = False,
+              draw_values: bool = False, dtype: Any = np.float64) -> MLPCase:
+    """A random MLP and batch: layer sizes, parameters {"W1", "b1", ...} (see `mlp_params`), X and y.
+
+    Hypothesis draws the sizes and the batch size, so a failure shrinks to the fewest, narrowest
+    layers and the smallest batch. By default the values come from a numpy generator seeded by
+    Hypothesis: generic numbers (weights in [-bound, bound], X and y in [-2, 2]) that never
+    cancel by accident and so never hide a bug while the shape shrinks. `draw_values=True` has
+    Hypothesis draw every value instead, exploring edge values and shrinking them too.
 
     `targets="regression"` gives y of shape (batch, n_out); `"classes"` integer labels in
-    [0, n_out) of shape (batch,). Shrinks towards fewer, narrower layers and smaller batches.
+    [0, n_out) of shape (batch,). Entries of X stay `MARGIN` away from 0 unless
+    `allow_zero_inputs`: a zero input zeroes the gradient of the weights it feeds, and with it
+    any bug in them.
     """
     if targets not in ("regression", "classes"):
         raise ValueError(f"targets={targets!r}: choose 'regression' or 'classes'.")
     sizes = draw(layer_sizes(min_layers=min_layers, max_layers=max_layers, min_width=min_width,
                              max_width=max_width, n_in=n_in, n_out=n_out))
     batch = draw(batch_sizes(min_batch, max_batch))
-    params = draw(mlp_params(sizes, bound=bound, dtype=dtype))
-    X = draw(arrays((batch, sizes[0]), dtype=dtype, bound=BOUND, kinks=kinks))
-    if targets == "classes":
-        y = draw(hnp.arrays(np.int64, (batch,), elements=st.integers(0, sizes[-1] - 1)))
-    else:
-        y = draw(arrays((batch, sizes[-1]), dtype=dtype, bound=BOUND))
-    return MLPCase(sizes=sizes, params=params, X=X, y=y)
+    margin = 0.0 if allow_zero_inputs else MARGIN
+    if draw_values:
+        params = draw(mlp_params(sizes, bound=bound, dtype=dtype))
+        X = draw(inputs((batch, sizes[0]), dtype=dtype, allow_kinks=allow_zero_inputs))
+        y = draw(hnp.arrays(np.int64, (batch,), elements=st.integers(0, sizes[-1] - 1)) if targets == "classes"
+                 else arrays((batch, sizes[-1]), dtype=dtype, bound=BOUND))
+        return MLPCase(sizes=sizes, params=params, X=X, y=y)
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    params = {k: _generic(rng, s, bound, dtype) for k, s in _mlp_shapes(sizes).items()}
+    X = _generic(rng, (batch, sizes[0]), BOUND, dtype, margin)
+    y = (rng.integers(0, sizes[-1], size=batch) if targets == "classes"
+         else _generic(rng, (batch, sizes[-1]), BOUND, dtype))
+    return MLPCase(sizes=sizes, params=params, X=X, y=y, seed=seed)

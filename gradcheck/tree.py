@@ -54,7 +54,11 @@ def flatten(tree: Any, origin: str = "params") -> tuple[list[str], list[Any], Tr
     """Return (names, leaves, treedef); leaves are returned as given (not copied)."""
     names: list[str] = []
     leaves: list[Any] = []
-    treedef = _walk(tree, "", names, leaves, origin)
+    try:
+        treedef = _walk(tree, "", names, leaves, origin)
+    except RecursionError:
+        raise InvalidCase(f"{origin} nest too deeply or contain themselves (a list that holds itself?); "
+                          f"pass a finite dict, list or tuple of arrays.") from None
     return names, leaves, treedef
 
 

@@ -79,7 +79,18 @@ def combine(refs: Sequence[ReferenceGradient], k: int, shape: tuple) -> tuple[Co
             low = np.where(ok, np.minimum(low, bound), low)
             high = np.where(ok, np.maximum(high, bound), high)
     return Combined(value=value, error=error, checked=checked, kink=kink & checked, low=low, high=high,
-                    source=source), warnings
+                    source=source, scale=_overall_scale(trusted)), warnings
+
+
+def _overall_scale(refs: Sequence[ReferenceGradient]) -> float:
+    """The largest finite, checked reference entry over every leaf."""
+    biggest = 0.0
+    for ref in refs:
+        for values, checked in zip(ref.values, ref.checked):
+            v = np.abs(values[checked & np.isfinite(values)])
+            if v.size:
+                biggest = max(biggest, float(v.max()))
+    return biggest
 
 
 def _not_finite_warning(numeric: ReferenceGradient, k: int) -> list[str]:

@@ -10,7 +10,6 @@ import time
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from gradcheck import check
@@ -33,6 +32,9 @@ def grad_transposed_b(p, X, y):          # a planted bug: W right, b twice too l
 def grad_raises(p, X, y):
     r = X @ p["W"] - y
     return {"W": X.T @ r, "b": undefined_name}
+
+def grad_without_b(p, X, y):
+    return {"W": X.T @ (X @ p["W"] + p["b"] - y)}
 
 def value_and_grad(p, X, y):
     return loss(p, X, y), grad(p, X, y)
@@ -107,6 +109,13 @@ def test_exit_1_on_a_mismatch_with_the_diagnosis(learner, capsys) -> None:
     assert main(argv + FAST) == 1
     out = capsys.readouterr().out
     assert "FAILED (1 of 2 parameters wrong)" in out and "scaled x2" in out
+
+
+def test_a_gradient_shaped_unlike_the_parameters_is_a_mismatch(learner, capsys) -> None:
+    assert main(["cli_learner:loss", "cli_learner:grad_without_b", "cli_learner:params", "--args",
+                 "cli_learner:data"] + FAST) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "missing key 'b'" in err
 
 
 def test_exit_3_when_the_users_code_raises_with_its_traceback(learner, capsys) -> None:

@@ -1,0 +1,347 @@
+"""JAX reference: the learner's numpy loss re-run under jax.numpy and differentiated by jax.grad.
+
+The only module of gradcheck that imports jax. The loss is rebound once per objective (see
+`gradcheck.retrace`) so `np.*` means `jax.numpy.*`, and runs in float64 inside
+`jax.enable_x64(True)`: the user's own JAX configuration is left as it was. The gradient is
+compiled with `jax.jit` when the code allows it; code with Python control flow on data or
+parameters (`if loss > 0`, `range(y.max())`) falls back to eager `jax.grad`, which handles it.
+Code JAX cannot run at all (assignment into an array, `np.random`, a numpy function jax.numpy
+lacks) raises `ReferenceUnavailable` naming the operation and the line of the user's code.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+import types
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import ReferenceUnavailable
+from ..model import ReferenceGradient
+from ..objective import Objective
+from ..retrace import rebind_guarded, user_location
+from ..tree import unflatten
+
+EPS = float(np.finfo(np.float64).eps)
+#: Autodiff is exact up to float64 rounding in the forward and backward passes.
+ROUNDING = 64 * EPS
+#: How far the JAX loss value may stray from the numpy one before the re-run is distrusted.
+VALUE_RTOL = 1e-6
+
+_CONCRETIZATION = (jax.errors.ConcretizationTypeError, jax.errors.NonConcreteBooleanIndexError)
+
+
+class JaxUnsupported(AttributeError):
+    """A numpy function jax.numpy does not provide."""
+
+    def __init__(self, op: str, reason: str = "has no counterpart in jax.numpy") -> None:
+        self.op = op
+        super().__init__(f"JAX reference: numpy function np.{op} {reason}")
+
+
+class _Random:
+    """np.random under JAX: any use raises a clear error."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise JaxUnsupported(f"random.{name}", "draws random numbers inside the loss, which cannot be "
+                                               "differentiated; draw them outside and pass them in args")
+
+
+#: numpy helpers with no numerical content that jax.numpy lacks; numpy's own are harmless.
+_NUMPY_HELPERS = ("errstate", "seterr", "geterr", "printoptions", "set_printoptions", "ndim", "shape",
+                  "isscalar", "newaxis")
+
+
+@functools.lru_cache(maxsize=1)
+def namespace() -> types.ModuleType:
+    """numpy as the JAX reference sees it: jax.numpy, plus clear errors for what it lacks."""
+    ns = types.ModuleType("numpy", "numpy under the JAX reference (jax.numpy)")
+    ns.__dict__.update({k: getattr(jnp, k) for k in dir(jnp) if not k.startswith("_")})
+    for name in _NUMPY_HELPERS:
+        ns.__dict__.setdefault(name, getattr(np, name))
+    ns.__dict__["random"] = _Random()
+
+    def missing(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise JaxUnsupported(name)
+
+    ns.__dict__["__getattr__"] = missing
+    return ns
+
+
+def _scipy_mapping() -> dict:
+    """scipy.special functions the user may call, mapped to jax.scipy.special (if scipy is loaded)."""
+    special = sys.modules.get("scipy.special")
+    if special is None:
+        return {}
+    import jax.scipy.special as jsp
+
+    names = ("expit", "logit", "logsumexp", "softmax", "log_softmax", "erf", "erfc", "gammaln", "xlogy", "xlog1py")
+    return {getattr(special, n): getattr(jsp, n) for n in names if hasattr(special, n) and hasattr(jsp, n)}
+
+
+# --- data: arrays are traced arguments, everything else stays static ----------------------------
+
+@dataclass(frozen=True)
+class _Slot:
+    index: int
+
+
+def _split(tree: Any, arrays: list) -> Any:
+    """A template of `tree` with numeric ndarrays replaced by slots (their values go to `arrays`)."""
+    if isinstance(tree, np.ndarray) and tree.dtype.kind in "fiubc":
+        arrays.append(jnp.array(tree))  # a fresh device copy: never the caller's memory
+        return _Slot(len(arrays) - 1)
+    if isinstance(tree, dict):
+        return {k: _split(v, arrays) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        items = [_split(v, arrays) for v in tree]
+        if isinstance(tree, list):
+            return items
+        return type(tree)(*items) if hasattr(tree, "_fields") else tuple(items)
+    return tree
+
+
+def _fill(template: Any, arrays: Sequence[Any]) -> Any:
+    if isinstance(template, _Slot):
+        return arrays[template.index]
+    if isinstance(template, dict):
+        return {k: _fill(v, arrays) for k, v in template.items()}
+    if isinstance(template, (list, tuple)):
+        items = [_fill(v, arrays) for v in template]
+        if isinstance(template, list):
+            return items
+        return type(template)(*items) if hasattr(template, "_fields") else tuple(items)
+    return template
+
+
+def _as_loss(value: Any) -> Any:
+    value = jnp.asarray(value)
+    if value.size != 1:
+        raise TypeError(f"the loss under JAX has shape {value.shape}, not a single number")
+    value = value.reshape(())
+    if jnp.iscomplexobj(value):
+        value = value.real
+    return value if jnp.issubdtype(value.dtype, jnp.floating) else value.astype(jnp.float64)
+
+
+def _freeze(template: Any) -> Any:
+    """A hashable image of the static part of the data (raises TypeError if there is none)."""
+    if isinstance(template, _Slot):
+        return template
+    if isinstance(template, dict):
+        return ("dict", tuple((k, _freeze(v)) for k, v in template.items()))
+    if isinstance(template, (list, tuple)):
+        return (type(template), tuple(_freeze(v) for v in template))
+    hash(template)
+    return (type(template), template)
+
+
+def _callable_key(fn: Any) -> Any:
+    """An identity key for the user's loss; bound methods are new objects on every access."""
+    if isinstance(fn, types.MethodType):
+        return ("method", id(fn.__func__), id(fn.__self__))
+    return ("callable", id(fn))
+
+
+@dataclass
+class _Compiled:
+    """The loss rebound to jax.numpy and its compiled gradient, shared by checks of the same loss."""
+
+    loss: Callable  # (leaves, arrays) -> scalar
+    unchanged: Callable[[], bool]  # whether the user's globals it was built from still hold
+    owner: Any  # the user's loss, kept alive so its id stays unique while cached
+    jitted: Callable | None = None
+    eager: bool = False  # True once jit is known not to work on this code
+    notes: list = field(default_factory=list)
+    vmap_jitted: Callable | None = None  # keyed on leaf shapes by the closure: one per structure
+
+
+@dataclass
+class _Program:
+    """One objective under JAX: its compiled loss, and private device copies of its data."""
+
+    compiled: _Compiled
+    arrays: list
+    vmapped: Any = None  # the batched loss, False when the code cannot be batched
+
+
+#: Compiled losses by (loss, parameter structure, static data): repeated checks of one loss
+#: (a test suite, a planted-bug pair) compile once. Small: each entry holds XLA executables.
+_CACHE: "OrderedDict[Any, _Compiled]" = OrderedDict()
+_CACHE_SIZE = 32
+_PROGRAMS: "weakref.WeakKeyDictionary[Objective, _Program]" = weakref.WeakKeyDictionary()
+
+
+def _compile(objective: Objective, template: tuple) -> _Compiled:
+    try:
+        key = (_callable_key(objective.loss), objective.treedef, _freeze(template))
+    except TypeError:
+        key = None  # unhashable static data: compile for this objective only
+    cached = _CACHE.get(key) if key is not None else None
+    if cached is not None and cached.unchanged():
+        _CACHE.move_to_end(key)
+        return cached
+    fn, unchanged = rebind_guarded(objective.loss, namespace(), mapping=_scipy_mapping())
+    treedef = objective.treedef
+
+    def loss(leaves: Sequence[Any], arrays: Sequence[Any]) -> Any:
+        args, kwargs = _fill(template, arrays)
+        return _as_loss(fn(unflatten(treedef, list(leaves)), *args, **kwargs))
+
+    compiled = _Compiled(loss=loss, unchanged=unchanged, owner=objective.loss)
+    if key is not None:
+        _CACHE[key] = compiled
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return compiled
+
+
+def _program(objective: Objective) -> _Program:
+    program = _PROGRAMS.get(objective)
+    if program is None:
+        with jax.enable_x64(True):
+            arrays: list = []
+            template = (_split(objective.args, arrays), _split(objective.kwargs, arrays))
+        program = _Program(compiled=_compile(objective, template), arrays=arrays)
+        _PROGRAMS[objective] = program
+    return program
+
+
+# --- explaining failures -----------------------------------------------------------------------
+
+def _explain(exc: BaseException) -> str:
+    """Why JAX could not run the user's loss, naming the operation and the user's line."""
+    where = user_location(exc)
+    at = f" at {where}" if where else ""
+    text = str(exc).split("\n")[0]
+    if isinstance(exc, JaxUnsupported):
+        return f"{text}{at}"
+    if isinstance(exc, TypeError) and ("does not support item assignment" in text or "immutable" in text):
+        return (f"in-place assignment into an array (`a[i] = v`){at}: JAX arrays are immutable. Build the "
+                f"array without assigning into it (np.where, np.concatenate, a one-hot matrix), or accept "
+                f"the other references' results")
+    if isinstance(exc, jax.errors.TracerBoolConversionError):
+        return (f"Python control flow on a value that depends on the parameters{at} (an `if`, `while`, `and`/"
+                f"`or` or `max()` on a traced value); use np.where / np.maximum instead")
+    if isinstance(exc, (jax.errors.TracerIntegerConversionError, jax.errors.ConcretizationTypeError)):
+        return (f"a parameter-dependent value is used where a concrete number is needed{at} (int(), float(), "
+                f"range(), a shape or an index): {text}")
+    if isinstance(exc, jax.errors.TracerArrayConversionError):
+        return (f"a parameter-dependent value is passed to plain numpy{at} (np.asarray, a numpy function that "
+                f"could not be swapped for jax.numpy, or a library written in numpy)")
+    return f"the loss raised {type(exc).__name__} under JAX{at}: {text}"
+
+
+def _unavailable(exc: BaseException) -> ReferenceUnavailable:
+    error = ReferenceUnavailable(f"the JAX reference cannot run this loss: {_explain(exc)}")
+    error.where = user_location(exc)  # type: ignore[attr-defined]
+    return error
+
+
+# --- gradients ---------------------------------------------------------------------------------
+
+def _run(program: _Program, leaves: Sequence[Any]) -> tuple[Any, list]:
+    """(value, grads) of the loss at float64 leaves, jitted when possible."""
+    compiled = program.compiled
+    vg = jax.value_and_grad(compiled.loss)
+    if not compiled.eager:
+        if compiled.jitted is None:
+            compiled.jitted = jax.jit(vg)
+        try:
+            return compiled.jitted(leaves, program.arrays)
+        except _CONCRETIZATION:
+            compiled.eager = True
+            compiled.notes.append("traced eagerly (without jit): the loss uses Python control flow or "
+                                  "shapes that depend on values")
+    return vg(leaves, program.arrays)
+
+
+def jax_value_and_grad(objective: Objective, leaves: Sequence[np.ndarray] | None = None
+                       ) -> tuple[float, list[np.ndarray]]:
+    """The loss and its full gradient (float64, one array per leaf) at `leaves` (default: x0)."""
+    program = _program(objective)
+    leaves = objective.x0 if leaves is None else leaves
+    with jax.enable_x64(True):
+        inputs = [jnp.array(np.asarray(x, dtype=np.float64)) for x in leaves]
+        try:
+            value, grads = _run(program, inputs)
+        except ReferenceUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything JAX cannot run is a reference limitation
+            raise _unavailable(exc) from exc
+        out = [np.array(g, dtype=np.float64).reshape(np.shape(x)) for g, x in zip(grads, leaves)]
+        return float(value), out
+
+
+def jax_full_gradient(objective: Objective, leaves: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+    """The full gradient (every element of every leaf) by jax.grad, float64."""
+    return jax_value_and_grad(objective, leaves)[1]
+
+
+def jax_gradient(objective: Objective, selection: Sequence[np.ndarray]) -> ReferenceGradient:
+    """The JAX reference at objective.x0, reported on the selected flat indices of each leaf."""
+    start = time.perf_counter()
+    value, grads = jax_value_and_grad(objective)
+    expected = objective(objective.x0)
+    if not abs(value - expected) <= VALUE_RTOL * abs(expected) + 1e-300:
+        raise ReferenceUnavailable(
+            f"the JAX reference cannot run this loss: re-run under jax.numpy it gives {value!r}, but your "
+            f"numpy code gives {expected!r}. The loss depends on something the re-run does not see the same "
+            f"way (global state, a numpy call that was not swapped, float32 casts)")
+    values, errors, checked = [], [], []
+    for g, sel in zip(grads, selection):
+        mask = np.zeros(g.shape, dtype=bool)
+        mask.reshape(-1)[np.asarray(sel, dtype=np.int64)] = True
+        finite = np.abs(g[np.isfinite(g)])
+        scale = float(finite.max()) if finite.size else 0.0
+        values.append(np.where(mask, g, np.nan))
+        errors.append(np.where(mask, ROUNDING * (np.abs(g) + scale), np.nan))
+        checked.append(mask)
+    notes = tuple(_program(objective).compiled.notes)
+    return ReferenceGradient(name="jax", method="autodiff (jax.grad)", values=tuple(values), errors=tuple(errors),
+                             checked=tuple(checked), notes=notes, seconds=time.perf_counter() - start, exact=True)
+
+
+def jax_vmapped_loss(objective: Objective) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A compiled f(batch) -> losses for a (B, n) batch of flat parameter vectors, or None.
+
+    The flat vector is the leaves' ravelled values in leaf order. None when the loss cannot be
+    traced under jit and vmap (in-place assignment, Python control flow on values, ...).
+    """
+    program = _program(objective)
+    if program.vmapped is not None:
+        return program.vmapped or None
+    compiled = program.compiled
+    shapes = [np.shape(x) for x in objective.x0]
+    if compiled.vmap_jitted is None:
+        bounds = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
+
+        def flat_loss(vector: Any, arrays: Sequence[Any]) -> Any:
+            leaves = [vector[a:b].reshape(s) for a, b, s in zip(bounds[:-1], bounds[1:], shapes)]
+            return compiled.loss(leaves, arrays)
+
+        compiled.vmap_jitted = jax.jit(jax.vmap(flat_loss, in_axes=(0, None)))
+    vmap_jitted, arrays = compiled.vmap_jitted, program.arrays
+
+    def batched(batch: np.ndarray) -> np.ndarray:
+        with jax.enable_x64(True):
+            return np.array(vmap_jitted(jnp.asarray(np.asarray(batch, dtype=np.float64)), arrays))
+
+    x0 = np.concatenate([np.ravel(x) for x in objective.x0])
+    try:
+        batched(np.stack([x0, x0]))
+    except Exception:  # noqa: BLE001 - any failure means "not batchable"; callers fall back
+        program.vmapped = False
+        return None
+    program.vmapped = batched
+    return batched

@@ -1,0 +1,406 @@
+"""Run a learner's plain-numpy function under another array namespace (jax.numpy, symbolic numpy).
+
+`rebind(fn, namespace)` returns a copy of `fn` whose global names resolve the numpy module
+(`np`, `numpy`), numpy submodules (`np.linalg`), numpy functions imported by name
+(`from numpy import exp`) and the `math` module's elementwise functions to `namespace`.
+Helpers the function reaches are copied the same way: module-level functions of the user's
+code, functions in closures, bound methods (re-bound to a copy of `self` whose class has
+rebound methods), `functools.partial` objects and the user's own modules. The copies get new
+globals dicts; the user's modules, functions and objects are never modified.
+
+A function with a parameter named `xp` is taken to choose its namespace itself: it is called
+with `xp=namespace` instead of being rebound.
+
+What is not reached: functions stored in containers or on objects other than `self`, and
+library code (site-packages, the standard library), which is left as it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import os
+import site
+import sys
+import sysconfig
+import types
+from typing import Any, Callable
+
+import numpy as np
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+#: math functions that have a numpy namesake, so a `math.exp(w)` on a parameter can be traced.
+MATH_NAMES = ("exp", "log", "log1p", "expm1", "sqrt", "tanh", "sinh", "cosh", "sin", "cos", "tan",
+              "atan", "asin", "acos", "atan2", "hypot", "fabs", "pow")
+_MATH_TO_NUMPY = {"fabs": "abs", "pow": "power", "atan": "arctan", "asin": "arcsin", "acos": "arccos",
+                  "atan2": "arctan2"}
+#: numpy submodules whose functions are looked up in the namespace's submodule of the same name.
+SUBMODULES = ("linalg", "random", "fft")
+
+
+@functools.lru_cache(maxsize=1)
+def _library_dirs() -> tuple[str, ...]:
+    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths.update(getattr(site, "getsitepackages", lambda: [])())
+    paths.add(getattr(site, "getusersitepackages", lambda: "")() or "")
+    return tuple(sorted(os.path.realpath(p) + os.sep for p in paths if p))
+
+
+@functools.lru_cache(maxsize=512)
+def is_user_file(filename: str) -> bool:
+    """Whether code from this file is the user's (not the standard library, a package or gradcheck)."""
+    if filename.startswith("<frozen"):
+        return False
+    if filename.startswith("<"):
+        return True  # <stdin>, <string>, notebooks' <ipython-input-...>
+    path = os.path.realpath(filename)
+    if path.startswith(_PACKAGE_DIR + os.sep):
+        return False
+    if any(part in path.split(os.sep) for part in ("site-packages", "dist-packages")):
+        return False
+    return not path.startswith(_library_dirs())
+
+
+def is_user_code(fn: types.FunctionType) -> bool:
+    """Whether a Python function was written by the user (not numpy, a library or gradcheck)."""
+    return is_user_file(fn.__code__.co_filename)
+
+
+@functools.lru_cache(maxsize=1)
+def _numpy_index() -> dict[int, tuple[str, tuple[str, ...]]]:
+    """id(numpy object) -> (submodule, names it is known by) for numpy's public callables."""
+    import builtins
+    import warnings
+
+    python_builtins = {id(v) for v in vars(builtins).values()}
+    index: dict[int, tuple[str, list[str]]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        modules = {sub: getattr(np, sub) for sub in SUBMODULES}  # loads them into vars(np)
+    for sub, module in {"": np, **modules}.items():
+        # vars(), not dir() + getattr(): lazily loaded submodules (np.testing) stay unloaded.
+        for name, obj in list(vars(module).items()):
+            if name.startswith("_") or id(obj) in python_builtins:
+                continue
+            if isinstance(obj, types.ModuleType) or callable(obj):
+                entry = index.setdefault(id(obj), (sub, []))
+                if entry[0] == sub:
+                    entry[1].append(name)
+    return {key: (sub, tuple(names)) for key, (sub, names) in index.items()}
+
+
+class _Missing:
+    """Stands for a numpy function the namespace lacks: using it raises the namespace's error."""
+
+    def __init__(self, namespace: Any, path: str) -> None:
+        self._namespace, self._path = namespace, path
+
+    def _resolve(self) -> Any:
+        target = self._namespace
+        for part in self._path.split("."):
+            target = getattr(target, part)  # raises the namespace's own AttributeError
+        return target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._resolve()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._resolve(), name)
+
+
+class Rebinder:
+    """One rebinding: the namespace, the identity mapping, and a memo shared by all copies."""
+
+    def __init__(self, namespace: Any, mapping: dict | None = None) -> None:
+        self.namespace = namespace
+        self.mapping = {id(k): v for k, v in (mapping or {}).items()}
+        self._keep = list((mapping or {}).keys())  # keep ids stable while the memo lives
+        self.memo: dict[int, Any] = {id(np): namespace}
+        self.globals_memo: dict[int, dict] = {}
+        self.user_globals: set[int] = set()
+        self.reads: list[tuple[Any, str, Any]] = []  # (globals dict or cell, name, value seen)
+
+    # -- values ------------------------------------------------------------------------------
+
+    def convert(self, value: Any, name: str = "") -> Any:
+        """The value as it should be seen by rebound code."""
+        key = id(value)
+        if key in self.memo:
+            return self.memo[key]
+        if key in self.mapping:
+            return self.mapping[key]
+        if value is math:
+            return self._math_module()
+        replacement = self._convert_new(value, name)
+        if replacement is not value:
+            self._keep.append(value)
+            self.memo[key] = replacement
+        return replacement
+
+    def _convert_new(self, value: Any, name: str) -> Any:
+        numpy_entry = _numpy_index().get(id(value))
+        if numpy_entry is not None:
+            return self._numpy_object(value, *numpy_entry, name)
+        if isinstance(value, types.FunctionType):
+            if value.__globals__ is not None and (is_user_code(value) or id(value.__globals__) in self.user_globals):
+                return self.function(value)
+            return value
+        if isinstance(value, types.BuiltinFunctionType) and getattr(value, "__self__", None) is math:
+            return self._math_function(value)
+        if isinstance(value, types.MethodType):
+            return self.method(value)
+        if isinstance(value, functools.partial):
+            return functools.partial(self.convert(value.func), *map(self.convert, value.args),
+                                     **{k: self.convert(v) for k, v in value.keywords.items()})
+        if isinstance(value, types.ModuleType) and _is_user_module(value):
+            return self._module_proxy(value)
+        return value
+
+    def _numpy_object(self, value: Any, sub: str, names: tuple, name: str) -> Any:
+        attr = name if name in names else names[0]
+        path = f"{sub}.{attr}" if sub else attr
+        try:
+            return _resolve(self.namespace, path)
+        except AttributeError:
+            # A dtype or class the namespace lacks stays numpy's; a function or module
+            # raises the namespace's own error when it is used (at the user's line).
+            return value if isinstance(value, type) else _Missing(self.namespace, path)
+
+    def _math_function(self, value: Any) -> Any:
+        name = value.__name__
+        if name not in MATH_NAMES:
+            return value
+        try:
+            return getattr(self.namespace, _MATH_TO_NUMPY.get(name, name))
+        except AttributeError:
+            return value
+
+    def _math_module(self) -> types.ModuleType:
+        proxy = types.ModuleType("math", "math, with elementwise functions from the array namespace")
+        proxy.__dict__.update({k: v for k, v in vars(math).items() if not k.startswith("__")})
+        for name in MATH_NAMES:
+            proxy.__dict__[name] = self._math_function(getattr(math, name))
+        self.memo[id(math)] = proxy
+        return proxy
+
+    def _module_proxy(self, module: types.ModuleType) -> types.ModuleType:
+        proxy = types.ModuleType(module.__name__, module.__doc__)
+        self.memo[id(module)] = proxy
+        self.user_globals.add(id(vars(module)))
+        proxy.__dict__["__getattr__"] = lambda attr: self.convert(getattr(module, attr), attr)
+        return proxy
+
+    # -- callables ---------------------------------------------------------------------------
+
+    def function(self, fn: types.FunctionType) -> types.FunctionType:
+        """A copy of fn with rebound globals, closure cells and defaults (memoized: recursion works)."""
+        if id(fn) in self.memo:
+            return self.memo[id(fn)]
+        self.user_globals.add(id(fn.__globals__))
+        new_globals = self._globals(fn.__globals__)
+        freevars = fn.__code__.co_freevars
+        cells = tuple(types.CellType() for _ in freevars) if fn.__closure__ else None
+        clone = types.FunctionType(fn.__code__, new_globals, fn.__name__, None, cells)
+        self._keep.append(fn)
+        self.memo[id(fn)] = clone
+        clone.__defaults__ = tuple(self.convert(d) for d in fn.__defaults__) if fn.__defaults__ else None
+        clone.__kwdefaults__ = ({k: self.convert(v) for k, v in fn.__kwdefaults__.items()}
+                                if fn.__kwdefaults__ else None)
+        for attr in ("__module__", "__qualname__", "__doc__", "__annotations__"):
+            setattr(clone, attr, getattr(fn, attr))
+        clone.__dict__.update(fn.__dict__)
+        for name, old, new in zip(freevars, fn.__closure__ or (), cells or ()):
+            try:
+                contents = old.cell_contents
+            except ValueError:  # an empty cell (a name not yet assigned in the outer function)
+                continue
+            # `__class__` is the zero-argument super() cell: it must stay the original class.
+            new.cell_contents = contents if name == "__class__" else self.convert(contents, name)
+            self.reads.append((old, "", contents))
+        for name in _global_names(fn.__code__):
+            if name in fn.__globals__:
+                value = fn.__globals__[name]
+                self.reads.append((fn.__globals__, name, value))
+                new_globals[name] = self.convert(value, name)
+        return clone
+
+    def unchanged(self) -> bool:
+        """Whether every global and closure value the copies were built from is still the same object."""
+        for source, name, value in self.reads:
+            try:
+                current = source.cell_contents if isinstance(source, types.CellType) else source[name]
+            except (KeyError, ValueError):
+                return False
+            if current is not value:
+                return False
+        return True
+
+    def _globals(self, original: dict) -> dict:
+        key = id(original)
+        if key not in self.globals_memo:
+            self.globals_memo[key] = dict(original)  # a snapshot: the user's dict is never written
+        return self.globals_memo[key]
+
+    def method(self, bound: types.MethodType) -> Any:
+        """A bound method of user code, re-bound to a copy of self whose class is rebound too."""
+        func = bound.__func__
+        if not isinstance(func, types.FunctionType) or not is_user_code(func):
+            return bound
+        owner = bound.__self__
+        if isinstance(owner, type):  # a classmethod
+            return types.MethodType(self.function(func), self.cls(owner))
+        return types.MethodType(self.function(func), self.instance(owner))
+
+    def cls(self, klass: type) -> type:
+        """A subclass of a user class whose methods are rebound (the original is untouched).
+
+        Each user base gets its own rebound subclass, placed right after the original in the
+        MRO, so `super().method()` also reaches rebound code: Sub' -> Sub -> Base' -> Base.
+        """
+        if id(klass) in self.memo:
+            return self.memo[id(klass)]
+        body: dict[str, Any] = {"__slots__": (), "__module__": klass.__module__, "__doc__": klass.__doc__}
+        for attr, raw in vars(klass).items():
+            if attr not in body and attr not in ("__dict__", "__weakref__"):
+                converted = self._class_attribute(raw)
+                if converted is not raw:
+                    body[attr] = converted
+        bases = tuple(self.cls(b) for b in klass.__bases__ if b is not object and _is_user_class(b))
+        try:
+            sub = type(klass.__name__, (klass, *bases), body)
+        except TypeError:  # an MRO or layout conflict: rebind this class's own methods only
+            sub = type(klass.__name__, (klass,), body)
+        sub.__qualname__ = klass.__qualname__
+        self._keep.append(klass)
+        self.memo[id(klass)] = sub
+        return sub
+
+    def _class_attribute(self, raw: Any) -> Any:
+        if isinstance(raw, types.FunctionType):
+            return self.convert(raw)
+        if isinstance(raw, staticmethod):
+            return staticmethod(self.convert(raw.__func__))
+        if isinstance(raw, classmethod):
+            return classmethod(self.convert(raw.__func__))
+        if isinstance(raw, property):
+            return property(*(self.convert(f) if f is not None else None for f in (raw.fget, raw.fset, raw.fdel)),
+                            raw.__doc__)
+        return raw
+
+    def instance(self, obj: Any) -> Any:
+        """A shallow copy of a user object, of the rebound subclass (or the object if that fails)."""
+        if id(obj) in self.memo:
+            return self.memo[id(obj)]
+        if not _is_user_class(type(obj)):
+            return obj
+        try:
+            clone = object.__new__(self.cls(type(obj)))
+        except TypeError:  # e.g. a subclass of a builtin type
+            return obj
+        if hasattr(obj, "__dict__"):
+            clone.__dict__.update(vars(obj))  # a new dict: attribute writes stay on the copy
+        for klass in type(obj).__mro__:
+            slots = vars(klass).get("__slots__", ())
+            for slot in (slots,) if isinstance(slots, str) else slots:
+                if slot not in ("__dict__", "__weakref__") and hasattr(obj, slot):
+                    setattr(clone, slot, getattr(obj, slot))
+        self._keep.append(obj)
+        self.memo[id(obj)] = clone
+        return clone
+
+    def callable(self, fn: Any) -> Any:
+        """Rebind the function the user handed over, wherever it is defined, and what it reaches."""
+        if isinstance(fn, types.FunctionType):
+            self.user_globals.add(id(fn.__globals__))
+            return self.function(fn)
+        if isinstance(fn, types.MethodType) and isinstance(fn.__func__, types.FunctionType):
+            owner = fn.__self__
+            owner = self.cls(owner) if isinstance(owner, type) else self.instance(owner)
+            return types.MethodType(self.callable(fn.__func__), owner)
+        if isinstance(fn, functools.partial):
+            return functools.partial(self.callable(fn.func), *map(self.convert, fn.args),
+                                     **{k: self.convert(v) for k, v in fn.keywords.items()})
+        if not isinstance(fn, type) and isinstance(getattr(type(fn), "__call__", None), types.FunctionType):
+            return self.instance(fn)  # a callable object: its class's __call__ is rebound
+        return self.convert(fn)
+
+
+def _resolve(namespace: Any, path: str) -> Any:
+    target = namespace
+    for part in path.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """Every name the code (and the functions and comprehensions nested in it) may look up."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _is_user_module(module: types.ModuleType) -> bool:
+    filename = getattr(module, "__file__", None)
+    if not filename or module.__name__.startswith(("numpy", "gradcheck")):
+        return False
+    return is_user_file(filename)
+
+
+def _is_user_class(klass: type) -> bool:
+    module = sys.modules.get(klass.__module__)
+    if module is None:
+        return False
+    if klass.__module__ == "__main__":
+        return True
+    return _is_user_module(module)
+
+
+def takes_xp(fn: Callable) -> bool:
+    """Whether fn has a parameter named `xp` (it picks its array namespace itself)."""
+    try:
+        return "xp" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def rebind(fn: Callable, namespace: Any, *, mapping: dict | None = None) -> Callable:
+    """A copy of `fn` that runs with its numpy replaced by `namespace` (see the module docstring).
+
+    `mapping` adds identity replacements {original object: replacement}, e.g. a scipy function
+    and its JAX counterpart. Functions with an `xp` parameter get `xp=namespace` instead.
+    """
+    return rebind_guarded(fn, namespace, mapping=mapping)[0]
+
+
+def rebind_guarded(fn: Callable, namespace: Any, *, mapping: dict | None = None
+                   ) -> tuple[Callable, Callable[[], bool]]:
+    """`rebind`, plus a check that the user's globals and closures it copied are unchanged.
+
+    Callers that cache the copy (and what JAX compiled from it) call the check before reuse:
+    a module constant reassigned since (`REG = 0.2`) makes the cached copy stale.
+    """
+    if takes_xp(fn):
+        return functools.partial(fn, xp=namespace), lambda: True
+    rebinder = Rebinder(namespace, mapping)
+    return rebinder.callable(fn), rebinder.unchanged
+
+
+def user_location(exc: BaseException) -> str:
+    """'file:line (source)' of the innermost frame of the user's own code in exc's traceback.
+
+    Like gradcheck.objective.user_location, but also skips the standard library's frames
+    (contextlib, functools), which JAX and SymPy errors pass through.
+    """
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_user_file(f.filename)]
+    if not frames:
+        from .objective import user_location as fallback
+
+        return fallback(exc)
+    f = frames[-1]
+    return f"{os.path.basename(f.filename)}:{f.lineno}" + (f" ({f.line.strip()})" if f.line else "")
