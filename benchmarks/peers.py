@@ -3,10 +3,12 @@
 Peers: scipy.optimize.check_grad, torch.autograd.gradcheck (slow and fast mode) and
 jax.test_util.check_grads, each fed the hand-written numpy gradient of `problems.make_mlp`.
 
-    python benchmarks/peers.py            # 1e3 .. 1e6 parameters (about 5 minutes on 2 cores)
-    python benchmarks/peers.py --quick    # 1e3 and 1e4 only
+    python benchmarks/peers.py                   # 1e3 .. 1e6 parameters, a few minutes on 2 cores
+    python benchmarks/peers.py --quick           # 1e3 and 1e4 only
+    python benchmarks/peers.py --run-limit 900   # run the 1e5 checks too instead of estimating them
 
-Writes results/peers.json and results/peers.md next to this file and prints the tables.
+Writes results/peers.json and results/peers.md (peers-quick.* with --quick) next to this
+file and prints the tables.
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ def build_torch(fast_mode: bool) -> Callable[[dict, Callable, Counter], Callable
 
     def build(problem: dict, grad: Callable, counter: Counter) -> Callable[[], Outcome]:
         import torch
+        # `torch.autograd.gradcheck` is the function; the error class lives in its module.
         GradcheckError = importlib.import_module("torch.autograd.gradcheck").GradcheckError
 
         fn = torch_function(counted(problem, grad, counter))
@@ -198,8 +201,10 @@ def jax_function(problem: dict) -> Callable:
     import jax
 
     X, y = problem["args"]
-    as_params = lambda leaves: {n: np.asarray(v) for n, v in zip(PARAM_NAMES, leaves)}
     scalar = jax.ShapeDtypeStruct((), np.float64)
+
+    def as_params(leaves: Sequence[Any]) -> dict:
+        return {n: np.asarray(v) for n, v in zip(PARAM_NAMES, leaves)}
 
     def np_loss(*leaves: Any) -> np.ndarray:
         return np.asarray(problem["loss"](as_params(leaves), X, y), dtype=np.float64)
@@ -416,13 +421,13 @@ def sensitivity_table(rows: dict[str, list[Outcome]]) -> str:
     return "\n".join(lines)
 
 
-def write_results(data: dict, markdown: str) -> None:
-    """results/peers.json and results/peers.md."""
+def write_results(stem: str, data: dict, markdown: str) -> None:
+    """results/<stem>.json and results/<stem>.md."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    with open(os.path.join(RESULTS_DIR, "peers.json"), "w") as fh:
+    with open(os.path.join(RESULTS_DIR, f"{stem}.json"), "w") as fh:
         json.dump(data, fh, indent=2)
         fh.write("\n")
-    with open(os.path.join(RESULTS_DIR, "peers.md"), "w") as fh:
+    with open(os.path.join(RESULTS_DIR, f"{stem}.md"), "w") as fh:
         fh.write(markdown + "\n")
 
 
@@ -458,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     threshold = apply_scipy_rule(rows, timings)
     markdown = render(timings, rows, threshold)
     print("\n" + markdown)
-    write_results({
+    write_results("peers-quick" if opts.quick else "peers", {
         "machine": {**machine(), "load_average_start": load_start, "load_average_end": os.getloadavg()},
         "rules": {"run_limit_s": opts.run_limit, "probe_s": PROBE_S, "scipy_threshold": threshold,
                   "scipy_noise_factor": SCIPY_NOISE_FACTOR},

@@ -21,6 +21,8 @@ TOLERANCES = {
     "float32": (2e-4, 1e-5),
     "float16": (2e-2, 2e-3),
 }
+#: Absolute floor of atol: differences below it are at the bottom of float64's range.
+TINY = 1e-290
 #: The reference error bar is widened by this factor before it excuses a difference.
 ERROR_BAR = 3.0
 #: atol is at least ROUNDOFF eps(dtype) times the largest reference entry over all leaves: the
@@ -90,7 +92,7 @@ def tolerances_for(ref: Combined, dtype, rtol: float | None, atol: float | None)
             dt = np.dtype(dtype)
             eps = float(np.finfo(dt if dt.kind == "f" else np.float64).eps)
             atol = max(atol, ROUNDOFF * eps * ref.scale)
-    return rtol, float(atol)
+    return rtol, max(float(atol), TINY)
 
 
 def compare_leaf(yours: np.ndarray, ref: Combined, dtype, rtol: float | None = None,

@@ -154,6 +154,8 @@ def _scaled(name: str, cmp: Comparison, batch_sizes: Sequence[int], dtype: str) 
     if c == 0.0 or not np.all(np.abs(y - c * r) <= abs(c) * cmp.tol[m]):
         return None
     factor = nice_factor(c, batch_sizes, rtol=max(1e-6, cmp.rtol))  # float16/32 fits are only that good
+    if factor == 1.0:
+        return None  # a common relative offset below 1e-6 is not a factor anyone wrote
     if m.sum() == 1 and not _is_simple(factor):
         return None  # one element is always "some multiple" of its reference: only a simple factor says more
     how = f"{factor:.8g} times" if abs(factor) >= 1 else f"1/{1 / factor:.8g} of"

@@ -123,7 +123,7 @@ def check_layer(forward: Callable, backward: Callable, inputs: Any, *, wrt: Sequ
         return found
 
     params = {n: v for n, v in zip(names, values) if n in wrt}
-    report = check(projected, grads, params, **options)
+    report = check(projected, grads, params, seed=seed, **options)
     return _with_layer_findings(report, missing, warnings)
 
 

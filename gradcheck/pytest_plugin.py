@@ -200,11 +200,15 @@ def _write_atomic(path: Path, data: dict) -> None:
             tmp.unlink()
 
 
-def _hide_internals(exc: BaseException) -> BaseException:
-    """Drop gradcheck's leading frames from a chained user exception, so the learner's code shows first."""
+def _hide_internals(exc: BaseException, chained: bool) -> BaseException:
+    """Drop gradcheck's frames, and its leading frames from the learner's chained exception.
+
+    With `chained`, pytest renders that exception (with source lines), so the copy of its
+    traceback in the message goes.
+    """
     here = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    if getattr(exc, "user_traceback", ""):
-        exc.user_traceback = ""  # pytest shows the chained exception itself, with source lines
+    if chained and getattr(exc, "user_traceback", ""):
+        exc.user_traceback = ""
     cause = exc.__cause__
     while cause is not None:
         tb = cause.__traceback__
@@ -240,15 +244,20 @@ class GradcheckSession:
         """Defaults < [tool.gradcheck] < ini < command line < marker, for the test being run."""
         return {**self.base, **_marker_options(item)}
 
-    def run(self, nodeid: str, kind: str, title: str, check: Callable[[], Any], options: dict) -> Any:
-        """Run one check, record it, and raise GradientMismatch when it fails; returns the Report."""
+    def run(self, nodeid: str, kind: str, title: str, check: Callable[[], Any], options: dict,
+            chained: bool = True) -> Any:
+        """Run one check, record it, and raise GradientMismatch when it fails; returns the Report.
+
+        `chained`: the failure is shown as a traceback with the learner's exception chained
+        (the fixture), rather than as the message alone (a pyproject case).
+        """
         __tracebackhide__ = True
         start = time.perf_counter()
         try:
             report = check()
         except GradcheckError as exc:
             self.records.append(_record(nodeid, kind, title, options, time.perf_counter() - start, error=exc))
-            raise _hide_internals(exc)
+            raise _hide_internals(exc, chained)
         self.records.append(_record(nodeid, kind, title, options, time.perf_counter() - start, report=report))
         if not report.passed:
             raise GradientMismatch(report)
@@ -405,7 +414,7 @@ class PyprojectCase(pytest.Item):
 
         options = self.options()
         _state(self.config).run(self.nodeid, self.spec.kind, self.spec.name,
-                                lambda: run_case(self.spec, self.path.parent, **options), options)
+                                lambda: run_case(self.spec, self.path.parent, **options), options, chained=False)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, GradcheckError):

@@ -3,12 +3,15 @@
     from hypothesis import given
     from gradcheck.strategies import mlp_cases
 
-    @given(mlp_cases(max_layers=3, max_width=5))
+    @given(case=mlp_cases(max_layers=3, max_width=5))    # by keyword: `gradcheck` is a fixture
     def test_backprop_any_shape(case, gradcheck):
         gradcheck(loss, grad, case.params, args=case.args)
 
 A failing property shrinks to the smallest network and input that still fails, and Hypothesis
-prints it (`MLPCase(sizes=[1, 2], batch=1, ...)`) above gradcheck's report.
+prints it (`MLPCase(sizes=[1, 2], batch=1, ...)`) after gradcheck's report. Each example is a
+full gradient check, so keep `max_examples` modest, and consider leaving out Hypothesis'
+explain phase (`settings(phases=[Phase.explicit, Phase.generate, Phase.shrink])`), which
+re-runs failing examples under a tracer.
 
 Values are well conditioned by default: bounded in magnitude, finite, not subnormal, and (for
 inputs) kept `margin` away from the kinks of ReLU-like functions, so that finite differences
@@ -81,7 +84,7 @@ def params_like(params: Any, *, bound: float = 1.0, **options: Any) -> st.Search
     `params` is any pytree gradcheck accepts (dict, list, tuple, arrays, scalars); options are
     those of `arrays` (bound, kinks, margin, allow_kinks).
     """
-    names, leaves, treedef = flatten(params)
+    _, leaves, treedef = flatten(params)
     parts = []
     for leaf in leaves:
         arr = np.asarray(leaf)

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -52,8 +51,5 @@ def test_no_jax_sympy_or_hypothesis(loaded_modules: list) -> None:
     assert not {"jax", "sympy", "hypothesis"} & set(loaded_modules)
 
 
-@pytest.mark.xfail(reason="gradcheck/__init__.py imports check, layer, explain and model (numpy) eagerly, "
-                          "about 0.5 s of every pytest start; binding them on first use removes it",
-                   strict=True)
 def test_no_numpy_nor_check_machinery(loaded_modules: list) -> None:
     assert not {"numpy", "gradcheck.check"} & set(loaded_modules)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 
-import hypothesis  # noqa: F401 - imported once here: in-process runs drop what they import, and
-import numpy  # noqa: F401     hypothesis' own plugin imports hypothesis at every session's end
+# In-process runs drop the modules they import when they end. Imported once here, these stay:
+# numpy (which cannot be imported twice), hypothesis (whose plugin imports it at the end of every
+# session: seconds each time) and the gradcheck modules the inner sessions use.
+import hypothesis  # noqa: F401
+import numpy  # noqa: F401
 import pytest
 
-import gradcheck.check  # noqa: F401 - likewise: modules the inner sessions use stay loaded
+import gradcheck.check  # noqa: F401
 import gradcheck.config  # noqa: F401
 import gradcheck.layer  # noqa: F401
 
@@ -163,6 +166,38 @@ def test_pyproject_cases_run_with_testpaths_but_not_for_explicit_paths(repo: pyt
     repo.runpytest().assert_outcomes(passed=2, failed=1)  # bare `pytest`: the cases too
     repo.runpytest("tests").assert_outcomes(passed=1)  # named paths only
     repo.runpytest("pyproject.toml::mlp").assert_outcomes(passed=1)
+
+
+def test_pyproject_case_errors_name_the_culprit(repo: pytest.Pytester) -> None:
+    repo.makepyfile(broken='''
+        import mlp
+
+        def grad(params, X, y):
+            return mlp.grad(params, X, y)["W3"]     # the learner's KeyError
+    ''')
+    repo.makepyprojecttoml('''
+        [tool.gradcheck]
+        against = "numeric"
+
+        [[tool.gradcheck.cases]]
+        name = "raises"
+        loss = "mlp:loss"
+        grad = "broken:grad"
+        params = "mlp:params"
+        args = "mlp:data"
+
+        [[tool.gradcheck.cases]]
+        name = "typo"
+        loss = "mlp:los"
+        grad = "mlp:grad"
+        params = "mlp:params"
+    ''')
+    result = repo.runpytest()
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*your gradient function raised KeyError: 'W3'*", "*Your code raised:*",
+                                 "*broken.py*, in grad*", "*KeyError: 'W3'"])
+    result.stdout.fnmatch_lines(["*'mlp' has no attribute 'los' (target 'mlp:los'); did you mean 'loss'?*"])
+    assert "pytest_plugin.py" not in result.stdout.str()
 
 
 def test_layer_form_of_the_fixture(pytester: pytest.Pytester) -> None:

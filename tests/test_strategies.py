@@ -15,7 +15,6 @@ import sys
 import numpy as np
 import pytest
 from hypothesis import find, given, settings
-from hypothesis import strategies as st
 
 import gradcheck
 from gradcheck import strategies as gs
