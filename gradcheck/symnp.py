@@ -25,6 +25,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import mpmath
 import numpy as np
 import sympy
 
@@ -45,6 +46,7 @@ class Evaluation:
     dps: int = 50
     point: dict | None = None  # Symbol -> exact value; None: comparisons stay symbolic
     ties: list = field(default_factory=list)  # free symbols of comparisons that tied
+    evaluate: Callable | None = None  # expr -> number at the point (default: evalf with subs)
 
 
 _EVALUATION: contextvars.ContextVar[Evaluation] = contextvars.ContextVar("gradcheck_symnp")
@@ -59,12 +61,18 @@ def current() -> Evaluation:
 
 
 @contextlib.contextmanager
-def evaluation(point: dict | None = None, dps: int = 50) -> Iterator[Evaluation]:
-    """Run symbolic code with comparisons decided at `point`, numbers lifted to `dps` digits."""
-    state = Evaluation(dps=dps, point=point)
+def evaluation(point: dict | None = None, dps: int = 50, evaluate: Callable | None = None
+               ) -> Iterator[Evaluation]:
+    """Run symbolic code with comparisons decided at `point`, numbers lifted to `dps` digits.
+
+    `evaluate(expr)` computes an expression's value at the point; the SymPy reference passes a
+    memoizing one, since expressions built by a forward pass share most of their subtrees.
+    """
+    state = Evaluation(dps=dps, point=point, evaluate=evaluate)
     token = _EVALUATION.set(state)
     try:
-        yield state
+        with mpmath.workdps(dps):  # numbers are mpmath mpf: arithmetic rounds at dps digits
+            yield state
     finally:
         _EVALUATION.reset(token)
 
@@ -72,14 +80,31 @@ def evaluation(point: dict | None = None, dps: int = 50) -> Iterator[Evaluation]
 # --- lifting numbers and arrays -------------------------------------------------------------
 
 def _number(x: Any) -> Any:
-    """A Python/numpy scalar as an exact or `dps`-digit SymPy number; expressions unchanged."""
+    """A Python/numpy scalar as an exact int or an mpmath mpf (exact: a float64 fits in any
+    precision); SymPy values unchanged. Numbers stay mpmath numbers, ten times faster than
+    SymPy Floats, until they meet a symbolic value (SymPy then converts them exactly)."""
     if isinstance(x, (builtins.bool, np.bool_)):
-        return sympy.Integer(int(x))
-    if isinstance(x, (int, np.integer)):
-        return sympy.Integer(int(x))
+        return int(x)
+    if isinstance(x, np.integer):
+        return int(x)
     if isinstance(x, (float, np.floating)):
-        return sympy.Float(float(x), current().dps)  # a float64 is exact at any precision
+        return mpmath.mpf(float(x))
     return x
+
+
+def _numeric(x: Any) -> builtins.bool:
+    return not isinstance(x, sympy.Basic) or builtins.bool(x.is_Number)
+
+
+def _mp(x: Any) -> Any:
+    """A number (int, float, mpf or SymPy number) as an mpf at the working precision."""
+    if isinstance(x, mpmath.mpf):
+        return x
+    if isinstance(x, sympy.Basic):
+        if x.is_Rational:
+            return mpmath.mpf(int(x.p)) / int(x.q)
+        return mpmath.mpf(x.evalf(current().dps))
+    return mpmath.mpf(x)
 
 
 _lift_elements = np.frompyfunc(_number, 1, 1)
@@ -149,26 +174,66 @@ def _sym(x: Any) -> "SymArray":
 
 # --- elementwise semantics ------------------------------------------------------------------
 
+def _real(value: Any) -> Any:
+    """numpy's answer outside a real function's domain: nan, not a complex number."""
+    return mpmath.nan if isinstance(value, mpmath.mpc) else value
+
+
+def _dual(fn: Callable, numeric: Callable) -> Callable:
+    """fn on symbolic arguments (left unsimplified), `numeric` in mpmath on numbers.
+
+    On symbolic arguments SymPy's Max, Min, Abs, exp and tanh query assumptions about whole
+    subexpressions (is it positive? real? zero?), which costs seconds on a small network and
+    buys nothing here: the reference only evaluates and differentiates the expression.
+    """
+
+    def apply(*args: Any) -> Any:
+        if builtins.all(_numeric(a) for a in args):
+            return _real(numeric(*[_mp(a) for a in args]))
+        return fn(*[_number(a) for a in args], evaluate=False)
+
+    apply.__name__ = getattr(fn, "__name__", "fn")
+    return apply
+
+
+def _mp_log(x: Any) -> Any:
+    return mpmath.log(x) if x > 0 else (mpmath.ninf if x == 0 else mpmath.nan)
+
+
+def _mp_heaviside(x: Any, h0: Any) -> Any:
+    return mpmath.mpf(1) if x > 0 else (mpmath.mpf(0) if x < 0 else h0)
+
+
+_Max = _dual(sympy.Max, lambda *v: builtins.max(v))
+_Min = _dual(sympy.Min, lambda *v: builtins.min(v))
+_Abs = _dual(sympy.Abs, builtins.abs)
+_sign = _dual(sympy.sign, mpmath.sign)
+_exp, _log = _dual(sympy.exp, mpmath.exp), _dual(sympy.log, _mp_log)
+_pow = _dual(sympy.Pow, lambda b, e: mpmath.power(b, e) if b >= 0 or e == int(e) else mpmath.nan)
+_heaviside = _dual(sympy.Heaviside, _mp_heaviside)
+_HALF = sympy.Rational(1, 2)
+
+
+def _sqrt(x: Any) -> Any:
+    return _pow(x, _HALF)
+
+
 def _log1p(x: Any) -> Any:
-    return sympy.log(1 + x)
+    return _log(1 + x)
 
 
 def _logaddexp(a: Any, b: Any) -> Any:
-    return sympy.log(sympy.exp(a) + sympy.exp(b))
+    return _log(_exp(a) + _exp(b))
 
 
 def _logaddexp2(a: Any, b: Any) -> Any:
-    return sympy.log(2**a + 2**b, 2)
+    return _log(2**a + 2**b) / _log(2)
 
 
 def _clip(x: Any, lo: Any, hi: Any) -> Any:
     if lo is not None:
-        x = sympy.Max(x, lo)
-    return x if hi is None else sympy.Min(x, hi)
-
-
-def _heaviside(x: Any, h0: Any) -> Any:
-    return sympy.Heaviside(x, h0)
+        x = _Max(x, lo)
+    return x if hi is None else _Min(x, hi)
 
 
 def _finite_at_point(x: Any) -> bool:
@@ -176,19 +241,19 @@ def _finite_at_point(x: Any) -> bool:
 
 
 _UNARY: dict[str, Callable] = {
-    "exp": sympy.exp, "log": sympy.log, "sqrt": sympy.sqrt, "tanh": sympy.tanh, "sinh": sympy.sinh,
-    "cosh": sympy.cosh, "sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "arcsin": sympy.asin,
-    "arccos": sympy.acos, "arctan": sympy.atan, "arcsinh": sympy.asinh, "arccosh": sympy.acosh,
-    "arctanh": sympy.atanh, "absolute": sympy.Abs, "fabs": sympy.Abs, "sign": sympy.sign,
-    "log1p": _log1p, "expm1": lambda x: sympy.exp(x) - 1, "exp2": lambda x: 2**x,
-    "log2": lambda x: sympy.log(x, 2), "log10": lambda x: sympy.log(x, 10), "square": lambda x: x**2,
-    "reciprocal": lambda x: 1 / x, "cbrt": lambda x: sympy.real_root(x, 3),
-    "conjugate": sympy.conjugate, "isfinite": _finite_at_point,
+    "exp": _exp, "log": _log, "sqrt": _sqrt, "absolute": _Abs, "fabs": _Abs, "sign": _sign,
+    **{name: _dual(getattr(sympy, name), getattr(mpmath, name)) for name in (
+        "tanh", "sinh", "cosh", "sin", "cos", "tan", "asin", "acos", "atan", "asinh", "acosh", "atanh")},
+    "log1p": _log1p, "expm1": lambda x: _exp(x) - 1, "exp2": lambda x: 2**x,
+    "log2": lambda x: _log(x) / _log(2), "log10": lambda x: _log(x) / _log(10),
+    "square": lambda x: x**2, "reciprocal": lambda x: 1 / x, "cbrt": lambda x: sympy.real_root(x, 3),
+    "conjugate": lambda x: x,  # every value here is real (parameters, data, real functions)
+    "isfinite": _finite_at_point,
 }
 _BINARY: dict[str, Callable] = {
-    "maximum": sympy.Max, "minimum": sympy.Min, "fmax": sympy.Max, "fmin": sympy.Min,
-    "logaddexp": _logaddexp, "logaddexp2": _logaddexp2, "arctan2": sympy.atan2,
-    "hypot": lambda a, b: sympy.sqrt(a**2 + b**2), "heaviside": _heaviside,
+    "maximum": _Max, "minimum": _Min, "fmax": _Max, "fmin": _Min,
+    "logaddexp": _logaddexp, "logaddexp2": _logaddexp2, "arctan2": _dual(sympy.atan2, mpmath.atan2),
+    "hypot": lambda a, b: _sqrt(a**2 + b**2), "heaviside": _heaviside,
 }
 #: Ufuncs numpy's own object loops already compute with Python operators.
 _ARITHMETIC = {"add", "subtract", "multiply", "true_divide", "divide", "power", "float_power", "pow",
@@ -197,34 +262,43 @@ _COMPARISONS: dict[str, Callable] = {
     "greater": operator.gt, "greater_equal": operator.ge, "less": operator.lt,
     "less_equal": operator.le, "equal": operator.eq, "not_equal": operator.ne,
 }
-_EXTREMA = {"maximum": sympy.Max, "minimum": sympy.Min, "fmax": sympy.Max, "fmin": sympy.Min}
-_ALIASES = {"abs": "absolute", "conj": "conjugate", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
-            "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "atan2": "arctan2"}
+_EXTREMA = {"maximum": _Max, "minimum": _Min, "fmax": _Max, "fmin": _Min}
+_ALIASES = {"abs": "absolute", "conj": "conjugate", "arcsin": "asin", "arccos": "acos", "arctan": "atan",
+            "arcsinh": "asinh", "arccosh": "acosh", "arctanh": "atanh", "atan2": "arctan2"}
 
 
 def _value(x: Any) -> Any:
-    """x evaluated at the current point (a SymPy Float or number), at the working precision."""
+    """x evaluated at the current point (a number), at the working precision."""
     state = current()
-    if not isinstance(x, sympy.Basic):
-        return sympy.sympify(x)
-    if x.free_symbols and state.point is None:
+    if _numeric(x):
+        return _mp(x)
+    if state.evaluate is not None:
+        return state.evaluate(x)
+    if state.point is None and x.free_symbols:
         raise TypeError(f"cannot evaluate {x} without a point")
-    return x.evalf(state.dps, subs=state.point) if x.free_symbols else x.evalf(state.dps)
+    return x.evalf(state.dps, subs=state.point or {})
 
 
 def _decide(op: Callable, a: Any, b: Any) -> Any:
     """One comparison: decided numerically, at the point when the operands are symbolic."""
     a, b = _number(a), _number(b)
-    if not (getattr(a, "free_symbols", None) or getattr(b, "free_symbols", None)):
-        symbolic = isinstance(a, sympy.Basic) or isinstance(b, sympy.Basic)
-        return builtins.bool(op(_value(a), _value(b)) if symbolic else op(a, b))
+    if _numeric(a) and _numeric(b):
+        return builtins.bool(op(_mp(a), _mp(b)))
     state = current()
     if state.point is None:
-        return op(a, b)  # a Relational, as sympy itself would give
+        if isinstance(a, sympy.Basic) and a.free_symbols or isinstance(b, sympy.Basic) and b.free_symbols:
+            return op(a, b)  # a Relational, as sympy itself would give
+        return builtins.bool(op(_value(a), _value(b)))
     va, vb = _value(a), _value(b)
     if builtins.abs(va - vb) <= 1e-13 * (1 + builtins.max(builtins.abs(va), builtins.abs(vb))):
-        state.ties.append(frozenset(sympy.sympify(a - b).free_symbols))
+        symbols = _free_symbols(a) | _free_symbols(b)
+        if symbols:  # a tie in the parameters: the loss may have a kink here
+            state.ties.append(frozenset(symbols))
     return builtins.bool(op(va, vb))
+
+
+def _free_symbols(x: Any) -> set:
+    return set(x.free_symbols) if isinstance(x, sympy.Basic) else set()
 
 
 def _boolify(out: Any) -> Any:
@@ -256,8 +330,42 @@ def _reduce_with(fn: Callable, a: np.ndarray, axis: Any, keepdims: bool, many: b
     return out
 
 
+def _sum_terms(*terms: Any) -> Any:
+    """A sum, numbers added in mpmath and the symbolic terms in one SymPy Add.
+
+    numpy's object loops add term by term: once a symbolic term comes first, every further
+    number makes a new SymPy Add, and a hidden layer's matmul turns into thousands of them.
+    """
+    numbers = [t for t in terms if _numeric(t)]
+    symbolic = [t for t in terms if not _numeric(t)]
+    total = mpmath.fsum([_mp(t) for t in numbers]) if numbers else 0
+    if not symbolic:
+        return total
+    return sympy.Add(*symbolic, total) if total != 0 else sympy.Add(*symbolic)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> Any:
+    """a @ b for 1-D and 2-D object arrays, each entry summed by `_sum_terms`."""
+    a2 = a.reshape(1, -1) if a.ndim == 1 else a
+    b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+    if a2.shape[1] != b2.shape[0]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned")
+    out = np.empty((a2.shape[0], b2.shape[1]), dtype=object)
+    for i in range(a2.shape[0]):
+        row = a2[i]
+        for j in range(b2.shape[1]):
+            out[i, j] = _sum_terms(*(x * y for x, y in zip(row, b2[:, j])))
+    if a.ndim == 1:
+        out = out[0]
+    if b.ndim == 1:
+        out = out[..., 0]
+    return out
+
+
 def _ufunc_call(ufunc: np.ufunc, args: list, kwargs: dict) -> Any:
     name = _ALIASES.get(ufunc.__name__, ufunc.__name__)
+    if name == "matmul" and builtins.all(np.ndim(x) in (1, 2) for x in args) and len(args) == 2:
+        return _matmul(*(np.asarray(x, dtype=object) for x in args))
     if name in _ARITHMETIC:
         return getattr(np, ufunc.__name__)(*args, **kwargs)
     if name in _COMPARISONS:
@@ -280,8 +388,10 @@ def _ufunc_reduce(ufunc: np.ufunc, arr: Any, kwargs: dict) -> Any:
         raise NoSymbolicCounterpart(f"{name}.reduce(where=...)")
     if name in _EXTREMA:
         result = _reduce_with(_EXTREMA[name], arr, axis, keepdims, many=True)
-    elif name in ("add", "multiply"):
-        result = getattr(np, name).reduce(arr, axis=axis, keepdims=keepdims, dtype=object)
+    elif name == "add":
+        result = _reduce_with(_sum_terms, arr, axis, keepdims, many=True)
+    elif name == "multiply":
+        result = np.multiply.reduce(arr, axis=axis, keepdims=keepdims, dtype=object)
     elif name in _BINARY:
         result = _reduce_with(_BINARY[name], arr, axis, keepdims, many=False)
     else:
@@ -362,12 +472,11 @@ def _elementwise(name: str) -> Callable:
 
 
 _ELEMENTWISE = [*_UNARY, *_BINARY, *_ARITHMETIC - {"vecdot", "matvec", "vecmat", "pow"}, *_COMPARISONS,
-                "abs", "conj", "arcsin", "arctan2", "clip"]
+                "abs", "conj", "arcsin", "arccos", "arctan", "arcsinh", "arccosh", "arctanh", "arctan2", "clip"]
 for _name in sorted(set(_ELEMENTWISE)):
     if hasattr(np, _name) and isinstance(getattr(np, _name), np.ufunc):
         globals()[_name] = _elementwise(_name)
 abs = absolute  # noqa: A001,F821 - numpy's name
-asin, acos, atan, atan2 = arcsin, arccos, arctan, arctan2  # noqa: F821
 
 
 def clip(a: Any, a_min: Any = None, a_max: Any = None, **kwargs: Any) -> Any:
@@ -406,7 +515,7 @@ _REDUCTIONS = {"sum", "mean", "prod", "cumsum", "cumprod", "var", "max", "min", 
 
 
 _STRUCTURAL = [
-    "sum", "mean", "prod", "cumsum", "cumprod", "var", "max", "min", "amax", "amin", "dot", "vdot", "inner",
+    "sum", "mean", "prod", "cumsum", "cumprod", "var", "max", "min", "amax", "amin", "vdot", "inner",
     "outer", "tensordot", "einsum", "kron", "trace", "reshape", "ravel", "transpose", "swapaxes", "moveaxis",
     "expand_dims", "squeeze", "broadcast_to", "concatenate", "stack", "hstack", "vstack", "column_stack",
     "atleast_1d", "atleast_2d", "atleast_3d", "tile", "repeat", "split", "array_split", "flip", "fliplr",
@@ -438,7 +547,14 @@ def argmin(a: Any, axis: Any = None, **kwargs: Any) -> Any:
 
 def matmul(a: Any, b: Any, **kwargs: Any) -> Any:
     """a @ b on symbolic arrays."""
-    return _wrap(np.matmul(_operand(a), _operand(b), **kwargs))
+    return _wrap(np.matmul(_sym(a), _sym(b), **kwargs))
+
+
+def dot(a: Any, b: Any, out: Any = None) -> Any:
+    """np.dot: matmul for 1-D and 2-D arrays, numpy's own rules otherwise."""
+    if np.ndim(a) in (1, 2) and np.ndim(b) in (1, 2):
+        return matmul(a, b)
+    return _wrap(np.dot(_operand(a), _operand(b)))
 
 
 # --- the namespace: array creation ----------------------------------------------------------

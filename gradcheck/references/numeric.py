@@ -10,6 +10,7 @@ gap tells a kink (it stays put as h shrinks) from curvature (it shrinks with h).
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import Sequence
@@ -24,9 +25,6 @@ EPS = np.finfo(np.float64).eps
 #: Base relative step: large enough that round-off stays ~1e-13 |f|, small enough that
 #: the h^6 truncation left after two Richardson levels is negligible.
 BASE_STEP = 1e-3
-#: Round-off of a loss value, in units of eps |f|, assumed by the error estimate (measured cases
-#: with cancellation inside the loss reach ~50).
-ROUNDOFF_NOISE = 256
 #: Complex step: far below any truncation error, and no subtraction, so no round-off.
 COMPLEX_STEP = 1e-30
 
@@ -52,8 +50,12 @@ def _eval(objective: Objective, leaves: list, k: int, i: int, value: float, name
         ) from exc.__cause__
 
 
-def richardson(objective: Objective, leaves: list, k: int, i: int, h: float, f0: float, name: str):
-    """(estimate, error, left, right, kink) for element i of leaf k, 6 loss calls."""
+def richardson(objective: Objective, leaves: list, k: int, i: int, h: float, f0: float, name: str,
+               noise: float = 0.0):
+    """(estimate, error, left, right, kink) for element i of leaf k, 6 loss calls.
+
+    `noise` is the standard deviation of the loss's round-off near the point (see loss_noise).
+    """
     eps = max(EPS, getattr(objective, "eps", EPS))  # round-off of the precision the loss computes in
     x = float(leaves[k].reshape(-1)[i])
     steps = (h, h / 2, h / 4)
@@ -63,9 +65,9 @@ def richardson(objective: Objective, leaves: list, k: int, i: int, h: float, f0:
     r1 = [(4 * d[1] - d[0]) / 3, (4 * d[2] - d[1]) / 3]
     r2 = (16 * r1[1] - r1[0]) / 15
     fmax = max(abs(f0), *map(abs, fp), *map(abs, fm))
-    # Round-off: the loss's own noise is often far above eps |f| (a - y cancels in (a - y)^2 near a
-    # good fit), so the bound is generous; it is still ~1e-10 of a typical gradient.
-    error = abs(r2 - r1[1]) + ROUNDOFF_NOISE * eps * fmax / h + eps * abs(r2)
+    # Round-off: at least eps |f|, or the loss's measured noise when larger (cancellation inside
+    # the loss, as in (a - y)^2 near a good fit); 4 delta / h is the noise of r2, x3 for safety.
+    error = abs(r2 - r1[1]) + max(8 * eps * fmax, 12 * noise) / h + eps * abs(r2)
     if eps > EPS:
         # The longer low-precision step may straddle a kink at h or h/2; the first-level gap shows it.
         error += abs(r1[1] - r1[0])
@@ -74,12 +76,39 @@ def richardson(objective: Objective, leaves: list, k: int, i: int, h: float, f0:
     # Curvature makes right - left shrink in proportion to h; a kink keeps it constant.
     gap_big = (fp[0] - 2 * f0 + fm[0]) / steps[0]
     gap_small = right - left
-    noise = 16 * eps * fmax / steps[2]
+    noise = 16 * max(eps * fmax, noise) / steps[2]
     # 1e3 x the float64 round-off keeps smooth float64 points from looking kinked; a loss computed
     # in float32 has a real, larger noise floor, of which 30x is enough.
     floor = max(1e3 * noise * EPS / eps, 30 * noise)
     kink = abs(gap_small) > max(0.6 * abs(gap_big), floor, 1e-7 * (abs(right) + abs(left)))
     return r2, error, left, right, kink
+
+
+def loss_noise(objective: Objective, leaves: list, f0: float, points: int = 4) -> float:
+    """Standard deviation of the loss's round-off noise near the point (0 if it cannot be measured).
+
+    ECnoise (More & Wild 2011), simplified: along a random direction with a step far below the
+    finite-difference steps, sixth differences of 2 points + 1 values cancel the smooth part, and
+    their mean square, scaled by (6!)^2 / 12!, estimates the noise variance.
+    """
+    rng = np.random.default_rng(0)
+    v = [rng.choice((-1.0, 1.0), size=x.shape) * element_steps(x, 1e-5).reshape(x.shape) for x in leaves]
+    values = []
+    try:
+        with np.errstate(all="ignore"):
+            for j in range(-points, points + 1):
+                values.append(f0 if j == 0 else objective([x + j * d for x, d in zip(leaves, v)]))
+    except Exception:  # noqa: BLE001 - a probe only; the finite differences themselves will say why
+        return 0.0
+    values = np.asarray(values, dtype=np.float64)
+    d6 = np.diff(values, 6)
+    if d6.size == 0 or not np.isfinite(d6).all():
+        return 0.0
+    gamma = math.factorial(6) ** 2 / math.factorial(12)
+    # A kink on the probe line (ReLU exactly at 0) also survives sixth differences; real round-off
+    # stays within ~1e2 eps |f|, so the estimate is capped where it could only be a kink.
+    eps = max(EPS, getattr(objective, "eps", EPS))
+    return min(float(np.sqrt(gamma * np.mean(d6 ** 2))), 1e3 * eps * float(np.abs(values).max()))
 
 
 def complex_step(objective: Objective, leaves: list, k: int, i: int, h: float) -> float | None:
@@ -124,6 +153,7 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
     # A loss computed in lower precision (it casts to float32 itself) needs a longer step: the
     # round-off eps |f| / h then dominates, and the h^6 truncation left by Richardson stays small.
     base_step = base_step * (max(EPS, getattr(objective, "eps", EPS)) / EPS) ** 0.2
+    noise = loss_noise(objective, leaves, f0)
     shapes = [x.shape for x in leaves]
     values = [np.full(s, np.nan) for s in shapes]
     errors = [np.full(s, np.inf) for s in shapes]
@@ -139,13 +169,13 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
         for i in np.asarray(idx, dtype=np.int64):
             name = _element_name(names, k, shapes[k], i)
             h = float(h_all[i])
-            est, err, left, right, kink = richardson(objective, leaves, k, int(i), h, f0, name)
+            est, err, left, right, kink = richardson(objective, leaves, k, int(i), h, f0, name, noise)
             small = base_step * abs(float(leaves[k].reshape(-1)[i])) or h * 1e-3
             if not np.isfinite(est) and small < h:
                 # A step scaled to the leaf's typical size can cross a domain edge (log, sqrt) next
                 # to a small element; one scaled to the element alone may stay inside.
                 h = small
-                est, err, left, right, kink = richardson(objective, leaves, k, int(i), h, f0, name)
+                est, err, left, right, kink = richardson(objective, leaves, k, int(i), h, f0, name, noise)
             for arr, v in ((values, est), (errors, err), (lower, min(left, right)),
                            (upper, max(left, right)), (steps, h)):
                 arr[k].reshape(-1)[i] = v

@@ -23,12 +23,15 @@ and the user's line.
 
 from __future__ import annotations
 
+import operator
 import re
 import time
 import weakref
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import mpmath
 import numpy as np
 import sympy
 
@@ -47,7 +50,195 @@ ONE_SIDED_STEP = sympy.Rational(1, 10**25)
 ALL_SYMBOLS_LIMIT = 64
 #: A one-sided gap larger than this (relative) is a kink.
 KINK_RTOL = 1e-10
-_NONSMOOTH = (sympy.Max, sympy.Min, sympy.Abs, sympy.sign, sympy.Heaviside, sympy.Piecewise)
+#: Expressions with at most this many distinct subexpressions get formulas in the report.
+FORMULA_NODES = 400
+_NONSMOOTH = (sympy.Max, sympy.Min, sympy.Abs, sympy.sign, sympy.Heaviside)
+
+
+# --- evaluating expressions and their derivatives -------------------------------------------
+
+class Evaluator:
+    """Values and derivatives of SymPy expressions at one point, in mpmath at `dps` digits.
+
+    A forward pass builds the loss as a graph whose subexpressions are shared (each hidden unit
+    feeds every output), so walking it as a tree, as `sympy.diff` and `evalf` do, repeats work
+    exponentially. Here each node is evaluated once (memoized across calls), and derivatives
+    accumulate in reverse over the graph: the chain rule, with each node's partial derivatives
+    from the standard rules or, for other functions, SymPy's own `fdiff`. Nodes at a tie of a
+    non-smooth operation (Max, Min, Abs, sign, Heaviside) are recorded in `kinks`.
+    """
+
+    def __init__(self, point: dict, dps: int) -> None:
+        self.ctx = mpmath.MPContext()
+        self.ctx.dps = dps
+        self.dps = dps
+        self.point = point
+        self.values: dict = {}
+        self.kinks: list = []
+
+    # -- values ---------------------------------------------------------------------------------
+
+    def number(self, x: Any) -> Any:
+        """A SymPy number as an mpf of this context."""
+        ctx = self.ctx
+        if x.is_Integer:
+            return ctx.mpf(int(x))
+        if x.is_Rational:
+            return ctx.mpf(int(x.p)) / int(x.q)
+        if x.is_Float:
+            return ctx.make_mpf(x._mpf_)
+        value = x.evalf(self.dps + 5)
+        if value.is_Float:
+            return ctx.make_mpf(value._mpf_)
+        return ctx.nan if value.has(sympy.zoo, sympy.nan) or not value.is_real else ctx.mpf(str(value))
+
+    def __call__(self, expr: Any) -> Any:
+        """The value of expr at the point."""
+        if expr in self.values:
+            return self.values[expr]
+        for node in self._postorder(expr, skip_known=True):
+            self.values[node] = self._evaluate(node)
+        return self.values[expr]
+
+    @staticmethod
+    def _children(node: Any) -> tuple:
+        if isinstance(node, sympy.Piecewise):
+            out = []
+            for e, c in node.args:
+                out.append(e)
+                if isinstance(c, sympy.core.relational.Relational):
+                    out += [c.lhs, c.rhs]
+            return tuple(out)
+        return node.args if isinstance(node, sympy.Expr) and not node.is_Atom else ()
+
+    def _postorder(self, expr: Any, skip_known: bool) -> list:
+        """Every node under expr, each after its children (iterative: graphs can be deep)."""
+        order, seen = [], set()
+        stack = [(expr, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if node in seen or (skip_known and node in self.values):
+                continue
+            seen.add(node)
+            stack.append((node, True))
+            stack.extend((child, False) for child in self._children(node))
+        return order
+
+    def _evaluate(self, node: Any) -> Any:
+        ctx = self.ctx
+        if node.is_Symbol:
+            if node not in self.point:
+                raise ValueError(f"no value for symbol {node}")
+            return self.number(self.point[node])
+        if node.is_Number or node.is_NumberSymbol:
+            return self.number(node)
+        if isinstance(node, sympy.Piecewise):
+            return self.values[self._branch(node)]
+        args = [self.values[a] for a in node.args]
+        rule = _VALUE_RULES.get(type(node).__name__) if node.is_Function or node.is_Add or node.is_Mul \
+            or node.is_Pow else None
+        value = rule(ctx, *args) if rule is not None else self._generic(node, args)
+        if isinstance(node, _NONSMOOTH) and _at_tie(node, args, value):
+            self.kinks.append(node)
+        return value if isinstance(value, ctx.mpf) else ctx.nan
+
+    def _generic(self, node: Any, args: list) -> Any:
+        floats = [sympy.Float(a, self.dps) if self.ctx.isfinite(a) else sympy.nan for a in args]
+        return self.number(node.func(*floats))
+
+    def _branch(self, node: Any) -> Any:
+        for e, c in node.args:
+            if c == sympy.true or (isinstance(c, sympy.core.relational.Relational)
+                                   and bool(_RELATIONS[c.rel_op](self.values[c.lhs], self.values[c.rhs]))):
+                return e
+        return sympy.nan
+
+    # -- derivatives ----------------------------------------------------------------------------
+
+    def gradient(self, expr: Any, wrt: Sequence[Any]) -> list:
+        """d expr / d s for each symbol s in wrt (mpf), by reverse accumulation."""
+        self(expr)
+        order = self._postorder(expr, skip_known=False)
+        adjoint = {expr: self.ctx.one}
+        found: dict = {}
+        for node in reversed(order):
+            bar = adjoint.pop(node, None)
+            if bar is None or bar == 0:
+                continue
+            if node.is_Symbol:
+                found[node] = bar
+                continue
+            for child, partial in self._partials(node):
+                if not child.is_Number:
+                    adjoint[child] = adjoint.get(child, 0) + bar * partial
+        return [found.get(s, self.ctx.zero) for s in wrt]
+
+    def _partials(self, node: Any) -> list:
+        ctx, value = self.ctx, self.values[node]
+        args = node.args
+        vals = [self.values[a] for a in args] if not isinstance(node, sympy.Piecewise) else []
+        if node.is_Add:
+            return [(a, ctx.one) for a in args]
+        if node.is_Mul:
+            return [(a, ctx.fprod(vals[:i] + vals[i + 1:])) for i, a in enumerate(args)]
+        if node.is_Pow:
+            (b, e), (vb, ve) = args, vals
+            out = [(b, ve * ctx.power(vb, ve - 1))] if not b.is_Number else []
+            if not e.is_Number:
+                out.append((e, value * ctx.log(vb)))
+            return out
+        if isinstance(node, sympy.Piecewise):
+            return [(self._branch(node), ctx.one)]
+        rule = _PARTIAL_RULES.get(type(node).__name__)
+        if rule is not None:
+            return rule(ctx, args, vals, value)
+        return [(a, self._fdiff(node, i, vals)) for i, a in enumerate(args) if not a.is_Number]
+
+    def _fdiff(self, node: Any, i: int, vals: list) -> Any:
+        floats = {a: sympy.Float(v, self.dps) for a, v in zip(node.args, vals)}
+        return self.number(node.fdiff(i + 1).xreplace(floats))
+
+    def size(self, expr: Any) -> int:
+        """How many distinct nodes the expression graph has."""
+        return len(self._postorder(expr, skip_known=False))
+
+
+def _extremum_partials(ctx: Any, args: tuple, vals: list, value: Any) -> list:
+    tied = [a for a, v in zip(args, vals) if v == value]
+    return [(a, ctx.one / len(tied)) for a in tied]  # a tie splits the derivative evenly (SymPy's H(0)=1/2)
+
+
+_VALUE_RULES: dict[str, Callable] = {
+    "Add": lambda ctx, *v: ctx.fsum(v), "Mul": lambda ctx, *v: ctx.fprod(v),
+    "Pow": lambda ctx, b, e: ctx.power(b, e), "exp": lambda ctx, x: ctx.exp(x),
+    "log": lambda ctx, x: ctx.log(x) if x > 0 else (ctx.ninf if x == 0 else ctx.nan),
+    "tanh": lambda ctx, x: ctx.tanh(x), "Abs": lambda ctx, x: abs(x), "sign": lambda ctx, x: ctx.sign(x),
+    "Max": lambda ctx, *v: max(v), "Min": lambda ctx, *v: min(v),
+    "Heaviside": lambda ctx, x, h0=None: ctx.one if x > 0 else ctx.zero if x < 0 else
+    (h0 if h0 is not None else ctx.mpf(0.5)),
+}
+_PARTIAL_RULES: dict[str, Callable] = {
+    "exp": lambda ctx, a, v, y: [(a[0], y)],
+    "log": lambda ctx, a, v, y: [(a[0], 1 / v[0])],
+    "tanh": lambda ctx, a, v, y: [(a[0], 1 - y * y)],
+    "Abs": lambda ctx, a, v, y: [(a[0], ctx.sign(v[0]))],
+    "sign": lambda ctx, a, v, y: [],
+    "Heaviside": lambda ctx, a, v, y: [],
+    "Max": _extremum_partials, "Min": _extremum_partials,
+}
+_RELATIONS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
+              "!=": operator.ne}
+
+
+def _at_tie(node: Any, args: list, value: Any) -> bool:
+    """Whether a non-smooth node sits at its kink (to 1e-13 relative)."""
+    if isinstance(node, (sympy.Max, sympy.Min)):
+        rest = sorted(args, reverse=isinstance(node, sympy.Max))
+        return len(rest) > 1 and abs(rest[0] - rest[1]) <= 1e-13 * (1 + abs(rest[0]))
+    return abs(args[0]) <= 1e-13 if args else False
 
 
 # --- symbols and values ----------------------------------------------------------------------
@@ -83,6 +274,7 @@ class _State:
     symbols: list = field(default_factory=list)  # per leaf: object array of Symbols
     expression: Any = None
     ties: list = field(default_factory=list)
+    evaluator: Any = None
     dps: int = 0
 
 
@@ -128,10 +320,9 @@ def _as_expression(value: Any) -> Any:
     return sympy.sympify(value)
 
 
-def _run(objective: Objective, state: _State, leaves: list, point: dict | None, dps: int
-         ) -> tuple[Any, list]:
+def _run(objective: Objective, state: _State, leaves: list, evaluator: Evaluator) -> tuple[Any, list]:
     """The loss at symbolic/numeric leaves (object arrays), and the comparison ties it hit."""
-    with symnp.evaluation(point=point, dps=dps) as evaluation:
+    with symnp.evaluation(point=evaluator.point, dps=evaluator.dps, evaluate=evaluator) as evaluation:
         try:
             params = unflatten(objective.treedef, [_leaf_value(objective, k, v) for k, v in enumerate(leaves)])
             value = state.fn(params, *_data(objective.args), **_data(objective.kwargs))
@@ -142,10 +333,11 @@ def _run(objective: Objective, state: _State, leaves: list, point: dict | None, 
             raise _unavailable(exc) from exc
 
 
-def _numbers(x: np.ndarray, dps: int) -> np.ndarray:
+def _numbers(x: np.ndarray) -> np.ndarray:
+    """A float64 leaf as an object array of exact mpmath numbers (symnp's numbers)."""
     out = np.empty(x.shape, dtype=object)
     for index in np.ndindex(*x.shape):
-        out[index] = sympy.Float(float(x[index]), dps)
+        out[index] = mpmath.mpf(float(x[index]))
     return out
 
 
@@ -185,19 +377,15 @@ def _all_symbols(objective: Objective, dps: int) -> _State:
         names = symbol_names(state.names, shapes)
         state.symbols = [np.vectorize(lambda n: sympy.Symbol(n, real=True), otypes=[object])(a)
                          if a.size else np.empty(a.shape, dtype=object) for a in names]
+        state.evaluator = Evaluator(_point(objective, state.symbols), dps)
         state.expression, state.ties = _run(objective, state, [s.copy() for s in state.symbols],
-                                            _point(objective, state.symbols), dps)
+                                            state.evaluator)
         state.dps = dps
     return state
 
 
 def _point(objective: Objective, symbols: Sequence[np.ndarray]) -> dict:
     return {s: _exact(x) for syms, leaf in zip(symbols, objective.x0) for s, x in zip(syms.flat, leaf.flat)}
-
-
-def _evaluate(expr: Any, point: dict, digits: int) -> float:
-    value = expr.evalf(digits, subs=point) if expr.free_symbols else expr.evalf(digits)
-    return float(value) if value.is_real is not False else float("nan")
 
 
 def _order(selection: Sequence[np.ndarray], limit: int) -> list[tuple[int, int]]:
@@ -225,50 +413,49 @@ class _Result:
 
     @classmethod
     def empty(cls, shapes: Sequence[tuple]) -> "_Result":
-        return cls(*([np.full(s, np.nan) for s in shapes] for _ in range(5)), [np.zeros(s, bool) for s in shapes])
+        def nans() -> list:
+            return [np.full(s, np.nan) for s in shapes]
 
-    def set(self, k: int, i: int, value: float, digits: int) -> None:
-        self.values[k].reshape(-1)[i] = value
-        self.errors[k].reshape(-1)[i] = 10.0**-digits * max(abs(value), 1e-300)
-        self.checked[k].reshape(-1)[i] = True
+        def falses() -> list:
+            return [np.zeros(s, bool) for s in shapes]
+
+        return cls(values=nans(), errors=nans(), checked=falses(), lower=nans(), upper=nans(), kinks=falses())
+
+    def set(self, k: int, i: int, value: Any, check: Any, digits: int) -> None:
+        """Store a derivative computed at two precisions: their gap bounds its error."""
+        v = float(value)
+        self.values[k].reshape(-1)[i] = v
+        self.errors[k].reshape(-1)[i] = max(float(abs(value - check)), 10.0**-digits * abs(v), 1e-300)
+        self.checked[k].reshape(-1)[i] = bool(np.isfinite(v))
 
 
-def _tied_symbols(expr: Any, point: dict, dps: int, ties: list) -> set:
-    """Symbols feeding a non-smooth operation that sits exactly at its kink at the point."""
+def _derivatives(expr: Any, wrt: list, point: dict, evaluator: Evaluator) -> tuple[list, list]:
+    """The derivatives at the evaluator's precision, and again with 20 more digits (a check)."""
+    finer = Evaluator(point, evaluator.dps + 20)
+    return evaluator.gradient(expr, wrt), finer.gradient(expr, wrt)
+
+
+def _kinked(evaluator: Evaluator, ties: list) -> set:
+    """Symbols feeding a non-smooth operation or a comparison that sits exactly at a tie."""
     out: set = set().union(*ties) if ties else set()
-    for atom in expr.atoms(*_NONSMOOTH):
-        if _at_kink(atom, point, dps):
-            out |= atom.free_symbols
+    for node in evaluator.kinks:
+        out |= node.free_symbols
     return out
-
-
-def _at_kink(atom: Any, point: dict, dps: int) -> bool:
-    def value(e: Any) -> Any:
-        return e.evalf(dps, subs=point)
-
-    def tied(a: Any, b: Any) -> bool:
-        va, vb = value(a), value(b)
-        return bool(abs(va - vb) <= 1e-13 * (1 + max(abs(va), abs(vb))))
-
-    if isinstance(atom, (sympy.Max, sympy.Min)):
-        vals = sorted((value(a) for a in atom.args), reverse=isinstance(atom, sympy.Max))
-        return len(vals) > 1 and bool(abs(vals[0] - vals[1]) <= 1e-13 * (1 + abs(vals[0])))
-    if isinstance(atom, sympy.Piecewise):
-        conds = [c for _, c in atom.args if isinstance(c, sympy.core.relational.Relational)]
-        return any(tied(c.lhs, c.rhs) for c in conds)
-    return tied(atom.args[0], 0)
 
 
 def _one_sided(objective: Objective, state: _State, k: int, i: int, dps: int) -> tuple[float, float]:
     """(left, right) derivatives of element (k, i) from numeric re-runs at working precision."""
     x = _exact(objective.x0[k].reshape(-1)[i])
     h = ONE_SIDED_STEP * max(abs(x), 1)
-    leaves = [_numbers(leaf, dps) for leaf in objective.x0]
+    leaves = [_numbers(leaf) for leaf in objective.x0]
     results = []
     for shift in (-h, 0, h):
         moved = [a.copy() for a in leaves]
-        moved[k].reshape(-1)[i] = sympy.Float(x + shift, dps)
-        results.append(_run(objective, state, moved, {}, dps)[0].evalf(dps))
+        with mpmath.workdps(dps):
+            moved[k].reshape(-1)[i] = mpmath.mpf(int((x + shift).p)) / int((x + shift).q)
+        evaluator = Evaluator({}, dps)
+        expr, _ = _run(objective, state, moved, evaluator)
+        results.append(evaluator(expr))
     left, mid, right = results
     return float((mid - left) / h), float((right - mid) / h)
 
@@ -283,24 +470,21 @@ def _mark_kinks(objective: Objective, state: _State, result: _Result, candidates
 
 
 def _gradient_all_symbols(objective: Objective, selection: Sequence[np.ndarray], digits: int,
-                          result: _Result) -> dict:
+                          result: _Result, formula_nodes: int) -> dict:
     dps = digits + GUARD_DIGITS
     state = _all_symbols(objective, dps)
-    point = _point(objective, state.symbols)
-    kinked = _tied_symbols(state.expression, point, dps, state.ties)
-    formulas: dict = {}
-    candidates = []
-    for k, idx in enumerate(selection):
-        for i in np.asarray(idx, dtype=np.int64):
-            symbol = state.symbols[k].reshape(-1)[i]
-            derivative = sympy.diff(state.expression, symbol)
-            result.set(k, int(i), _evaluate(derivative, point, digits), digits)
-            index = np.unravel_index(int(i), objective.x0[k].shape)
-            formulas[(state.names[k], tuple(int(j) for j in index))] = _render(derivative)
-            if symbol in kinked:
-                candidates.append((k, int(i)))
-    _mark_kinks(objective, state, result, candidates, dps)
-    return formulas
+    pairs = [(k, int(i)) for k, idx in enumerate(selection) for i in np.asarray(idx, dtype=np.int64)]
+    wrt = [state.symbols[k].reshape(-1)[i] for k, i in pairs]
+    values, checks = _derivatives(state.expression, wrt, state.evaluator.point, state.evaluator)
+    kinked = _kinked(state.evaluator, state.ties)
+    for (k, i), value, check in zip(pairs, values, checks):
+        result.set(k, i, value, check, digits)
+    _mark_kinks(objective, state, result, [p for p, s in zip(pairs, wrt) if s in kinked], dps)
+    if state.evaluator.size(state.expression) > formula_nodes:
+        result.notes.append("formulas: the expression is too large to show; sympy_formula(...) gives one anyway")
+        return {}
+    keys = [(state.names[k], tuple(int(j) for j in np.unravel_index(i, objective.x0[k].shape))) for k, i in pairs]
+    return Formulas(objective, keys, digits)
 
 
 def _gradient_sampled(objective: Objective, selection: Sequence[np.ndarray], digits: int, max_elements: int,
@@ -309,19 +493,20 @@ def _gradient_sampled(objective: Objective, selection: Sequence[np.ndarray], dig
     state = _state(objective)
     wanted = sum(len(s) for s in selection)
     order = _order(selection, max_elements)
-    leaves = [_numbers(leaf, dps) for leaf in objective.x0]
+    leaves = [_numbers(leaf) for leaf in objective.x0]
     start = time.perf_counter()
     done = 0
     t = sympy.Symbol("t", real=True)
     for k, i in order:
         if time_budget is not None and done and time.perf_counter() - start > time_budget:
             break
-        x = _exact(objective.x0[k].reshape(-1)[i])
         moved = [a.copy() for a in leaves]  # copies: the loss may write into its parameters
         moved[k].reshape(-1)[i] = t
-        expr, ties = _run(objective, state, moved, {t: x}, dps)
-        result.set(k, i, _evaluate(sympy.diff(expr, t), {t: x}, digits), digits)
-        if t in _tied_symbols(expr, {t: x}, dps, ties):
+        evaluator = Evaluator({t: _exact(objective.x0[k].reshape(-1)[i])}, dps)
+        expr, ties = _run(objective, state, moved, evaluator)
+        (value,), (check,) = _derivatives(expr, [t], evaluator.point, evaluator)
+        result.set(k, i, value, check, digits)
+        if t in _kinked(evaluator, ties):
             _mark_kinks(objective, state, result, [(k, i)], dps)
         done += 1
     if done < wanted:
@@ -333,14 +518,44 @@ def _gradient_sampled(objective: Objective, selection: Sequence[np.ndarray], dig
                             f"as numbers")
 
 
+class Formulas(Mapping):
+    """{(leaf name, index): formula}, each derived when first read (a formula costs ~0.1 s).
+
+    Formulas are in the user's own variables where the loss has them (see `sympy_formula`,
+    in_terms="locals"), else in the parameters.
+    """
+
+    def __init__(self, objective: Objective, keys: Sequence[tuple], digits: int) -> None:
+        self._objective, self._keys, self._digits = objective, list(keys), digits
+        self._done: dict = {}
+
+    def __getitem__(self, key: tuple) -> str:
+        if key not in self._done:
+            if key not in self._keys:
+                raise KeyError(key)
+            name, index = key
+            self._done[key] = sympy_formula(self._objective, name, index, in_terms="locals", digits=self._digits)
+        return self._done[key]
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"<{len(self._keys)} formulas, each derived when read>"
+
+
 def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, digits: int = 35,
                    all_symbols_limit: int = ALL_SYMBOLS_LIMIT, max_elements: int = 32,
-                   time_budget: float | None = 30.0) -> ReferenceGradient:
+                   time_budget: float | None = 30.0, formula_nodes: int = FORMULA_NODES) -> ReferenceGradient:
     """Exact derivatives of the selected elements, evaluated to `digits` significant digits.
 
     Up to `all_symbols_limit` parameter elements in total, every element is a symbol (one run);
     beyond, at most `max_elements` selected elements are differentiated one at a time, within
-    `time_budget` seconds (see the module docstring).
+    `time_budget` seconds (see the module docstring). Formulas are filled in for expressions of
+    at most `formula_nodes` distinct subexpressions.
     """
     start = time.perf_counter()
     shapes = [x.shape for x in objective.x0]
@@ -348,20 +563,19 @@ def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, dig
     total = sum(int(np.prod(s)) for s in shapes)
     formulas: dict = {}
     if total <= all_symbols_limit:
-        formulas = _gradient_all_symbols(objective, selection, digits, result)
-        method_plan = "every parameter a symbol"
+        formulas = _gradient_all_symbols(objective, selection, digits, result, formula_nodes)
+        plan = "every parameter a symbol"
     else:
         _gradient_sampled(objective, selection, digits, max_elements, time_budget, result)
-        method_plan = "one symbol per sampled element"
-    if result.kinks and any(m.any() for m in result.kinks):
-        count = sum(int(m.sum()) for m in result.kinks)
+        plan = "one symbol per sampled element"
+    count = sum(int(m.sum()) for m in result.kinks)
+    if count:
         result.notes.append(f"{count} element(s) sit at a kink (a tie in max/abs/clip or a comparison); their "
                             f"one-sided derivatives are in lower/upper")
+    errors = tuple(np.where(c, e, np.nan) for c, e in zip(result.checked, result.errors))
     return ReferenceGradient(
-        name="sympy", method=f"symbolic (sympy.diff, {digits} digits; {method_plan})",
-        values=tuple(result.values), errors=tuple(np.where(c, e, np.nan) for c, e in zip(result.checked,
-                                                                                          result.errors)),
-        checked=tuple(result.checked), lower=tuple(result.lower), upper=tuple(result.upper),
+        name="sympy", method=f"symbolic (sympy.diff, {digits} digits; {plan})", values=tuple(result.values),
+        errors=errors, checked=tuple(result.checked), lower=tuple(result.lower), upper=tuple(result.upper),
         notes=tuple(result.notes), seconds=time.perf_counter() - start, exact=True, formulas=formulas,
         kinks=tuple(result.kinks),
     )
@@ -402,7 +616,7 @@ def _traced_run(objective: Objective, state: _State, leaves: list, point: dict, 
     previous = sys.gettrace()
     sys.settrace(on_call)
     try:
-        expr, _ = _run(objective, state, leaves, point, dps)
+        expr, _ = _run(objective, state, leaves, Evaluator(point, dps))
     finally:
         sys.settrace(previous)
     return expr, captured
@@ -476,7 +690,7 @@ def _in_locals(label: str, derivative: Any, captured: dict, parameters: set) -> 
             used.append(s)
             pending.extend(definitions[s].free_symbols)
     order = [s for s, _ in named if s in used]
-    lines = [f"{label} = {_decimal_text(expr)}"]
+    lines = [f"{label} = {_decimal_text(expr if order else sympy.factor_terms(expr))}"]
     if order:
         lines.append("where")
         lines += [f"  {s} = {_decimal_text(definitions[s])}" for s in order]
@@ -510,7 +724,7 @@ def sympy_formula(objective: Objective, leaf_name: str, index: Any = (), *, in_t
         point = _point(objective, state.symbols)
     else:
         symbol = sympy.Symbol(symbol_names([leaf_name], [shape])[0].reshape(-1)[flat], real=True)
-        leaves = [_numbers(leaf, dps) for leaf in objective.x0]
+        leaves = [_numbers(leaf) for leaf in objective.x0]
         leaves[k].reshape(-1)[flat] = symbol
         point = {symbol: _exact(objective.x0[k].reshape(-1)[flat])}
     label = f"d{objective.name}/d{symbol}"
@@ -519,7 +733,7 @@ def sympy_formula(objective: Objective, leaf_name: str, index: Any = (), *, in_t
         parameters = {s for leaf in leaves for s in leaf.flat if isinstance(s, sympy.Symbol)}
         return _in_locals(label, sympy.diff(expr, symbol), captured, parameters)
     expr = state.expression if state.expression is not None and symbol in state.expression.free_symbols \
-        else _run(objective, state, leaves, point, dps)[0]
+        else _run(objective, state, leaves, Evaluator(point, dps))[0]
     derivative = _display(sympy.diff(expr, symbol))
     if in_terms == "steps":
         replacements, (reduced,) = sympy.cse(derivative, symbols=sympy.numbered_symbols("u"))
