@@ -3,7 +3,7 @@
 Peers: scipy.optimize.check_grad, torch.autograd.gradcheck (slow and fast mode) and
 jax.test_util.check_grads, each fed the hand-written numpy gradient of `problems.make_mlp`.
 
-    python benchmarks/peers.py                   # 1e3 .. 1e6 parameters, a few minutes on 2 cores
+    python benchmarks/peers.py                   # 1e3 .. 1e6 parameters, about 2 minutes on 2 cores
     python benchmarks/peers.py --quick           # 1e3 and 1e4 only
     python benchmarks/peers.py --run-limit 900   # run the 1e5 checks too instead of estimating them
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -110,6 +110,8 @@ def prepare(loss: Callable | None, grad: Callable | None, params: Any, args: Seq
     if params is None:
         raise InvalidCase("params is None; pass the parameters as an array, a dict, a list or a tuple of arrays.")
     args = tuple(args) if isinstance(args, (list, tuple)) else (args,)
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise InvalidCase(f"kwargs must be a dict of keyword arguments for loss and grad, got {type(kwargs).__name__}.")
     kwargs = dict(kwargs or {})
     names, leaves, treedef = flatten(params)
     if not leaves:

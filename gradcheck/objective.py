@@ -129,6 +129,7 @@ class Objective:
             raise InvalidCase("args nest too deeply or contain themselves (a list that holds itself?).") from None
         self.args = widen(self.user_args)  # what the loss sees: low-precision floats widened to float64
         self.kwargs = widen(self.user_kwargs)
+        self._ro_args, self._ro_kwargs = readonly(self.args), readonly(self.kwargs)  # views made once
         self.eps = float(np.finfo(np.float64).eps)  # precision the loss computes in (raised if it casts down)
         self.scalar_leaves = list(scalar_leaves) or [False] * len(self.x0)
         self.name = name

@@ -12,7 +12,8 @@ A function with a parameter named `xp` is taken to choose its namespace itself: 
 with `xp=namespace` instead of being rebound.
 
 What is not reached: functions stored in containers or on objects other than `self`, and
-library code (site-packages, the standard library), which is left as it is.
+library code (site-packages, the standard library), which is left as it is. The copies read
+the user's globals as they were when rebound; `rebind_guarded` says when that is stale.
 """
 
 from __future__ import annotations
@@ -113,8 +114,9 @@ class _Missing:
 class Rebinder:
     """One rebinding: the namespace, the identity mapping, and a memo shared by all copies."""
 
-    def __init__(self, namespace: Any, mapping: dict | None = None) -> None:
+    def __init__(self, namespace: Any, mapping: dict | None = None, builtins: dict | None = None) -> None:
         self.namespace = namespace
+        self.builtins = dict(builtins or {})
         self.mapping = {id(k): v for k, v in (mapping or {}).items()}
         self._keep = list((mapping or {}).keys())  # keep ids stable while the memo lives
         self.memo: dict[int, Any] = {id(np): namespace}
@@ -144,7 +146,8 @@ class Rebinder:
         if numpy_entry is not None:
             return self._numpy_object(value, *numpy_entry, name)
         if isinstance(value, types.FunctionType):
-            if value.__globals__ is not None and (is_user_code(value) or id(value.__globals__) in self.user_globals):
+            # The user's own code, or a helper living beside a function already rebound.
+            if is_user_code(value) or id(value.__globals__) in self.user_globals:
                 return self.function(value)
             return value
         if isinstance(value, types.BuiltinFunctionType) and getattr(value, "__self__", None) is math:
@@ -224,6 +227,8 @@ class Rebinder:
                 value = fn.__globals__[name]
                 self.reads.append((fn.__globals__, name, value))
                 new_globals[name] = self.convert(value, name)
+            elif name in self.builtins:  # a builtin the namespace needs replaced, e.g. range
+                new_globals[name] = self.builtins[name]
         return clone
 
     def unchanged(self) -> bool:
@@ -367,17 +372,20 @@ def takes_xp(fn: Callable) -> bool:
         return False
 
 
-def rebind(fn: Callable, namespace: Any, *, mapping: dict | None = None) -> Callable:
+def rebind(fn: Callable, namespace: Any, *, mapping: dict | None = None,
+           builtins: dict | None = None) -> Callable:
     """A copy of `fn` that runs with its numpy replaced by `namespace` (see the module docstring).
 
     `mapping` adds identity replacements {original object: replacement}, e.g. a scipy function
-    and its JAX counterpart. Functions with an `xp` parameter get `xp=namespace` instead.
+    and its JAX counterpart; `builtins` replaces builtin names the user's code uses (JAX needs
+    `range(n)` as an array to index with it). Functions with an `xp` parameter get
+    `xp=namespace` instead.
     """
-    return rebind_guarded(fn, namespace, mapping=mapping)[0]
+    return rebind_guarded(fn, namespace, mapping=mapping, builtins=builtins)[0]
 
 
-def rebind_guarded(fn: Callable, namespace: Any, *, mapping: dict | None = None
-                   ) -> tuple[Callable, Callable[[], bool]]:
+def rebind_guarded(fn: Callable, namespace: Any, *, mapping: dict | None = None,
+                   builtins: dict | None = None) -> tuple[Callable, Callable[[], bool]]:
     """`rebind`, plus a check that the user's globals and closures it copied are unchanged.
 
     Callers that cache the copy (and what JAX compiled from it) call the check before reuse:
@@ -385,7 +393,7 @@ def rebind_guarded(fn: Callable, namespace: Any, *, mapping: dict | None = None
     """
     if takes_xp(fn):
         return functools.partial(fn, xp=namespace), lambda: True
-    rebinder = Rebinder(namespace, mapping)
+    rebinder = Rebinder(namespace, mapping, builtins)
     return rebinder.callable(fn), rebinder.unchanged
 
 

@@ -6,9 +6,12 @@ own machinery does the structure (indexing, broadcasting, reshape, `@`, sum, mea
 `SymArray.__array_ufunc__` gives each elementwise function its symbolic meaning, so array
 methods (`z.max(axis=1)`, `x.sum()`) work as well as module functions (`np.exp(z)`).
 
-Floats are lifted to SymPy Floats at the working precision, so data-only arithmetic is also
-done to ~`dps` digits rather than float64. `maximum`, `minimum`, `clip`, `abs` and `sign` stay
-symbolic (Max, Min, Abs, sign): their derivatives exist away from ties. Comparisons such as
+Floats become mpmath numbers holding their exact binary values, and arithmetic on numbers is
+done in mpmath at `dps` digits (ten times faster than SymPy Floats); a number becomes a SymPy
+Float only when it meets a symbolic value. Symbolic results are built without SymPy's
+automatic simplification (which queries assumptions about whole subexpressions and costs
+seconds on a small network). `maximum`, `minimum`, `clip`, `abs` and `sign` stay symbolic
+(Max, Min, Abs, sign): their derivatives exist away from ties. Comparisons such as
 `z > 0` are evaluated at the point being differentiated (as numpy, JAX and any autodiff do),
 giving plain boolean masks; a comparison that is an exact tie is recorded, because the
 derivative may have a kink there. Anything without a symbolic counterpart raises
@@ -150,7 +153,7 @@ def is_symbolic(x: Any) -> bool:
 
 
 def lift(x: Any) -> Any:
-    """x as a symbolic value: float arrays become SymArrays of `dps`-digit Floats."""
+    """x as symnp sees it: float arrays become SymArrays of exact mpmath numbers."""
     if isinstance(x, SymArray):
         return x
     if isinstance(x, np.ndarray):
@@ -312,7 +315,8 @@ def _compare(name: str, a: Any, b: Any) -> Any:
     return _boolify(np.frompyfunc(functools.partial(_decide, _COMPARISONS[name]), 2, 1)(a, b))
 
 
-def _reduce_with(fn: Callable, a: np.ndarray, axis: Any, keepdims: bool, many: bool) -> Any:
+def _reduce_with(fn: Callable, a: np.ndarray, axis: Any, keepdims: bool, many: bool,
+                 identity: Any = None) -> Any:
     """Reduce `a` over `axis` with fn(*row) (many=True) or a pairwise fold."""
     a = np.asarray(a, dtype=object)
     axes = tuple(range(a.ndim)) if axis is None else tuple(np.atleast_1d(axis).tolist())
@@ -320,7 +324,9 @@ def _reduce_with(fn: Callable, a: np.ndarray, axis: Any, keepdims: bool, many: b
     moved = np.moveaxis(a, axes, tuple(range(a.ndim - len(axes), a.ndim)))
     rows = moved.reshape(moved.shape[:a.ndim - len(axes)] + (-1,))
     if rows.shape[-1] == 0:
-        raise ValueError("zero-size array to reduction operation which has no identity")
+        if identity is None:
+            raise ValueError("zero-size array to reduction operation which has no identity")
+        rows = np.full(rows.shape[:-1] + (1,), identity, dtype=object)
     out = np.empty(rows.shape[:-1], dtype=object)
     for idx in np.ndindex(out.shape):
         row = list(rows[idx])
@@ -376,7 +382,17 @@ def _ufunc_call(ufunc: np.ufunc, args: list, kwargs: dict) -> Any:
         return _boolify(np.frompyfunc(_UNARY[name], 1, 1)(*args))
     if name in _BINARY and len(args) == 2:
         return np.frompyfunc(_BINARY[name], 2, 1)(*args)
+    if not builtins.any(is_symbolic(a) for a in args):
+        # Data only (np.floor of inputs, a rounding step): numpy's own function, in float64.
+        return ufunc(*[_floats(a) for a in args], **kwargs)
     raise NoSymbolicCounterpart(name)
+
+
+def _floats(x: Any) -> Any:
+    """Numbers (mpmath, SymPy, Python) as float64, arrays as float64 arrays."""
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        return np.asarray(np.frompyfunc(float, 1, 1)(x), dtype=np.float64)
+    return float(x) if isinstance(x, (mpmath.mpf, sympy.Basic)) else x
 
 
 def _ufunc_reduce(ufunc: np.ufunc, arr: Any, kwargs: dict) -> Any:
@@ -389,7 +405,7 @@ def _ufunc_reduce(ufunc: np.ufunc, arr: Any, kwargs: dict) -> Any:
     if name in _EXTREMA:
         result = _reduce_with(_EXTREMA[name], arr, axis, keepdims, many=True)
     elif name == "add":
-        result = _reduce_with(_sum_terms, arr, axis, keepdims, many=True)
+        result = _reduce_with(_sum_terms, arr, axis, keepdims, many=True, identity=0)
     elif name == "multiply":
         result = np.multiply.reduce(arr, axis=axis, keepdims=keepdims, dtype=object)
     elif name in _BINARY:
@@ -435,6 +451,8 @@ class SymArray(np.ndarray):
         kind = np.dtype(dtype).kind
         if kind in "fcO":
             return self.copy()  # symbolic values have no float dtype; keep them exact
+        if not is_symbolic(self):
+            return _floats(self.view(np.ndarray)).astype(dtype)  # data: numpy's own cast
         raise NoSymbolicCounterpart(f"ndarray.astype({np.dtype(dtype).name}) of a symbolic array",
                                     "casting a parameter-dependent value to an integer or bool")
 
@@ -449,6 +467,8 @@ class SymArray(np.ndarray):
         return sqrt(self.var(axis=axis, ddof=ddof, keepdims=keepdims))
 
     def __float__(self) -> float:
+        if self.size == 1 and not is_symbolic(self):
+            return float(self.reshape(-1)[0])
         raise TypeError("Cannot convert expression to float")
 
 
@@ -473,10 +493,11 @@ def _elementwise(name: str) -> Callable:
 
 _ELEMENTWISE = [*_UNARY, *_BINARY, *_ARITHMETIC - {"vecdot", "matvec", "vecmat", "pow"}, *_COMPARISONS,
                 "abs", "conj", "arcsin", "arccos", "arctan", "arcsinh", "arccosh", "arctanh", "arctan2", "clip"]
+sqrt, absolute = _elementwise("sqrt"), _elementwise("absolute")  # also used below
+abs = absolute  # noqa: A001 - numpy's name
 for _name in sorted(set(_ELEMENTWISE)):
-    if hasattr(np, _name) and isinstance(getattr(np, _name), np.ufunc):
+    if _name not in globals() and isinstance(getattr(np, _name, None), np.ufunc):
         globals()[_name] = _elementwise(_name)
-abs = absolute  # noqa: A001,F821 - numpy's name
 
 
 def clip(a: Any, a_min: Any = None, a_max: Any = None, **kwargs: Any) -> Any:
@@ -522,15 +543,16 @@ _STRUCTURAL = [
     "flipud", "roll", "diag", "diagonal", "triu", "tril", "take", "take_along_axis", "copy", "append",
     "delete", "insert", "full_like", "zeros_like", "ones_like", "empty_like", "average", "pad",
 ]
+_sum, var = _structural("sum"), _structural("var")  # also used below
 for _name in _STRUCTURAL:
-    globals()[_name] = _structural(_name)
-_sum = globals()["sum"]
+    if _name != "var":
+        globals()[_name] = _structural(_name)
 
 
 def std(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: int = 0,
         keepdims: bool = False, **kwargs: Any) -> Any:
     """sqrt(var(a)), symbolically."""
-    return sqrt(var(a, axis=axis, ddof=ddof, keepdims=keepdims))  # noqa: F821
+    return sqrt(var(a, axis=axis, ddof=ddof, keepdims=keepdims))
 
 
 def argmax(a: Any, axis: Any = None, **kwargs: Any) -> Any:
@@ -570,7 +592,8 @@ def array(obj: Any, dtype: Any = None, copy: bool = True, **kwargs: Any) -> Any:
             raise NoSymbolicCounterpart(f"array(..., dtype={np.dtype(dtype).name}) of symbolic values")
         out = np.array(_operand(obj) if isinstance(obj, np.ndarray) else obj, dtype=object, copy=copy)
         return _wrap(out) if out.ndim else out[()]
-    return np.array(obj, dtype=dtype, copy=copy, **kwargs)
+    out = np.array(obj, dtype=dtype, copy=copy, **kwargs)
+    return out.view(SymArray) if out.dtype == object and out.ndim else out  # e.g. a list of mpmath numbers
 
 
 def asarray(obj: Any, dtype: Any = None, **kwargs: Any) -> Any:
@@ -631,9 +654,9 @@ class _Linalg:
     def norm(self, x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> Any:
         vector = np.ndim(x) == 1 or axis is not None
         if ord in (None, "fro") or (ord == 2 and vector):
-            return sqrt(_sum(_sym(x) * _sym(x), axis=axis, keepdims=keepdims))  # noqa: F821
+            return sqrt(_sum(_sym(x) * _sym(x), axis=axis, keepdims=keepdims))
         if ord == 1 and vector:
-            return _sum(absolute(_sym(x)), axis=axis, keepdims=keepdims)  # noqa: F821
+            return _sum(absolute(_sym(x)), axis=axis, keepdims=keepdims)
         raise NoSymbolicCounterpart(f"linalg.norm(ord={ord!r})")
 
     def __getattr__(self, name: str) -> Any:

@@ -3,11 +3,13 @@
 Each net is a `Net` with `loss(params, *args)`, `grad(params, *args)`, `params` and `args`;
 `net.bug(kind)` is the gradient function with one planted bug (the kinds each net supports are
 the keys of `net.bugs`). Every network is written the way a learner would write it: plain numpy,
-forward pass, then the chain rule backwards.
+forward pass, then the chain rule backwards. `snapshot`/`assert_identical` check that a caller's
+arrays come back bitwise unchanged.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,6 +29,32 @@ class Net:
 
     def bug(self, kind: str) -> Callable:
         return self.bugs[kind]
+
+
+def snapshot(tree):
+    """A deep copy that remembers each array's bytes, dtype and shape."""
+    return copy.deepcopy(tree)
+
+
+def assert_identical(tree, before) -> None:
+    """`tree` is bitwise what `before` was: same containers, same dtypes, shapes and bytes."""
+    assert type(tree) is type(before)
+    if isinstance(tree, dict):
+        assert list(tree) == list(before)
+        for k in tree:
+            assert_identical(tree[k], before[k])
+    elif isinstance(tree, (list, tuple)):
+        assert len(tree) == len(before)
+        for a, b in zip(tree, before):
+            assert_identical(a, b)
+    elif isinstance(tree, np.ndarray):
+        assert tree.dtype == before.dtype and tree.shape == before.shape
+        assert tree.tobytes() == before.tobytes()
+        assert tree.flags.writeable == before.flags.writeable
+    elif isinstance(tree, float) and np.isnan(tree):
+        assert np.isnan(before)
+    else:
+        assert tree == before
 
 
 def sigmoid(z):

@@ -24,7 +24,7 @@ import gradcheck
 from gradcheck import GradcheckError
 from gradcheck.tree import flatten, unflatten
 
-from test_robustness import assert_identical
+from nets import assert_identical
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -278,3 +278,22 @@ def test_d_junk_data_raise_only_gradcheck_errors(args):
         quiet_check(lambda p, *a: float(np.sum(p ** 2)), lambda p, *a: 2 * p, np.ones(2), args)
     except GradcheckError:
         pass
+
+
+@pytest.mark.parametrize("options", [
+    {"kwargs": [1]},
+    {"rtol": "tight"},
+    {"budget": float("nan")},
+    {"against": ["numeric", 3]},
+    pytest.param({"seed": "x"}, marks=pytest.mark.xfail(strict=True, reason="check() does not validate seed")),
+    pytest.param({"seed": -1}, marks=pytest.mark.xfail(strict=True, reason="check() does not validate seed")),
+    pytest.param({"seed": 1.5}, marks=pytest.mark.xfail(strict=True, reason="check() does not validate seed")),
+    pytest.param({"max_elements": "x"}, marks=pytest.mark.xfail(strict=True,
+                                                                reason="check() does not validate max_elements")),
+    pytest.param({"against": 5}, marks=pytest.mark.xfail(strict=True,
+                                                         reason="normalize_against iterates a non-string")),
+], ids=repr)
+def test_d_junk_options_raise_only_gradcheck_errors(options):
+    options = {"against": "numeric", **options}
+    with pytest.raises(GradcheckError):
+        quiet_check(lambda p: float(np.sum(p ** 2)), lambda p: 2 * p, np.ones(3), **options)

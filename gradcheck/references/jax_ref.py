@@ -1,10 +1,13 @@
 """JAX reference: the learner's numpy loss re-run under jax.numpy and differentiated by jax.grad.
 
-The only module of gradcheck that imports jax. The loss is rebound once per objective (see
-`gradcheck.retrace`) so `np.*` means `jax.numpy.*`, and runs in float64 inside
+The only module of gradcheck that imports jax. The loss is rebound (see `gradcheck.retrace`)
+so that `np.*` means `jax.numpy.*`, and runs in float64 inside
 `jax.enable_x64(True)`: the user's own JAX configuration is left as it was. The gradient is
-compiled with `jax.jit` when the code allows it; code with Python control flow on data or
-parameters (`if loss > 0`, `range(y.max())`) falls back to eager `jax.grad`, which handles it.
+compiled with `jax.jit` when the code allows it (and reused by later checks of the same loss);
+code with Python control flow on data or parameters (`if loss > 0`, `range(y.max())`) falls
+back to eager `jax.grad`, which handles it. `range(n)` is given to the loss as an index array,
+so the tutorials' `probs[range(n), y]` works.
+
 Code JAX cannot run at all (assignment into an array, `np.random`, a numpy function jax.numpy
 lacks) raises `ReferenceUnavailable` naming the operation and the line of the user's code.
 """
@@ -34,9 +37,18 @@ EPS = float(np.finfo(np.float64).eps)
 #: Autodiff is exact up to float64 rounding in the forward and backward passes.
 ROUNDING = 64 * EPS
 #: How far the JAX loss value may stray from the numpy one before the re-run is distrusted.
-VALUE_RTOL = 1e-6
+VALUE_RTOL, VALUE_ATOL = 1e-6, 1e-9
 
 _CONCRETIZATION = (jax.errors.ConcretizationTypeError, jax.errors.NonConcreteBooleanIndexError)
+
+
+def float64() -> Any:
+    """A context in which JAX computes in float64; the user's global setting is untouched."""
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64  # jax < 0.5
+
+    return enable_x64(True)
 
 
 class JaxUnsupported(AttributeError):
@@ -87,6 +99,12 @@ def _scipy_mapping() -> dict:
 
     names = ("expit", "logit", "logsumexp", "softmax", "log_softmax", "erf", "erfc", "gammaln", "xlogy", "xlog1py")
     return {getattr(special, n): getattr(jsp, n) for n in names if hasattr(special, n) and hasattr(jsp, n)}
+
+
+def _index_range(*args: int) -> np.ndarray:
+    """range(...) for the user's code under JAX: an int array, so `probs[range(n), y]` indexes
+    (JAX refuses Python sequences as indices); loops over it work as over a range."""
+    return np.arange(*args)
 
 
 # --- data: arrays are traced arguments, everything else stays static ----------------------------
@@ -191,7 +209,8 @@ def _compile(objective: Objective, template: tuple) -> _Compiled:
     if cached is not None and cached.unchanged():
         _CACHE.move_to_end(key)
         return cached
-    fn, unchanged = rebind_guarded(objective.loss, namespace(), mapping=_scipy_mapping())
+    fn, unchanged = rebind_guarded(objective.loss, namespace(), mapping=_scipy_mapping(),
+                                   builtins={"range": _index_range})
     treedef = objective.treedef
 
     def loss(leaves: Sequence[Any], arrays: Sequence[Any]) -> Any:
@@ -209,7 +228,7 @@ def _compile(objective: Objective, template: tuple) -> _Compiled:
 def _program(objective: Objective) -> _Program:
     program = _PROGRAMS.get(objective)
     if program is None:
-        with jax.enable_x64(True):
+        with float64():
             arrays: list = []
             template = (_split(objective.args, arrays), _split(objective.kwargs, arrays))
         program = _Program(compiled=_compile(objective, template), arrays=arrays)
@@ -271,7 +290,7 @@ def jax_value_and_grad(objective: Objective, leaves: Sequence[np.ndarray] | None
     """The loss and its full gradient (float64, one array per leaf) at `leaves` (default: x0)."""
     program = _program(objective)
     leaves = objective.x0 if leaves is None else leaves
-    with jax.enable_x64(True):
+    with float64():
         inputs = [jnp.array(np.asarray(x, dtype=np.float64)) for x in leaves]
         try:
             value, grads = _run(program, inputs)
@@ -288,12 +307,17 @@ def jax_full_gradient(objective: Objective, leaves: Sequence[np.ndarray] | None 
     return jax_value_and_grad(objective, leaves)[1]
 
 
-def jax_gradient(objective: Objective, selection: Sequence[np.ndarray]) -> ReferenceGradient:
-    """The JAX reference at objective.x0, reported on the selected flat indices of each leaf."""
+def jax_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f0: float | None = None
+                 ) -> ReferenceGradient:
+    """The JAX reference at objective.x0, reported on the selected flat indices of each leaf.
+
+    `f0`, the numpy loss at x0 if the caller has it, spares one loss call: the JAX value is
+    compared with it to make sure the re-run computes the same loss.
+    """
     start = time.perf_counter()
     value, grads = jax_value_and_grad(objective)
-    expected = objective(objective.x0)
-    if not abs(value - expected) <= VALUE_RTOL * abs(expected) + 1e-300:
+    expected = objective(objective.x0) if f0 is None else f0
+    if not abs(value - expected) <= VALUE_RTOL * abs(expected) + VALUE_ATOL:
         raise ReferenceUnavailable(
             f"the JAX reference cannot run this loss: re-run under jax.numpy it gives {value!r}, but your "
             f"numpy code gives {expected!r}. The loss depends on something the re-run does not see the same "
@@ -305,7 +329,7 @@ def jax_gradient(objective: Objective, selection: Sequence[np.ndarray]) -> Refer
         finite = np.abs(g[np.isfinite(g)])
         scale = float(finite.max()) if finite.size else 0.0
         values.append(np.where(mask, g, np.nan))
-        errors.append(np.where(mask, ROUNDING * (np.abs(g) + scale), np.nan))
+        errors.append(np.where(mask, ROUNDING * (np.abs(g) + scale), np.inf))
         checked.append(mask)
     notes = tuple(_program(objective).compiled.notes)
     return ReferenceGradient(name="jax", method="autodiff (jax.grad)", values=tuple(values), errors=tuple(errors),
@@ -334,7 +358,7 @@ def jax_vmapped_loss(objective: Objective) -> Callable[[np.ndarray], np.ndarray]
     vmap_jitted, arrays = compiled.vmap_jitted, program.arrays
 
     def batched(batch: np.ndarray) -> np.ndarray:
-        with jax.enable_x64(True):
+        with float64():
             return np.array(vmap_jitted(jnp.asarray(np.asarray(batch, dtype=np.float64)), arrays))
 
     x0 = np.concatenate([np.ravel(x) for x in objective.x0])

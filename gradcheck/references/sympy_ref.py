@@ -1,24 +1,34 @@
 """SymPy reference: the learner's numpy loss re-run on symbols and differentiated exactly.
 
-The loss runs with `np` bound to `gradcheck.symnp` (see `gradcheck.retrace`). Data floats
-become SymPy Floats holding their exact binary values at `digits + 15` digits. Two plans:
+The loss runs with `np` bound to `gradcheck.symnp` (see `gradcheck.retrace`), so it returns a
+SymPy expression. Numbers (the data, the parameters held fixed) are mpmath numbers holding the
+exact binary values of the float64 inputs; arithmetic is done at `digits + 15` digits.
+
+Derivatives are exact: the chain rule over the expression graph (each node's partial
+derivatives are the textbook rules or SymPy's own `fdiff`), accumulated in reverse and
+evaluated at the float64 point taken as exact rationals. This is what `sympy.diff` followed by
+`evalf` computes, without expanding the shared subexpressions of a network into a tree, which
+takes minutes on a two-layer net. Each value is computed again with 20 more digits; the gap
+is its error estimate (about 10**-digits relative). `sympy.diff` itself serves the formulas.
+
+Two plans, by size:
 
 * **All symbols** (at most `all_symbols_limit` parameter elements, 64 by default): every
-  element is a symbol named after its leaf (`w5`, `W1_0_1`). One symbolic run gives the loss
-  as an expression; each selected element's derivative is `sympy.diff` of it, evaluated with
-  the float64 parameters substituted as exact rationals, to `digits` significant digits.
-  Readable formulas are available for every element (`sympy_formula`).
+  element is a symbol named after its leaf (`w5`, `W1_0_1`); one symbolic run gives every
+  derivative, and a readable formula for any element (`sympy_formula`, or the reference's
+  `formulas`, derived when read).
 * **Sampled** (larger problems): at most `max_elements` of the selected elements, taken
   round-robin over the leaves in index order, each differentiated in a run of its own in
   which only that element is a symbol and every other parameter is a number. The expression
   then depends on one variable and never holds the whole network. Elements not reached (over
-  `max_elements` or past `time_budget` seconds) stay unchecked, and the notes say how many.
+  `max_elements`, or past `time_budget` seconds) stay unchecked; `checked` says which were
+  done and the notes how many.
 
-Where the loss has a kink at the point (Max, Abs, a clip or a comparison exactly at a tie),
-the one-sided derivatives are computed too, from high-precision re-runs at x +- 1e-25, and the
-element is marked in `kinks`. Code SymPy cannot run (a numpy function without a symbolic
-counterpart, an `if` on a symbolic value) raises `ReferenceUnavailable` naming the operation
-and the user's line.
+Where the loss has a kink at the point (a tie in max, min, abs or clip, or a comparison such
+as `z > 0` exactly at 0), the one-sided derivatives come from high-precision re-runs at
+x +- 1e-25 (in `lower`/`upper`) and the element is marked in `kinks`. Code SymPy cannot run (a
+numpy function without a symbolic counterpart, an `if` on a symbolic value) raises
+`ReferenceUnavailable` naming the operation and the user's line.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from typing import Any, Callable, Sequence
 import mpmath
 import numpy as np
 import sympy
+from sympy.core.parameters import evaluate as sympy_evaluate
 
 from .. import symnp
 from ..errors import ReferenceUnavailable
@@ -276,6 +287,7 @@ class _State:
     ties: list = field(default_factory=list)
     evaluator: Any = None
     dps: int = 0
+    readable: Any = None  # (expression built with simplification, the loss's local variables)
 
 
 _STATES: "weakref.WeakKeyDictionary[Objective, _State]" = weakref.WeakKeyDictionary()
@@ -297,7 +309,7 @@ def _leaf_value(objective: Objective, k: int, values: np.ndarray) -> Any:
 
 
 def _data(tree: Any) -> Any:
-    """Fresh data, floats lifted to working-precision SymPy Floats (ints and bools copied)."""
+    """Fresh data as symnp sees it: floats as exact mpmath numbers, ints and bools copied."""
     if isinstance(tree, np.ndarray):
         return symnp.lift(tree) if tree.dtype.kind in "fc" else tree.copy()
     if isinstance(tree, dict):
@@ -320,9 +332,16 @@ def _as_expression(value: Any) -> Any:
     return sympy.sympify(value)
 
 
-def _run(objective: Objective, state: _State, leaves: list, evaluator: Evaluator) -> tuple[Any, list]:
-    """The loss at symbolic/numeric leaves (object arrays), and the comparison ties it hit."""
-    with symnp.evaluation(point=evaluator.point, dps=evaluator.dps, evaluate=evaluator) as evaluation:
+def _run(objective: Objective, state: _State, leaves: list, evaluator: Evaluator, *, simplify: bool = False
+         ) -> tuple[Any, list]:
+    """The loss at symbolic/numeric leaves (object arrays), and the comparison ties it hit.
+
+    Without `simplify` the expression is built unevaluated (no collecting of like terms, no
+    sorting of arguments): three to ten times faster, and the evaluator does not care. Formulas
+    are built with it, to read well.
+    """
+    with symnp.evaluation(point=evaluator.point, dps=evaluator.dps, evaluate=evaluator) as evaluation, \
+            sympy_evaluate(simplify):
         try:
             params = unflatten(objective.treedef, [_leaf_value(objective, k, v) for k, v in enumerate(leaves)])
             value = state.fn(params, *_data(objective.args), **_data(objective.kwargs))
@@ -331,6 +350,21 @@ def _run(objective: Objective, state: _State, leaves: list, evaluator: Evaluator
             raise
         except Exception as exc:  # noqa: BLE001 - anything SymPy cannot run is a reference limitation
             raise _unavailable(exc) from exc
+
+
+#: How far the symbolic loss value may stray from the numpy one before the re-run is distrusted.
+VALUE_RTOL, VALUE_ATOL = 1e-6, 1e-9
+
+
+def _check_value(objective: Objective, value: Any, f0: float | None) -> None:
+    """The re-run must compute the user's loss: compare its value with the numpy loss's."""
+    expected = objective(objective.x0) if f0 is None else f0
+    got = float(value)
+    if not abs(got - expected) <= VALUE_RTOL * abs(expected) + VALUE_ATOL:
+        raise ReferenceUnavailable(
+            f"the SymPy reference cannot run this loss: re-run symbolically it gives {got!r}, but your numpy "
+            f"code gives {expected!r}. The loss depends on something the re-run does not see the same way "
+            f"(global state, a numpy call that was not swapped, float32 casts)")
 
 
 def _numbers(x: np.ndarray) -> np.ndarray:
@@ -470,11 +504,12 @@ def _mark_kinks(objective: Objective, state: _State, result: _Result, candidates
 
 
 def _gradient_all_symbols(objective: Objective, selection: Sequence[np.ndarray], digits: int,
-                          result: _Result, formula_nodes: int) -> dict:
+                          result: _Result, formula_nodes: int, f0: float | None) -> Mapping:
     dps = digits + GUARD_DIGITS
     state = _all_symbols(objective, dps)
     pairs = [(k, int(i)) for k, idx in enumerate(selection) for i in np.asarray(idx, dtype=np.int64)]
     wrt = [state.symbols[k].reshape(-1)[i] for k, i in pairs]
+    _check_value(objective, state.evaluator(state.expression), f0)
     values, checks = _derivatives(state.expression, wrt, state.evaluator.point, state.evaluator)
     kinked = _kinked(state.evaluator, state.ties)
     for (k, i), value, check in zip(pairs, values, checks):
@@ -488,7 +523,7 @@ def _gradient_all_symbols(objective: Objective, selection: Sequence[np.ndarray],
 
 
 def _gradient_sampled(objective: Objective, selection: Sequence[np.ndarray], digits: int, max_elements: int,
-                      time_budget: float | None, result: _Result) -> None:
+                      time_budget: float | None, result: _Result, f0: float | None) -> None:
     dps = digits + GUARD_DIGITS
     state = _state(objective)
     wanted = sum(len(s) for s in selection)
@@ -504,6 +539,8 @@ def _gradient_sampled(objective: Objective, selection: Sequence[np.ndarray], dig
         moved[k].reshape(-1)[i] = t
         evaluator = Evaluator({t: _exact(objective.x0[k].reshape(-1)[i])}, dps)
         expr, ties = _run(objective, state, moved, evaluator)
+        if not done:
+            _check_value(objective, evaluator(expr), f0)
         (value,), (check,) = _derivatives(expr, [t], evaluator.point, evaluator)
         result.set(k, i, value, check, digits)
         if t in _kinked(evaluator, ties):
@@ -549,32 +586,34 @@ class Formulas(Mapping):
 
 def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, digits: int = 35,
                    all_symbols_limit: int = ALL_SYMBOLS_LIMIT, max_elements: int = 32,
-                   time_budget: float | None = 30.0, formula_nodes: int = FORMULA_NODES) -> ReferenceGradient:
+                   time_budget: float | None = 10.0, formula_nodes: int = FORMULA_NODES,
+                   f0: float | None = None) -> ReferenceGradient:
     """Exact derivatives of the selected elements, evaluated to `digits` significant digits.
 
     Up to `all_symbols_limit` parameter elements in total, every element is a symbol (one run);
     beyond, at most `max_elements` selected elements are differentiated one at a time, within
     `time_budget` seconds (see the module docstring). Formulas are filled in for expressions of
-    at most `formula_nodes` distinct subexpressions.
+    at most `formula_nodes` distinct subexpressions. `f0`, the numpy loss at x0 if the caller has
+    it, spares one loss call (the symbolic value is checked against it).
     """
     start = time.perf_counter()
     shapes = [x.shape for x in objective.x0]
     result = _Result.empty(shapes)
     total = sum(int(np.prod(s)) for s in shapes)
-    formulas: dict = {}
+    formulas: Mapping = {}
     if total <= all_symbols_limit:
-        formulas = _gradient_all_symbols(objective, selection, digits, result, formula_nodes)
+        formulas = _gradient_all_symbols(objective, selection, digits, result, formula_nodes, f0)
         plan = "every parameter a symbol"
     else:
-        _gradient_sampled(objective, selection, digits, max_elements, time_budget, result)
+        _gradient_sampled(objective, selection, digits, max_elements, time_budget, result, f0)
         plan = "one symbol per sampled element"
     count = sum(int(m.sum()) for m in result.kinks)
     if count:
         result.notes.append(f"{count} element(s) sit at a kink (a tie in max/abs/clip or a comparison); their "
                             f"one-sided derivatives are in lower/upper")
-    errors = tuple(np.where(c, e, np.nan) for c, e in zip(result.checked, result.errors))
+    errors = tuple(np.where(c, e, np.inf) for c, e in zip(result.checked, result.errors))
     return ReferenceGradient(
-        name="sympy", method=f"symbolic (sympy.diff, {digits} digits; {plan})", values=tuple(result.values),
+        name="sympy", method=f"symbolic (SymPy, exact to {digits} digits; {plan})", values=tuple(result.values),
         errors=errors, checked=tuple(result.checked), lower=tuple(result.lower), upper=tuple(result.upper),
         notes=tuple(result.notes), seconds=time.perf_counter() - start, exact=True, formulas=formulas,
         kinks=tuple(result.kinks),
@@ -582,16 +621,6 @@ def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, dig
 
 
 # --- formulas ----------------------------------------------------------------------------------
-
-def _display(expr: Any) -> Any:
-    """expr with every Float shown by its shortest float64 repr (0.05, not 0.05000000000000000277)."""
-    floats = {f: sympy.Float(repr(float(f)), 17) for f in expr.atoms(sympy.Float)}
-    return expr.xreplace(floats)
-
-
-def _render(expr: Any) -> str:
-    return sympy.sstr(_display(expr), full_prec=False)
-
 
 def _traced_run(objective: Objective, state: _State, leaves: list, point: dict, dps: int) -> tuple[Any, dict]:
     """A symbolic run that also returns the local variables of the user's outermost function."""
@@ -616,14 +645,15 @@ def _traced_run(objective: Objective, state: _State, leaves: list, point: dict, 
     previous = sys.gettrace()
     sys.settrace(on_call)
     try:
-        expr, _ = _run(objective, state, leaves, Evaluator(point, dps))
+        expr, _ = _run(objective, state, leaves, Evaluator(point, dps), simplify=True)
     finally:
         sys.settrace(previous)
     return expr, captured
 
 
 def _readable_numbers(expr: Any) -> Any:
-    """Floats as the shortest decimals of their float64 values, as exact rationals (for cancelling)."""
+    """Floats as the shortest decimals of their float64 values (0.05, not 0.05000000000000000277),
+    held as exact rationals so that 1.0*x reads x and terms cancel."""
     return expr.xreplace({f: sympy.Rational(repr(float(f))) for f in expr.atoms(sympy.Float)})
 
 
@@ -719,24 +749,25 @@ def sympy_formula(objective: Objective, leaf_name: str, index: Any = (), *, in_t
     dps = digits + GUARD_DIGITS
     if sum(x.size for x in objective.x0) <= all_symbols_limit:
         state = _all_symbols(objective, dps)
-        leaves = [s.copy() for s in state.symbols]
         symbol = state.symbols[k].reshape(-1)[flat]
-        point = _point(objective, state.symbols)
+        if state.readable is None:  # one readable run serves every element's formula
+            leaves = [s.copy() for s in state.symbols]
+            state.readable = _traced_run(objective, state, leaves, _point(objective, state.symbols), dps)
+        expr, captured = state.readable
+        parameters = {s for leaf in state.symbols for s in leaf.flat}
     else:
         symbol = sympy.Symbol(symbol_names([leaf_name], [shape])[0].reshape(-1)[flat], real=True)
         leaves = [_numbers(leaf) for leaf in objective.x0]
         leaves[k].reshape(-1)[flat] = symbol
-        point = {symbol: _exact(objective.x0[k].reshape(-1)[flat])}
+        expr, captured = _traced_run(objective, state, leaves, {symbol: _exact(objective.x0[k].reshape(-1)[flat])},
+                                     dps)
+        parameters = {symbol}
     label = f"d{objective.name}/d{symbol}"
     if in_terms == "locals":
-        expr, captured = _traced_run(objective, state, leaves, point, dps)
-        parameters = {s for leaf in leaves for s in leaf.flat if isinstance(s, sympy.Symbol)}
         return _in_locals(label, sympy.diff(expr, symbol), captured, parameters)
-    expr = state.expression if state.expression is not None and symbol in state.expression.free_symbols \
-        else _run(objective, state, leaves, Evaluator(point, dps))[0]
-    derivative = _display(sympy.diff(expr, symbol))
+    derivative = _readable_numbers(sympy.diff(expr, symbol))
     if in_terms == "steps":
         replacements, (reduced,) = sympy.cse(derivative, symbols=sympy.numbered_symbols("u"))
-        lines = [f"{s} = {sympy.sstr(e, full_prec=False)}" for s, e in replacements]
-        return "\n".join([*lines, f"{label} = {sympy.sstr(sympy.factor_terms(reduced), full_prec=False)}"])
-    return sympy.sstr(sympy.factor_terms(derivative), full_prec=False)
+        lines = [f"{s} = {_decimal_text(e)}" for s, e in replacements]
+        return "\n".join([*lines, f"{label} = {_decimal_text(sympy.factor_terms(reduced))}"])
+    return _decimal_text(sympy.factor_terms(derivative))

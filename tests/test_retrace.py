@@ -1,0 +1,238 @@
+"""rebind: a learner's plain-numpy function re-run under another namespace, without side effects."""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+import types
+from math import exp as math_exp
+from numpy import exp, tanh as np_tanh
+
+import numpy as np
+import pytest
+
+from gradcheck.retrace import is_user_code, rebind, rebind_guarded, user_location
+
+SCALE = 2.0
+
+
+class Recording(types.ModuleType):
+    """numpy, recording which names the rebound code looked up (and tagging the module)."""
+
+    def __init__(self) -> None:
+        super().__init__("recording_numpy")
+        self.used: list[str] = []
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self.used.append(name)
+        return getattr(np, name)
+
+
+# --- user code of every shape rebind must reach --------------------------------------------------
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def loss_with_helper(w, x):
+    return np.sum(sigmoid(w * x)) * SCALE
+
+
+def loss_imported_names(w, x):
+    return float(np.sum(exp(w * x) + np_tanh(x))) + math_exp(0.5)
+
+
+def loss_math_module(w, x):
+    return math.exp(w[0]) + math.tanh(w[1] * x[1])
+
+
+def countdown(n, w):
+    return np.sum(w) if n == 0 else countdown(n - 1, w) + np.sum(np.abs(w))
+
+
+def loss_recursive(w, x):
+    return countdown(2, w * x)
+
+
+def make_closure(k):
+    def inner(w, x):
+        return k * np.sum(np.square(w - x))
+    return inner
+
+
+def loss_with_xp(w, x, xp=np):
+    return xp.sum(xp.exp(w) * x)
+
+
+def loss_with_linalg(w, x):
+    return np.linalg.norm(w * x)
+
+
+def loss_missing(w, x):
+    return np.busday_count(w, x)
+
+
+def loss_default_activation(w, x, act=np.tanh):
+    return np.sum(act(w * x))
+
+
+class Model:
+    def __init__(self, k):
+        self.k = k
+
+    def forward(self, w, x):
+        return np.tanh(w * x) * self.k
+
+    def loss(self, w, x):
+        return np.sum(self.forward(w, x))
+
+    def __call__(self, w, x):
+        return self.loss(w, x)
+
+
+class Doubled(Model):
+    def forward(self, w, x):
+        return super().forward(w, x) * 2
+
+
+W = np.array([0.5, -1.0])
+X = np.array([1.0, 2.0])
+
+
+def run(fn, *args):
+    ns = Recording()
+    out = rebind(fn, ns)(*(args or (W, X)))
+    return out, ns.used
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+def test_helpers_are_rebound_and_values_unchanged():
+    out, used = run(loss_with_helper)
+    assert out == pytest.approx(loss_with_helper(W, X))
+    assert "sum" in used and "exp" in used  # exp is called inside the helper
+
+
+def test_user_module_globals_untouched():
+    before = dict(globals())
+    rebound = rebind(loss_with_helper, Recording())
+    rebound(W, X)
+    after = dict(globals())
+    assert before.keys() == after.keys()
+    assert all(before[k] is after[k] for k in before)
+    assert np is globals()["np"] and sigmoid.__globals__ is globals()
+    assert rebound.__globals__ is not globals()
+
+
+def test_from_numpy_import_names_are_rebound():
+    out, used = run(loss_imported_names)
+    assert out == pytest.approx(loss_imported_names(W, X))
+    assert "exp" in used and "tanh" in used
+
+
+def test_math_functions_map_to_the_namespace():
+    out, used = run(loss_math_module)
+    assert out == pytest.approx(loss_math_module(W, X))
+    assert "exp" in used and "tanh" in used
+    assert math.exp is math_exp  # the real math module is untouched
+
+
+def test_recursion_is_memoized():
+    out, used = run(loss_recursive)
+    assert out == pytest.approx(loss_recursive(W, X))
+    assert used.count("sum") == 3
+
+
+def test_closures_and_partials():
+    out, used = run(make_closure(3.0))
+    assert out == pytest.approx(make_closure(3.0)(W, X)) and "square" in used
+    out, used = run(functools.partial(loss_with_helper, x=X), W)
+    assert out == pytest.approx(loss_with_helper(W, X)) and "exp" in used
+
+
+def test_default_arguments_are_rebound():
+    _, used = run(loss_default_activation)
+    assert "tanh" in used
+
+
+def test_xp_parameter_receives_the_namespace():
+    ns = Recording()
+    rebound = rebind(loss_with_xp, ns)
+    assert isinstance(rebound, functools.partial) and rebound.keywords == {"xp": ns}
+    assert rebound(W, X) == pytest.approx(loss_with_xp(W, X))
+    assert ns.used == ["sum", "exp"]
+
+
+@pytest.mark.parametrize("make", [lambda: Model(3).loss, lambda: Model(3), lambda: Doubled(3).loss],
+                         ids=["bound method", "callable object", "subclass using super()"])
+def test_methods_and_objects(make):
+    fn = make()
+    classes = {cls: dict(vars(cls)) for cls in (Model, Doubled)}
+    state = dict(vars(fn.__self__ if isinstance(fn, types.MethodType) else fn))
+    out, used = run(fn)
+    assert out == pytest.approx(fn(W, X))
+    assert used.count("tanh") == 1  # reached through self.forward (and super().forward)
+    for cls, before in classes.items():  # the user's classes and object are untouched
+        assert dict(vars(cls)) == before
+    assert dict(vars(fn.__self__ if isinstance(fn, types.MethodType) else fn)) == state
+
+
+def test_submodules_follow_the_namespace():
+    _, used = run(loss_with_linalg)
+    assert "linalg" in used
+
+
+def test_missing_function_raises_when_used_not_when_rebound():
+    class Small(types.ModuleType):
+        def __getattr__(self, name):
+            raise AttributeError(f"np.{name} has no counterpart here")
+
+    rebound = rebind(loss_missing, Small("small"))  # rebinding itself succeeds
+    with pytest.raises(AttributeError, match="busday_count has no counterpart"):
+        rebound(W, X)
+
+
+def test_guard_notices_a_reassigned_global(monkeypatch):
+    rebound, unchanged = rebind_guarded(loss_with_helper, Recording())
+    assert unchanged()
+    monkeypatch.setattr(sys.modules[__name__], "SCALE", 3.0)
+    assert not unchanged()
+    assert rebound(W, X) == pytest.approx(loss_with_helper(W, X) / 3.0 * 2.0)  # the copy kept its snapshot
+
+
+def test_user_code_detection():
+    import json
+
+    assert is_user_code(sigmoid)
+    assert not is_user_code(json.dumps)  # the standard library
+    assert not is_user_code(pytest.approx)  # site-packages
+
+
+def test_user_location_names_the_users_line():
+    def broken(w, x):
+        return np.nonexistent(w)  # noqa
+
+    try:
+        rebind(broken, np)(W, X)
+    except AttributeError as exc:
+        where = user_location(exc)
+    assert where.startswith("test_retrace.py:") and "np.nonexistent" in where
+
+
+def test_functions_reached_through_a_user_module(tmp_path, monkeypatch):
+    (tmp_path / "layers_for_rebind_test.py").write_text(
+        "import numpy as np\n\ndef relu(z):\n    return np.maximum(z, 0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import layers_for_rebind_test as layers
+
+    def loss(w, x):
+        return np.sum(layers.relu(w * x))
+
+    before = dict(vars(layers))
+    out, used = run(loss)
+    assert out == pytest.approx(loss(W, X))
+    assert "maximum" in used
+    assert dict(vars(layers)) == before and layers.np is np
