@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import ChainMap
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
@@ -48,7 +49,13 @@ def normalize_against(against: Any) -> tuple[tuple[str, ...], bool]:
     """(reference names, explicit?) from the `against` argument."""
     if against is None or against == "auto":
         return KNOWN_REFERENCES, False
-    names = (against,) if isinstance(against, str) else tuple(against)
+    if isinstance(against, str):
+        names = (against,)
+    elif isinstance(against, (list, tuple)) and all(isinstance(n, str) for n in against):
+        names = tuple(against)
+    else:
+        raise InvalidCase(f"against={against!r} is not valid: give a reference name, a list of names among "
+                          f"{', '.join(KNOWN_REFERENCES)}, 'all' or 'auto'.")
     if "all" in names:
         return KNOWN_REFERENCES, True
     unknown = [n for n in names if n not in KNOWN_REFERENCES]
@@ -297,7 +304,7 @@ def _numeric(prep: Prepared, selection: list, seed: int) -> ReferenceGradient:
 def _jax(prep: Prepared, selection: list, seed: int) -> ReferenceGradient:
     from .references.jax_ref import jax_gradient
 
-    return jax_gradient(prep.objective, selection)
+    return jax_gradient(prep.objective, selection, f0=prep.loss_value)
 
 
 def _sympy(prep: Prepared, selection: list, seed: int) -> ReferenceGradient:
@@ -305,8 +312,9 @@ def _sympy(prep: Prepared, selection: list, seed: int) -> ReferenceGradient:
 
     total = sum(x.size for x in prep.x0)
     if total <= SYMPY_ALL_SYMBOLS:
-        return sympy_gradient(prep.objective, [np.arange(x.size) for x in prep.x0])
-    return sympy_gradient(prep.objective, _sample(selection, SYMPY_SAMPLE, seed), max_elements=SYMPY_SAMPLE)
+        return sympy_gradient(prep.objective, [np.arange(x.size) for x in prep.x0], f0=prep.loss_value)
+    return sympy_gradient(prep.objective, _sample(selection, SYMPY_SAMPLE, seed), max_elements=SYMPY_SAMPLE,
+                          f0=prep.loss_value)
 
 
 def _sample(selection: list, count: int, seed: int) -> list:
@@ -352,7 +360,7 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     planned as described in `plan` of the report; `max_elements` caps element-wise differences.
     """
     names, explicit = normalize_against(against)
-    _check_tolerances(rtol, atol, budget)
+    _check_options(rtol, atol, budget, seed, max_elements)
     budget = DEFAULT_BUDGET if budget is None else float(budget)
     prep = prepare(loss, grad, params, args, value_and_grad=value_and_grad, kwargs=kwargs)
     refs: dict[str, ReferenceGradient] = {}
@@ -409,7 +417,8 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     plan["elements"] = int(sum(x.size for x in prep.x0))
     warnings = prep.warnings + extra_warnings + warnings + [
         f"{s.name} reference skipped: {s.reason}" for s in ordered if not s.ran]
-    formulas = {key: f for r in refs.values() for key, f in r.formulas.items()}
+    # SymPy's formulas are worked out when read: keep its mapping as it is.
+    formulas = ChainMap(*(r.formulas for r in refs.values() if r.formulas))
     return Report(parameters=tuple(results), references=tuple(ordered), warnings=tuple(warnings),
                   loss_value=prep.loss_value, seed=seed, plan=plan, formulas=formulas, title=title)
 
@@ -430,7 +439,14 @@ def _projection_failures(results: list, failed_leaves: list, projections: list) 
     return out
 
 
-def _check_tolerances(rtol: Any, atol: Any, budget: Any) -> None:
+def _check_options(rtol: Any, atol: Any, budget: Any, seed: Any, max_elements: Any) -> None:
+    """Refuse option values that are not what their documentation says, naming the option."""
+    for name, value in (("seed", seed), ("max_elements", max_elements)):
+        if value is None and name == "max_elements":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise InvalidCase(f"{name}={value!r} is not valid: give a non-negative integer"
+                              + (", or None for the default." if name == "max_elements" else "."))
     for name, value in (("rtol", rtol), ("atol", atol), ("budget", budget)):
         if value is None:
             continue

@@ -18,17 +18,8 @@ from gradcheck.tree import flatten, unflatten
 
 import nets
 
-REFERENCES = Path(__file__).resolve().parents[1] / "gradcheck" / "references"
-
-
-def _ref(name: str):
-    """`name` as a parameter, skipped while its reference module has not landed."""
-    missing = not (REFERENCES / f"{name}_ref.py").exists()
-    return pytest.param(name, marks=pytest.mark.skipif(missing, reason=f"references/{name}_ref.py not there yet"))
-
-
-AGAINST = ["numeric", _ref("jax")]
-AGAINST_SMALL = AGAINST + [_ref("sympy")]
+AGAINST = ["numeric", "jax"]
+AGAINST_SMALL = AGAINST + ["sympy"]
 SMALL = ("mazur", "logreg")   # few enough parameters, and fast enough, for SymPy
 ALL = ["mazur", "logreg", "tanh_softmax", "nielsen", "relu_mlp", "batchnorm"]
 
@@ -84,7 +75,7 @@ def test_correct_float64_passes(name, against):
     assert all(p.diagnosis == "ok" for p in report.parameters), str(report)
 
 
-@pytest.mark.parametrize("against", [_ref("sympy")])
+@pytest.mark.parametrize("against", ["sympy"])
 @pytest.mark.parametrize("name", SMALL)
 def test_correct_small_passes_sympy(name, against):
     report = run(nets.ALL_NETS[name](), against=against)
@@ -202,7 +193,7 @@ def test_planted_bug_is_caught_and_named(name, bug, against):
 SYMPY_BUGS = [("mazur", "scaled2"), ("mazur", "swapped"), ("logreg", "partial"), ("logreg", "not_summed")]
 
 
-@pytest.mark.parametrize("against", [_ref("sympy")])
+@pytest.mark.parametrize("against", ["sympy"])
 @pytest.mark.parametrize("name,bug", SYMPY_BUGS, ids=[f"{n}-{b}" for n, b in SYMPY_BUGS])
 def test_planted_bug_small_sympy(name, bug, against):
     net = nets.ALL_NETS[name]()

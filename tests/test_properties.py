@@ -285,13 +285,12 @@ def test_d_junk_data_raise_only_gradcheck_errors(args):
     {"rtol": "tight"},
     {"budget": float("nan")},
     {"against": ["numeric", 3]},
-    pytest.param({"seed": "x"}, marks=pytest.mark.xfail(strict=True, reason="check() does not validate seed")),
-    pytest.param({"seed": -1}, marks=pytest.mark.xfail(strict=True, reason="check() does not validate seed")),
-    pytest.param({"seed": 1.5}, marks=pytest.mark.xfail(strict=True, reason="check() does not validate seed")),
-    pytest.param({"max_elements": "x"}, marks=pytest.mark.xfail(strict=True,
-                                                                reason="check() does not validate max_elements")),
-    pytest.param({"against": 5}, marks=pytest.mark.xfail(strict=True,
-                                                         reason="normalize_against iterates a non-string")),
+    {"seed": "x"},
+    {"seed": -1},
+    {"seed": 1.5},
+    {"max_elements": "x"},
+    {"max_elements": -3},
+    {"against": 5},
 ], ids=repr)
 def test_d_junk_options_raise_only_gradcheck_errors(options):
     options = {"against": "numeric", **options}
