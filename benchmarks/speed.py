@@ -15,6 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one BLAS thread, as in peers.py, so timings compare
 import subprocess
 import sys
 import time

@@ -27,6 +27,10 @@ DEFAULT_BUDGET = 20.0
 SYMPY_ALL_SYMBOLS = 64
 #: Elements SymPy differentiates on larger problems (each with the rest held as numbers).
 SYMPY_SAMPLE = 12
+#: Share of the budget SymPy may use on a sampled problem, and the size above which "auto"
+#: leaves it out (one symbolic pass over a network this big takes seconds per element).
+SYMPY_BUDGET_SHARE = 0.1
+SYMPY_AUTO_LIMIT = 20_000
 
 
 @dataclass
@@ -272,11 +276,11 @@ def _localise(prep: Prepared, seed: int) -> tuple[list, list, list]:
 
 
 def run_reference(name: str, prep: Prepared, selection: list, explicit: bool, seed: int,
-                  ) -> tuple[ReferenceGradient | None, ReferenceStatus]:
+                  budget: float = DEFAULT_BUDGET) -> tuple[ReferenceGradient | None, ReferenceStatus]:
     """Run one reference; a failure is an error if it was asked for by name, else a status."""
     start = time.perf_counter()
     try:
-        ref = _REFERENCE_RUNNERS[name](prep, selection, seed)
+        ref = _REFERENCE_RUNNERS[name](prep, selection, seed, budget)
     except ImportError as exc:
         reason = (f"{exc}" if isinstance(exc, ReferenceUnavailable)
                   else f"{name} is not installed ({exc}); install it with: pip install {name}")
@@ -295,26 +299,26 @@ def run_reference(name: str, prep: Prepared, selection: list, explicit: bool, se
     return ref, status
 
 
-def _numeric(prep: Prepared, selection: list, seed: int) -> ReferenceGradient:
+def _numeric(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET) -> ReferenceGradient:
     from .references.numeric import numeric_gradient
 
     return numeric_gradient(prep.objective, selection, f0=prep.loss_value, names=prep.names)
 
 
-def _jax(prep: Prepared, selection: list, seed: int) -> ReferenceGradient:
+def _jax(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET) -> ReferenceGradient:
     from .references.jax_ref import jax_gradient
 
     return jax_gradient(prep.objective, selection, f0=prep.loss_value)
 
 
-def _sympy(prep: Prepared, selection: list, seed: int) -> ReferenceGradient:
+def _sympy(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET) -> ReferenceGradient:
     from .references.sympy_ref import sympy_gradient
 
     total = sum(x.size for x in prep.x0)
     if total <= SYMPY_ALL_SYMBOLS:
         return sympy_gradient(prep.objective, [np.arange(x.size) for x in prep.x0], f0=prep.loss_value)
     return sympy_gradient(prep.objective, _sample(selection, SYMPY_SAMPLE, seed), max_elements=SYMPY_SAMPLE,
-                          f0=prep.loss_value)
+                          f0=prep.loss_value, time_budget=max(1.0, SYMPY_BUDGET_SHARE * budget))
 
 
 def _sample(selection: list, count: int, seed: int) -> list:
@@ -368,7 +372,7 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     everything = [np.arange(x.size) for x in prep.x0]
 
     def run(name: str, selection: list) -> None:
-        ref, statuses[name] = run_reference(name, prep, selection, explicit, seed)
+        ref, statuses[name] = run_reference(name, prep, selection, explicit, seed, budget)
         if ref is not None:
             refs[name] = ref
 
@@ -405,7 +409,12 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
             plan["numeric"] = "projections, localisation and a sample"
         run("numeric", selection)
         plan["numeric_elements"] = int(sum(len(s) for s in selection))
-    if "sympy" in names:
+    total = sum(x.size for x in prep.x0)
+    if "sympy" in names and not explicit and total > SYMPY_AUTO_LIMIT:
+        statuses["sympy"] = ReferenceStatus(
+            name="sympy", ran=False, reason=f"{total} parameters is more than the {SYMPY_AUTO_LIMIT} that auto gives "
+            f"SymPy; ask for it with against=('sympy', ...) to sample a few elements symbolically")
+    elif "sympy" in names:
         run("sympy", everything if "numeric" not in names else selection)
     ordered = [statuses[n] for n in names if n in statuses]
     if not refs:

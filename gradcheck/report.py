@@ -46,7 +46,7 @@ def _colour(text: str, p: ParamResult, color: bool) -> str:
 
 def headline(report: Report) -> str:
     """One line: the verdict, how many leaves failed, and the references used."""
-    ran = [f"{r.name} ({r.method})" for r in report.references if r.ran]
+    ran = [r.name for r in report.references if r.ran]
     n_bad = len(report.failures)
     state = "PASSED" if report.passed else f"FAILED ({n_bad} of {len(report.parameters)} parameters wrong)"
     title = f"{report.title}: " if report.title else ""
@@ -57,7 +57,9 @@ def render_text(report: Report, *, color: bool = False) -> str:
     """The report as a table plus one explanation paragraph per finding."""
     rows = [list(_COLUMNS)] + [_row(p) for p in report.parameters]
     widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
-    lines = [headline(report), ""]
+    lines = [headline(report)]
+    lines += [f"  {r.name}: {r.method}" for r in report.references if r.ran]
+    lines.append("")
     for n, row in enumerate(rows):
         text = "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
         lines.append(_colour(text, report.parameters[n - 1], color) if n else text)
