@@ -80,19 +80,18 @@ def _cli_type(key: str) -> Callable[[str], Any]:
     return convert
 
 
-def _addini(parser: pytest.Parser, name: str, help: str, type: str) -> None:
-    try:
-        parser.addini(name, help, type=type, default=None)  # typed values from a native [tool.pytest] table
-    except (AssertionError, ValueError):  # pytest < 8.4 knows no "float"/"int": parse the text ourselves
-        parser.addini(name, help, default=None)
+def _addini(parser: pytest.Parser, name: str, help: str) -> None:
+    # Untyped on purpose: gradcheck parses the value itself, so a bad one is a usage error naming
+    # the option on every pytest version (typed ini values fail inside pytest with a bare message).
+    parser.addini(name, help, default=None)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("gradcheck", "gradient checks of hand-written backpropagation (gradcheck)")
-    for key, ini_type in OPTIONS.items():
+    for key in OPTIONS:
         group.addoption(f"--gradcheck-{key}", dest=f"gradcheck_{key}", type=_cli_type(key), default=None,
                         metavar=key.upper(), help=_HELP[key] + f"; ini: gradcheck_{key}")
-        _addini(parser, f"gradcheck_{key}", _HELP[key], ini_type)
+        _addini(parser, f"gradcheck_{key}", _HELP[key])
     group.addoption("--gradcheck-json", dest="gradcheck_json", metavar="FILE", default=None,
                     help="write a JSON report of every gradient check in the session to FILE; ini: gradcheck_json")
     parser.addini("gradcheck_json", "write a JSON report of every gradient check to this file (relative to rootdir)")

@@ -342,3 +342,12 @@ def test_round_off_in_tiny_entries_is_not_a_failure():
         return g
 
     assert run(net, reordered).passed
+
+
+@pytest.mark.parametrize("against", ["all", "sympy"])
+def test_relu_at_kink_triangulated_with_exact_references(against):
+    """JAX alone takes one side at the kink; with finite differences or SymPy beside it the kink is seen."""
+    net = nets.relu_mlp(kink=True)
+    report = run(net, against=against)
+    assert report.passed, str(report)
+    assert report["b1"].diagnosis == "nondifferentiable" and (1,) in report["b1"].nondifferentiable_indices
