@@ -213,8 +213,13 @@ def _lowest(a: np.dtype, b: np.dtype) -> str:
     return (a if sizes[0] <= sizes[1] else b).name if min(sizes) < 8 else "float64"
 
 
-def _per_leaf_sample(sizes: Sequence[int], count: int, rng: np.random.Generator) -> list:
-    return [np.sort(rng.choice(n, size=min(n, count), replace=False)) if n else np.arange(0) for n in sizes]
+def _per_leaf_sample(pools: Sequence[Any], count: int, rng: np.random.Generator) -> list:
+    """Up to `count` distinct elements per leaf, drawn from each pool (a size or an index array)."""
+    out = []
+    for pool in pools:
+        n = pool if isinstance(pool, (int, np.integer)) else len(pool)
+        out.append(np.sort(rng.choice(pool, size=min(n, count), replace=False)) if n else np.arange(0))
+    return out
 
 
 def _union(a: list, b: list) -> list:
@@ -323,9 +328,8 @@ def _sympy(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_B
 
 def _sample(selection: list, count: int, seed: int) -> list:
     """At most `count` elements of a selection, spread over the leaves."""
-    rng = np.random.default_rng(seed + 1)
     per_leaf = max(1, count // max(len(selection), 1))
-    return [np.sort(rng.choice(s, size=min(len(s), per_leaf), replace=False)) if len(s) else s for s in selection]
+    return _per_leaf_sample(selection, per_leaf, np.random.default_rng(seed + 1))
 
 
 _REFERENCE_RUNNERS = {"numeric": _numeric, "jax": _jax, "sympy": _sympy}
