@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import ReferenceUnavailable
 from ..model import ReferenceGradient
+from . import unavailable
 from ..objective import Objective
 from ..retrace import rebind_guarded, user_location
 from ..tree import unflatten
@@ -262,9 +263,7 @@ def _explain(exc: BaseException) -> str:
 
 
 def _unavailable(exc: BaseException) -> ReferenceUnavailable:
-    error = ReferenceUnavailable(f"the JAX reference cannot run this loss: {_explain(exc)}")
-    error.where = user_location(exc)  # type: ignore[attr-defined]
-    return error
+    return unavailable("JAX", _explain(exc), exc)
 
 
 # --- gradients ---------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from sympy.core.parameters import evaluate as sympy_evaluate
 from .. import symnp
 from ..errors import ReferenceUnavailable
 from ..model import ReferenceGradient
+from . import unavailable
 from ..objective import Objective
 from ..retrace import rebind, user_location
 from ..tree import leaf_names, unflatten
@@ -396,9 +397,7 @@ def _explain(exc: BaseException) -> str:
 
 
 def _unavailable(exc: BaseException) -> ReferenceUnavailable:
-    error = ReferenceUnavailable(f"the SymPy reference cannot run this loss: {_explain(exc)}")
-    error.where = user_location(exc)  # type: ignore[attr-defined]
-    return error
+    return unavailable("SymPy", _explain(exc), exc)
 
 
 # --- the two plans -----------------------------------------------------------------------------
