@@ -47,6 +47,7 @@ class Prepared:
     warnings: list = field(default_factory=list)
     t_loss: float = 0.0
     t_grad: float = 0.0
+    roundoff: list | None = None  # per leaf: the user's own round-off, allowed on top of the tolerance
 
 
 def normalize_against(against: Any) -> tuple[tuple[str, ...], bool]:
@@ -144,6 +145,7 @@ def prepare(loss: Callable | None, grad: Callable | None, params: Any, args: Seq
         warnings.append(f"your gradient function modifies its inputs in place ({', '.join(written)}); gradcheck "
                         f"gave it copies, but in a training loop this corrupts your parameters or data")
     warnings += _shared_memory(names, leaves)
+    slack = _own_roundoff(grad, objective, arrays, treedef, g)  # before f_b: the state check covers it
     t0 = time.perf_counter()
     f_b = objective(objective.x0)
     t_loss = min(t_loss, time.perf_counter() - t0)  # the first call may include warm-up
@@ -168,7 +170,63 @@ def prepare(loss: Callable | None, grad: Callable | None, params: Any, args: Seq
                         f"it copies, but in a training loop this corrupts your data")
     dtypes = [_lowest(a.dtype, y.dtype) for a, y in zip(arrays, yours)]
     return Prepared(names=names, x0=objective.x0, dtypes=dtypes, yours=yours, objective=objective,
-                    loss_value=f_a, batch_sizes=_batch_sizes(args), warnings=warnings, t_loss=t_loss, t_grad=t_grad)
+                    loss_value=f_a, batch_sizes=_batch_sizes(args), warnings=warnings, t_loss=t_loss, t_grad=t_grad,
+                    roundoff=slack)
+
+
+#: Problems up to this size also get their gradient re-run in wider precision (two extra calls).
+ROUNDOFF_LIMIT = 200_000
+#: The user's measured round-off is allowed up to this fraction of the leaf's largest entry.
+ROUNDOFF_CAP = 1e-3
+
+
+def _own_roundoff(grad: Callable, objective: Objective, arrays: list, treedef: Any, g: Any) -> list | None:
+    """Per leaf, how far the user's gradient moves when their code runs in wider precision.
+
+    That is the user's own round-off (1 - tanh(z)**2 at a saturated unit cancels to nothing in
+    float64), which is not a bug; a bug is the same in both precisions. A gradient that varies
+    between two calls at the same precision gets no allowance, and none exceeds ROUNDOFF_CAP of
+    the leaf's scale.
+    """
+    if sum(a.size for a in arrays) > ROUNDOFF_LIMIT:
+        return None
+    wide = np.longdouble if any(a.dtype == np.float64 for a in arrays) else np.float64
+    if np.finfo(wide).eps >= np.finfo(np.float64).eps and wide is np.longdouble:
+        return None  # no wider type on this platform
+    try:
+        with np.errstate(all="ignore"):
+            again = grad(objective.params([a.copy() for a in arrays]), *fresh(objective.user_args),
+                         **fresh(objective.user_kwargs))
+            if not all(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True) for a, b in
+                       zip(flatten_like(treedef, g), flatten_like(treedef, again))):
+                return None
+            params = objective.params([a.astype(wide) for a in arrays])
+            g_wide = grad(params, *_widen_to(objective.user_args, wide), **_widen_to(objective.user_kwargs, wide))
+            mine = flatten_like(treedef, g, what="the gradient")
+            theirs = flatten_like(treedef, g_wide, what="the gradient")
+            out = []
+            for y_user, w in zip(mine, theirs):
+                y, w = np.asarray(y_user, dtype=np.float64), np.asarray(w, dtype=np.float64)
+                if y.shape != w.shape:
+                    return None
+                scale = float(np.abs(y).max()) if y.size and np.isfinite(y).all() else 0.0
+                cap = ROUNDOFF_CAP * scale
+                out.append(np.minimum(np.nan_to_num(np.abs(y - w), nan=0.0, posinf=0.0), cap))
+            return out
+    except Exception:  # noqa: BLE001 - code that cannot run wider simply gets no allowance
+        return None
+
+
+def _widen_to(tree: Any, dtype: Any) -> Any:
+    """Fresh copies of the float arrays in a container, in `dtype`."""
+    if isinstance(tree, np.ndarray) and tree.dtype.kind == "f":
+        return tree.astype(dtype)
+    if isinstance(tree, dict):
+        return {k: _widen_to(v, dtype) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
+        items = [_widen_to(v, dtype) for v in tree]
+        return items if isinstance(tree, list) else tuple(items)
+    return fresh(tree)
 
 
 def _shared_memory(names: Sequence[str], leaves: Sequence[Any]) -> list[str]:
@@ -348,12 +406,13 @@ def compare_all(prep: Prepared, refs: list, rtol: float | None, atol: float | No
         combined[name] = c
         warnings += [f"{name}: {msg}" for msg in w]
     results: list[ParamResult] = []
-    for name, y, dtype in zip(prep.names, prep.yours, prep.dtypes):
+    for k, (name, y, dtype) in enumerate(zip(prep.names, prep.yours, prep.dtypes)):
         ref = combined[name]
         if y.shape != ref.value.shape:
             results.append(diagnose_shape(name, y, ref, prep.batch_sizes, dtype=dtype))
             continue
-        cmp = compare_leaf(y, ref, dtype, rtol, atol)
+        slack = prep.roundoff[k] if prep.roundoff is not None else None
+        cmp = compare_leaf(y, ref, dtype, rtol, atol, slack=slack)
         results.append(diagnose(name, cmp, combined, prep.batch_sizes, dtype=dtype))
     return results, warnings
 

@@ -96,12 +96,14 @@ def tolerances_for(ref: Combined, dtype, rtol: float | None, atol: float | None)
 
 
 def compare_leaf(yours: np.ndarray, ref: Combined, dtype, rtol: float | None = None,
-                 atol: float | None = None) -> Comparison:
-    """Compare one leaf element-wise (shapes must already agree)."""
+                 atol: float | None = None, slack: np.ndarray | None = None) -> Comparison:
+    """Compare one leaf element-wise (shapes must already agree); `slack` is the user's own round-off."""
     rtol, atol = tolerances_for(ref, dtype, rtol, atol)
     y = np.asarray(yours, dtype=np.float64)
     r = np.where(ref.checked, ref.value, 0.0)
     tol = atol + rtol * np.abs(r) + ERROR_BAR * np.where(ref.checked, ref.error, 0.0)
+    if slack is not None and np.shape(slack) == y.shape:
+        tol = tol + 2 * slack
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(y - r)
         smooth_ok = diff <= tol
