@@ -346,11 +346,15 @@ def _plot_path(path: str, name: str, several: bool) -> Path:
 def _plot(report: Any, objs: dict, path: Path) -> str:
     from .plot import objective_for, plot_report, sweep_for_report
 
-    sweep = None
-    if "forward" not in objs:  # a layer's projected loss is internal to check_layer: heatmaps only
+    if "forward" in objs:  # a layer is checked through its loss projected onto the seeded dout
+        from .layer import projected_loss
+
+        proj = projected_loss(objs["forward"], objs["inputs"], wrt=objs.get("wrt"), seed=report.seed)
+        objective = objective_for(proj.loss, proj.params, ())
+    else:
         objective = objective_for(objs.get("loss"), objs["params"], objs.get("args", ()),
                                   value_and_grad=objs.get("value_and_grad"), kwargs=objs.get("kwargs"))
-        sweep = sweep_for_report(report, objective)
+    sweep = sweep_for_report(report, objective)
     plot_report(report, path, sweep=sweep)
     return f"plot written to {path.as_posix()}"
 

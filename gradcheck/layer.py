@@ -6,7 +6,7 @@ so the layer check is an ordinary gradient check of L with a seeded random `dout
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -64,16 +64,28 @@ def _grads_by_name(result: Any, names: list[str], wrt: list[str]) -> dict:
     return {n: by_name[n] for n in wrt}
 
 
-def check_layer(forward: Callable, backward: Callable, inputs: Any, *, wrt: Sequence[str] | None = None,
-                dout: np.ndarray | None = None, seed: int = 0, **options: Any) -> Report:
-    """Check backward(dout, cache) against forward(*inputs) for every float input.
+@dataclass(frozen=True)
+class Projection:
+    """A layer seen as a scalar loss: L(params) = sum(forward(*inputs) * dout)."""
 
-    `inputs` is a tuple (inputs named [0], [1], ...) or a dict (named by key, passed in order).
-    `wrt` names the inputs to check (default: every floating-point input). Other options are
-    those of `gradcheck.check`. Inputs and `dout` are never modified.
-    """
-    if not callable(forward) or not callable(backward):
-        raise InvalidCase("check_layer needs forward(*inputs) and backward(dout, cache) functions.")
+    forward: Callable
+    names: list
+    constants: dict
+    dout: np.ndarray
+    params: dict  # the inputs being checked, by name
+
+    def assemble(self, params: Mapping) -> list:
+        """Every input, in order: the checked ones from `params`, the rest as given."""
+        return [params[n] if n in params else self.constants[n] for n in self.names]
+
+    def loss(self, params: Mapping) -> Any:
+        out, _ = _call_forward(self.forward, self.assemble(params))
+        return np.sum(out * self.dout)
+
+
+def projected_loss(forward: Callable, inputs: Any, *, wrt: Sequence[str] | None = None,
+                   dout: np.ndarray | None = None, seed: int = 0) -> Projection:
+    """The scalar loss check_layer checks: forward's output projected onto a seeded random dout."""
     if not isinstance(inputs, (tuple, list, Mapping)):
         inputs = (inputs,)
     names = _input_names(inputs)
@@ -95,26 +107,35 @@ def check_layer(forward: Callable, backward: Callable, inputs: Any, *, wrt: Sequ
     dout = np.array(dout, dtype=np.float64, copy=True)
     if dout.shape != out.shape:
         raise InvalidCase(f"dout has shape {dout.shape} but forward's output has shape {out.shape}.")
+    params = {n: v for n, v in zip(names, values) if n in wrt}
+    return Projection(forward=forward, names=names, constants=constants, dout=dout, params=params)
+
+
+def check_layer(forward: Callable, backward: Callable, inputs: Any, *, wrt: Sequence[str] | None = None,
+                dout: np.ndarray | None = None, seed: int = 0, **options: Any) -> Report:
+    """Check backward(dout, cache) against forward(*inputs) for every float input.
+
+    `inputs` is a tuple (inputs named [0], [1], ...) or a dict (named by key, passed in order).
+    `wrt` names the inputs to check (default: every floating-point input). Other options are
+    those of `gradcheck.check`. Inputs and `dout` are never modified.
+    """
+    if not callable(forward) or not callable(backward):
+        raise InvalidCase("check_layer needs forward(*inputs) and backward(dout, cache) functions.")
+    proj = projected_loss(forward, inputs, wrt=wrt, dout=dout, seed=seed)
+    wrt = list(proj.params)
     warnings: list[str] = []
     missing: list[str] = []
 
-    def assemble(params: Mapping) -> list:
-        return [params[n] if n in params else constants[n] for n in names]
-
-    def projected(params: Mapping) -> Any:
-        out_p, _ = _call_forward(forward, assemble(params))
-        return np.sum(out_p * dout)
-
     def grads(params: Mapping) -> dict:
-        _, cache = _call_forward(forward, assemble(params))
-        upstream = dout.copy()
+        _, cache = _call_forward(forward, proj.assemble(params))
+        upstream = proj.dout.copy()
         cache_before = fresh(cache)
-        result = backward(upstream, cache if cache is not None else tuple(assemble(params)))
-        if not np.array_equal(upstream, dout) and _DOUT_WARNING not in warnings:
+        result = backward(upstream, cache if cache is not None else tuple(proj.assemble(params)))
+        if not np.array_equal(upstream, proj.dout) and _DOUT_WARNING not in warnings:
             warnings.append(_DOUT_WARNING)
         if cache is not None and not _same_tree(cache_before, cache) and _CACHE_WARNING not in warnings:
             warnings.append(_CACHE_WARNING)
-        found = _grads_by_name(result, names, wrt)
+        found = _grads_by_name(result, proj.names, wrt)
         for n, g in found.items():
             if g is None:
                 if n not in missing:
@@ -122,8 +143,7 @@ def check_layer(forward: Callable, backward: Callable, inputs: Any, *, wrt: Sequ
                 found[n] = np.zeros(np.shape(params[n]))
         return found
 
-    params = {n: v for n, v in zip(names, values) if n in wrt}
-    report = check(projected, grads, params, seed=seed, **options)
+    report = check(proj.loss, grads, proj.params, seed=seed, **options)
     return _with_layer_findings(report, missing, warnings)
 
 
