@@ -15,7 +15,7 @@ from .diagnose import diagnose, diagnose_shape
 from .errors import (GradientMismatch, InvalidCase, NondeterministicLoss, ReferenceUnavailable,
                      UserCodeError)
 from .model import ParamResult, ReferenceGradient, ReferenceStatus, Report
-from .objective import Objective, fresh, mutations, user_location, user_traceback
+from .objective import Objective, fresh, mutations, user_location, user_traceback, widen
 from .tree import flatten, flatten_like, validate_leaf
 from .triangulate import combine
 
@@ -191,18 +191,19 @@ def _own_roundoff(grad: Callable, objective: Objective, arrays: list, treedef: A
     if sum(a.size for a in arrays) > ROUNDOFF_LIMIT:
         return None
     wide = np.longdouble if any(a.dtype == np.float64 for a in arrays) else np.float64
-    if np.finfo(wide).eps >= np.finfo(np.float64).eps and wide is np.longdouble:
+    if wide is np.longdouble and np.finfo(wide).eps >= np.finfo(np.float64).eps:
         return None  # no wider type on this platform
     try:
         with np.errstate(all="ignore"):
+            mine = flatten_like(treedef, g, what="the gradient")
             again = grad(objective.params([a.copy() for a in arrays]), *fresh(objective.user_args),
                          **fresh(objective.user_kwargs))
             if not all(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True) for a, b in
-                       zip(flatten_like(treedef, g), flatten_like(treedef, again))):
+                       zip(mine, flatten_like(treedef, again))):
                 return None
             params = objective.params([a.astype(wide) for a in arrays])
-            g_wide = grad(params, *_widen_to(objective.user_args, wide), **_widen_to(objective.user_kwargs, wide))
-            mine = flatten_like(treedef, g, what="the gradient")
+            g_wide = grad(params, *widen(fresh(objective.user_args), wide),
+                          **widen(fresh(objective.user_kwargs), wide))
             theirs = flatten_like(treedef, g_wide, what="the gradient")
             out = []
             for y_user, w in zip(mine, theirs):
@@ -215,18 +216,6 @@ def _own_roundoff(grad: Callable, objective: Objective, arrays: list, treedef: A
             return out
     except Exception:  # noqa: BLE001 - code that cannot run wider simply gets no allowance
         return None
-
-
-def _widen_to(tree: Any, dtype: Any) -> Any:
-    """Fresh copies of the float arrays in a container, in `dtype`."""
-    if isinstance(tree, np.ndarray) and tree.dtype.kind == "f":
-        return tree.astype(dtype)
-    if isinstance(tree, dict):
-        return {k: _widen_to(v, dtype) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
-        items = [_widen_to(v, dtype) for v in tree]
-        return items if isinstance(tree, list) else tuple(items)
-    return fresh(tree)
 
 
 def _shared_memory(names: Sequence[str], leaves: Sequence[Any]) -> list[str]:

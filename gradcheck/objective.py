@@ -62,18 +62,19 @@ def readonly(tree: Any) -> Any:
     return tree
 
 
-def widen(tree: Any) -> Any:
-    """float16/float32 arrays and scalars in a (nested) container as float64; others as they are.
+def widen(tree: Any, dtype: Any = np.float64) -> Any:
+    """Float arrays and scalars narrower than `dtype` in a (nested) container as `dtype`; others as they are.
 
     The references evaluate the loss in float64 (parameters and data alike): finite differences
     of a float32 loss cannot resolve most gradients, so a float32 reference would pass anything.
     """
-    if isinstance(tree, (np.ndarray, np.floating)) and tree.dtype.kind == "f" and tree.dtype.itemsize < 8:
-        return np.asarray(tree, dtype=np.float64) if isinstance(tree, np.ndarray) else np.float64(tree)
+    wide = np.dtype(dtype)
+    if isinstance(tree, (np.ndarray, np.floating)) and tree.dtype.kind == "f" and tree.dtype.itemsize < wide.itemsize:
+        return np.asarray(tree, dtype=wide) if isinstance(tree, np.ndarray) else wide.type(tree)
     if isinstance(tree, dict):
-        return {k: widen(v) for k, v in tree.items()}
+        return {k: widen(v, dtype) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
-        items = [widen(v) for v in tree]
+        items = [widen(v, dtype) for v in tree]
         return items if isinstance(tree, list) else tuple(items)
     return tree
 
