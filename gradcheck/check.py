@@ -29,7 +29,7 @@ SYMPY_ALL_SYMBOLS = 64
 SYMPY_SAMPLE = 12
 #: Share of the budget SymPy may use on a sampled problem, and the size above which "auto"
 #: leaves it out (one symbolic pass over a network this big takes seconds per element).
-SYMPY_BUDGET_SHARE = 0.1
+SYMPY_BUDGET_SHARE = 0.05
 SYMPY_AUTO_LIMIT = 20_000
 
 
@@ -273,12 +273,44 @@ def _union(a: list, b: list) -> list:
     return [np.union1d(x, y).astype(np.int64) for x, y in zip(a, b)]
 
 
-def affordable_elements(prep: Prepared, budget: float, max_elements: int | None) -> int:
-    """How many elements element-wise finite differences (6 loss calls each) can visit."""
+#: Share of the budget element-wise finite differences may spend on every element: small when
+#: an exact reference (JAX) already compares every element, larger when differences are the reference.
+EXHAUSTIVE_SHARE = {True: 0.1, False: 0.4}
+#: Element-wise differences expected to take longer than this (seconds) are worth compiling a
+#: batched loss for; a batch call costs at least this fraction of a numpy loss call per row.
+BATCH_WORTH = 0.5
+BATCH_BEST_CASE = 1 / 8
+
+
+def element_seconds(prep: Prepared, batched: Any = None) -> float:
+    """Seconds of finite differences per element: 6 loss calls, numpy or batched."""
+    numpy_cost = 6 * max(prep.t_loss, 2e-5) + 1e-5
+    return min(numpy_cost, 6 * batched.seconds_per_row) if batched is not None else numpy_cost
+
+
+def affordable_elements(prep: Prepared, budget: float, max_elements: int | None, *, exact: bool = False,
+                        batched: Any = None) -> int:
+    """How many elements element-wise finite differences can visit within their share of the budget."""
     if max_elements is not None:
         return int(max_elements)
-    per_element = 6 * max(prep.t_loss, 2e-5) + 1e-5
-    return int(budget * 0.4 / per_element)
+    return int(budget * EXHAUSTIVE_SHARE[exact] / element_seconds(prep, batched))
+
+
+def batched_differences(prep: Prepared, refs: Mapping, elements: int, seconds: float) -> Any:
+    """The loss batched under JAX (see jax_ref.batched_loss), when it can pay off, else None.
+
+    Worth building (it compiles) only with the JAX reference running, a float64 loss, and
+    `elements` element-wise differences that would take numpy longer than BATCH_WORTH seconds
+    yet could fit in `seconds` at the best batched speed. Kept only if a row is cheaper than a call.
+    """
+    numpy_cost = elements * element_seconds(prep)
+    if "jax" not in refs or prep.objective.eps > np.finfo(np.float64).eps or numpy_cost < BATCH_WORTH \
+            or numpy_cost * BATCH_BEST_CASE > seconds:
+        return None
+    from .references.jax_ref import batched_loss
+
+    batched = batched_loss(prep.objective)
+    return batched if batched is not None and batched.seconds_per_row < prep.t_loss else None
 
 
 def disagreeing(prep: Prepared, ref: ReferenceGradient, per_leaf: int) -> list:
@@ -328,11 +360,11 @@ def _localise(prep: Prepared, seed: int) -> tuple[list, list, list]:
 
 
 def run_reference(name: str, prep: Prepared, selection: list, explicit: bool, seed: int,
-                  budget: float = DEFAULT_BUDGET) -> tuple[ReferenceGradient | None, ReferenceStatus]:
+                  budget: float = DEFAULT_BUDGET, **options: Any) -> tuple[ReferenceGradient | None, ReferenceStatus]:
     """Run one reference; a failure is an error if it was asked for by name, else a status."""
     start = time.perf_counter()
     try:
-        ref = _REFERENCE_RUNNERS[name](prep, selection, seed, budget)
+        ref = _REFERENCE_RUNNERS[name](prep, selection, seed, budget, **options)
     except ImportError as exc:
         reason = (f"{exc}" if isinstance(exc, ReferenceUnavailable)
                   else f"{name} is not installed ({exc}); install it with: pip install {name}")
@@ -351,30 +383,33 @@ def run_reference(name: str, prep: Prepared, selection: list, explicit: bool, se
     return ref, status
 
 
-def _numeric(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET) -> ReferenceGradient:
+def _numeric(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET,
+             batched: Any = None) -> ReferenceGradient:
     from .references.numeric import numeric_gradient
 
     # Complex step refines every element it visits at up to 4x a real call's cost: worth it when
     # the differences are the reference for every element, not for a sample beside JAX or projections.
     sampled = sum(len(s) for s in selection) < sum(x.size for x in prep.x0)
     return numeric_gradient(prep.objective, selection, f0=prep.loss_value, names=prep.names,
-                            use_complex=not sampled and "auto")
+                            use_complex=not sampled and "auto", batched=batched)
 
 
-def _jax(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET) -> ReferenceGradient:
+def _jax(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET,
+         **_: Any) -> ReferenceGradient:
     from .references.jax_ref import jax_gradient
 
     return jax_gradient(prep.objective, selection, f0=prep.loss_value)
 
 
-def _sympy(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET) -> ReferenceGradient:
+def _sympy(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET,
+           **_: Any) -> ReferenceGradient:
     from .references.sympy_ref import sympy_gradient
 
     total = sum(x.size for x in prep.x0)
     if total <= SYMPY_ALL_SYMBOLS:
         return sympy_gradient(prep.objective, [np.arange(x.size) for x in prep.x0], f0=prep.loss_value)
     return sympy_gradient(prep.objective, _sample(selection, SYMPY_SAMPLE, seed), max_elements=SYMPY_SAMPLE,
-                          f0=prep.loss_value, time_budget=max(1.0, SYMPY_BUDGET_SHARE * budget))
+                          f0=prep.loss_value, time_budget=max(0.5, SYMPY_BUDGET_SHARE * budget))
 
 
 def _sample(selection: list, count: int, seed: int) -> list:
@@ -406,6 +441,59 @@ def compare_all(prep: Prepared, refs: list, rtol: float | None, atol: float | No
     return results, warnings
 
 
+@dataclass
+class NumericPlan:
+    """Which elements finite differences visit, and the checks that chose them."""
+
+    selection: list
+    plan: dict
+    projections: list
+    failed_leaves: list
+    warnings: list
+    batched: Any = None  # jax_ref.BatchedLoss when the differences are evaluated in batches
+
+
+def plan_numeric(prep: Prepared, refs: dict, statuses: dict, budget: float, max_elements: int | None,
+                 seed: int) -> NumericPlan:
+    """Spend the budget: every element if affordable; else, beside an exact JAX gradient, a
+    validation sample plus two projections; else projections, localisation and a sample.
+
+    A JAX gradient that fails its projections is set aside (removed from `refs`, its status updated).
+    """
+    total = sum(x.size for x in prep.x0)
+    exact = "jax" in refs
+    batched = batched_differences(prep, refs, total if max_elements is None else min(total, max_elements),
+                                  budget * EXHAUSTIVE_SHARE[exact])
+    affordable = affordable_elements(prep, budget, max_elements, exact=exact, batched=batched)
+    rng = np.random.default_rng(seed)
+    out = NumericPlan(selection=[np.arange(x.size) for x in prep.x0], plan={"numeric": "exhaustive"}, projections=[],
+                      failed_leaves=[False] * len(prep.x0), warnings=[])
+    if total > affordable and exact:
+        out.projections = _validate_exact(prep, refs["jax"], seed)
+        if all(p.ok for p in out.projections):
+            per_leaf = max(2, min(8, affordable // (3 * len(prep.x0))))
+            sample = _per_leaf_sample([x.size for x in prep.x0], per_leaf, rng)
+            out.selection = _union(sample, disagreeing(prep, refs["jax"], per_leaf))
+            out.plan["numeric"] = "validation sample (every element compared against jax)"
+        else:
+            out.warnings.append("the jax gradient failed its finite-difference projections; it was set aside and "
+                                "the check fell back to projections and localisation")
+            refs.pop("jax")
+            statuses["jax"] = replace(statuses["jax"], ran=False, reason="disagrees with finite differences")
+            batched = None  # the same re-run of the loss: not to be trusted either
+    if total > affordable and "jax" not in refs:
+        suspects, tests, out.failed_leaves = _localise(prep, seed)
+        out.projections += tests
+        per_leaf = max(2, min(16, affordable // (2 * len(prep.x0))))
+        out.selection = _union(_per_leaf_sample([x.size for x in prep.x0], per_leaf, rng), suspects)
+        out.plan["numeric"] = "projections, localisation and a sample"
+    out.plan["numeric_elements"] = int(sum(len(s) for s in out.selection))
+    if batched is not None:
+        out.plan["numeric_batch"] = {"rows_per_call": batched.rows, "seconds_per_row": batched.seconds_per_row}
+    out.batched = batched
+    return out
+
+
 def check(loss: Callable | None = None, grad: Callable | None = None, params: Any = None,
           args: Sequence[Any] = (), *, value_and_grad: Callable | None = None, kwargs: dict | None = None,
           against: Any = "auto", rtol: float | None = None, atol: float | None = None, seed: int = 0,
@@ -416,8 +504,9 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     `value_and_grad(params, *args) -> (loss, grads)`). `against` names references among
     "numeric", "jax", "sympy" ("auto": every one that can run). `rtol`/`atol` override the
     dtype-based defaults (`gradcheck.compare.TOLERANCES`); `seed` fixes any sampling; `budget`
-    (seconds) bounds the finite-difference work, which is exhaustive when it fits and otherwise
-    planned as described in `plan` of the report; `max_elements` caps element-wise differences.
+    (seconds) bounds the finite-difference work, which is exhaustive when it fits (evaluated in
+    batches under JAX when the loss traces and that is cheaper) and otherwise planned as
+    described in `plan` of the report; `max_elements` caps element-wise differences.
     """
     names, explicit = normalize_against(against)
     _check_options(rtol, atol, budget, seed, max_elements)
@@ -427,60 +516,35 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     statuses: dict[str, ReferenceStatus] = {}
     everything = [np.arange(x.size) for x in prep.x0]
 
-    def run(name: str, selection: list) -> None:
-        ref, statuses[name] = run_reference(name, prep, selection, explicit, seed, budget)
+    def run(name: str, selection: list, **options: Any) -> None:
+        ref, statuses[name] = run_reference(name, prep, selection, explicit, seed, budget, **options)
         if ref is not None:
             refs[name] = ref
 
     if "jax" in names:
         run("jax", everything)
-    plan: dict[str, Any] = {}
-    projections: list = []
-    failed_leaves: list = [False] * len(prep.x0)
-    extra_warnings: list[str] = []
+    numeric = NumericPlan(selection=everything, plan={}, projections=[], failed_leaves=[False] * len(prep.x0),
+                          warnings=[])
     if "numeric" in names:
-        total = sum(x.size for x in prep.x0)
-        affordable = affordable_elements(prep, budget, max_elements)
-        rng = np.random.default_rng(seed)
-        if total <= affordable:
-            selection, plan["numeric"] = everything, "exhaustive"
-        elif "jax" in refs:
-            checks = _validate_exact(prep, refs["jax"], seed)
-            projections += checks
-            if all(p.ok for p in checks):
-                per_leaf = max(2, min(8, affordable // (3 * len(prep.x0))))
-                sample = _per_leaf_sample([x.size for x in prep.x0], per_leaf, rng)
-                selection = _union(sample, disagreeing(prep, refs["jax"], per_leaf))
-                plan["numeric"] = "validation sample (every element compared against jax)"
-            else:
-                extra_warnings.append("the jax gradient failed its finite-difference projections; it was set aside "
-                                      "and the check fell back to projections and localisation")
-                refs.pop("jax")
-                statuses["jax"] = replace(statuses["jax"], ran=False, reason="disagrees with finite differences")
-        if "numeric" not in plan:
-            suspects, tests, failed_leaves = _localise(prep, seed)
-            projections += tests
-            per_leaf = max(2, min(16, affordable // (2 * len(prep.x0))))
-            selection = _union(_per_leaf_sample([x.size for x in prep.x0], per_leaf, rng), suspects)
-            plan["numeric"] = "projections, localisation and a sample"
-        run("numeric", selection)
-        plan["numeric_elements"] = int(sum(len(s) for s in selection))
+        numeric = plan_numeric(prep, refs, statuses, budget, max_elements, seed)
+        run("numeric", numeric.selection, batched=numeric.batched)
     total = sum(x.size for x in prep.x0)
     if "sympy" in names and not explicit and total > SYMPY_AUTO_LIMIT:
         statuses["sympy"] = ReferenceStatus(
             name="sympy", ran=False, reason=f"{total} parameters is more than the {SYMPY_AUTO_LIMIT} that auto gives "
             f"SymPy; ask for it with against=('sympy', ...) to sample a few elements symbolically")
     elif "sympy" in names:
-        run("sympy", everything if "numeric" not in names else selection)
+        run("sympy", numeric.selection)
     ordered = [statuses[n] for n in names if n in statuses]
     if not refs:
         raise ReferenceUnavailable("no reference could run: " + "; ".join(f"{s.name}: {s.reason}" for s in ordered))
     results, warnings = compare_all(prep, list(refs.values()), rtol, atol)
-    results = _projection_failures(results, failed_leaves, projections)
-    if projections:
-        plan["projections"] = [p.to_dict() for p in projections]
-    plan["elements"] = int(sum(x.size for x in prep.x0))
-    warnings = prep.warnings + extra_warnings + warnings + [
+    results = _projection_failures(results, numeric.failed_leaves, numeric.projections)
+    plan = dict(numeric.plan)
+    if numeric.projections:
+        plan["projections"] = [p.to_dict() for p in numeric.projections]
+    plan["elements"] = total
+    warnings = prep.warnings + numeric.warnings + warnings + [
         f"{s.name} reference skipped: {s.reason}" for s in ordered if not s.ran]
     # SymPy's formulas are worked out when read: keep its mapping as it is.
     formulas = ChainMap(*(r.formulas for r in refs.values() if r.formulas))

@@ -24,7 +24,26 @@ SMALL = ("mazur", "logreg")   # few enough parameters, and fast enough, for SymP
 ALL = ["mazur", "logreg", "tanh_softmax", "nielsen", "relu_mlp", "batchnorm"]
 
 
+#: Finite differences batched under JAX (forced on whatever the size), beside the JAX reference.
+BATCHED = "numeric+jax, batched"
+
+
+@pytest.fixture(autouse=True)
+def _batch_every_size(request, monkeypatch):
+    """Tests run with against=BATCHED plan batched differences even for tiny nets."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("against") == BATCHED:
+        import importlib
+
+        monkeypatch.setattr(importlib.import_module("gradcheck.check"), "BATCH_WORTH", 0.0)
+
+
 def run(net, grad=None, against="numeric", **options):
+    if against == BATCHED:
+        report = run(net, grad, against=("numeric", "jax"), **options)
+        numeric = next(r for r in report.references if r.name == "numeric")
+        assert "numeric_batch" in report.plan and "batched" in numeric.method, (report.plan, numeric)
+        return report
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # planted NaN/inf bugs warn while computing
         return gradcheck.check(net.loss, grad or net.grad, net.params, net.args, against=against, **options)
@@ -67,7 +86,7 @@ def every(net, diagnosis, **attrs) -> dict:
 # Correct versions pass
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("against", AGAINST)
+@pytest.mark.parametrize("against", AGAINST + [BATCHED])
 @pytest.mark.parametrize("name", ALL)
 def test_correct_float64_passes(name, against):
     report = run(nets.ALL_NETS[name](), against=against)
@@ -181,7 +200,7 @@ BUGS = {
 }
 
 
-@pytest.mark.parametrize("against", AGAINST)
+@pytest.mark.parametrize("against", AGAINST + [BATCHED])
 @pytest.mark.parametrize("name,bug", list(BUGS), ids=[f"{n}-{b}" for n, b in BUGS])
 def test_planted_bug_is_caught_and_named(name, bug, against):
     net = nets.ALL_NETS[name]()

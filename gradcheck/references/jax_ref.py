@@ -8,6 +8,9 @@ code with Python control flow on data or parameters (`if loss > 0`, `range(y.max
 back to eager `jax.grad`, which handles it. `range(n)` is given to the loss as an index array,
 so the tutorials' `probs[range(n), y]` works.
 
+`batched_loss` serves the finite-difference reference: the same rebound loss, jitted and
+vectorised (jax.vmap) over many one-element perturbations of the parameters per call.
+
 Code JAX cannot run at all (assignment into an array, `np.random`, a numpy function jax.numpy
 lacks) raises `ReferenceUnavailable` naming the operation and the line of the user's code.
 """
@@ -35,8 +38,9 @@ from ..retrace import rebind_guarded, user_location
 from ..tree import unflatten
 
 EPS = float(np.finfo(np.float64).eps)
-#: Autodiff is exact up to float64 rounding in the forward and backward passes.
-ROUNDING = 64 * EPS
+#: Autodiff is exact up to rounding in the forward and backward passes: float64 rounding, or
+#: that of the lower precision a loss casts itself to (objective.eps), whose casts JAX follows.
+ROUNDING = 64
 #: How far the JAX loss value may stray from the numpy one before the re-run is distrusted.
 VALUE_RTOL, VALUE_ATOL = 1e-6, 1e-9
 
@@ -182,7 +186,7 @@ class _Compiled:
     jitted: Callable | None = None
     eager: bool = False  # True once jit is known not to work on this code
     notes: list = field(default_factory=list)
-    vmap_jitted: Callable | None = None  # keyed on leaf shapes by the closure: one per structure
+    batched: dict = field(default_factory=dict)  # jitted batched losses, by leaf shapes
 
 
 @dataclass
@@ -191,7 +195,7 @@ class _Program:
 
     compiled: _Compiled
     arrays: list
-    vmapped: Any = None  # the batched loss, False when the code cannot be batched
+    batched: Any = None  # the BatchedLoss, False when the code cannot be batched
 
 
 #: Compiled losses by (loss, parameter structure, static data): repeated checks of one loss
@@ -322,49 +326,105 @@ def jax_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f0: f
             f"numpy code gives {expected!r}. The loss depends on something the re-run does not see the same "
             f"way (global state, a numpy call that was not swapped, float32 casts)")
     values, errors, checked = [], [], []
+    rounding = ROUNDING * max(EPS, objective.eps)
     for g, sel in zip(grads, selection):
         mask = np.zeros(g.shape, dtype=bool)
         mask.reshape(-1)[np.asarray(sel, dtype=np.int64)] = True
         finite = np.abs(g[np.isfinite(g)])
         scale = float(finite.max()) if finite.size else 0.0
         values.append(np.where(mask, g, np.nan))
-        errors.append(np.where(mask, ROUNDING * (np.abs(g) + scale), np.inf))
+        errors.append(np.where(mask, rounding * (np.abs(g) + scale), np.inf))
         checked.append(mask)
     notes = tuple(_program(objective).compiled.notes)
     return ReferenceGradient(name="jax", method="autodiff (jax.grad)", values=tuple(values), errors=tuple(errors),
                              checked=tuple(checked), notes=notes, seconds=time.perf_counter() - start, exact=True)
 
 
-def jax_vmapped_loss(objective: Objective) -> Callable[[np.ndarray], np.ndarray] | None:
-    """A compiled f(batch) -> losses for a (B, n) batch of flat parameter vectors, or None.
+#: Bytes of parameter copies one batched call may hold (rows x parameters x 8): a few MB keeps
+#: the rows in cache, which matters more than fewer calls once a row costs microseconds.
+BATCH_BYTES = 4 << 20
+MIN_ROWS, MAX_ROWS = 8, 1024
 
-    The flat vector is the leaves' ravelled values in leaf order. None when the loss cannot be
-    traced under jit and vmap (in-place assignment, Python control flow on values, ...).
+
+@dataclass
+class BatchedLoss:
+    """The loss at many copies of x0, each with one element set to a new value, in jitted batches.
+
+    `batched(index, values)[r]` is the loss with flat element `index[r]` of the concatenated
+    leaves (leaf k starts at `offsets[k]`) set to `values[r]`, everything else at x0. It runs
+    the loss as re-run under jax.numpy, in calls of `rows` rows; `f0` is that loss at x0 and
+    `seconds_per_row` the measured cost of one row once compiled.
     """
-    program = _program(objective)
-    if program.vmapped is not None:
-        return program.vmapped or None
-    compiled = program.compiled
-    shapes = [np.shape(x) for x in objective.x0]
-    if compiled.vmap_jitted is None:
+
+    offsets: tuple
+    rows: int
+    f0: float
+    seconds_per_row: float
+    fn: Callable
+    x0: Any
+    arrays: list
+
+    def __call__(self, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        pending = []
+        with float64():
+            for start in range(0, index.size, self.rows):  # dispatch every chunk, then collect
+                idx, val = index[start:start + self.rows], values[start:start + self.rows]
+                pad = self.rows - idx.size
+                if pad:
+                    idx = np.concatenate([idx, np.zeros(pad, np.int64)])
+                    val = np.concatenate([val, np.full(pad, float(self.x0[0]))])
+                pending.append(self.fn(idx, val, self.x0, self.arrays))
+            out = [np.asarray(p, dtype=np.float64) for p in pending]
+        return np.concatenate(out)[:index.size] if out else np.zeros(0)
+
+
+def _batched_fn(compiled: _Compiled, shapes: tuple) -> Callable:
+    """jit(vmap(...)) of the loss at x0 with one flat element set, compiled once per leaf structure."""
+    fn = compiled.batched.get(shapes)
+    if fn is None:
         bounds = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
 
-        def flat_loss(vector: Any, arrays: Sequence[Any]) -> Any:
-            leaves = [vector[a:b].reshape(s) for a, b, s in zip(bounds[:-1], bounds[1:], shapes)]
-            return compiled.loss(leaves, arrays)
+        def one(index: Any, value: Any, x0: Any, arrays: Sequence[Any]) -> Any:
+            x = x0.at[index].set(value)
+            return compiled.loss([x[a:b].reshape(s) for a, b, s in zip(bounds[:-1], bounds[1:], shapes)], arrays)
 
-        compiled.vmap_jitted = jax.jit(jax.vmap(flat_loss, in_axes=(0, None)))
-    vmap_jitted, arrays = compiled.vmap_jitted, program.arrays
+        fn = compiled.batched[shapes] = jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
+    return fn
 
-    def batched(batch: np.ndarray) -> np.ndarray:
-        with float64():
-            return np.array(vmap_jitted(jnp.asarray(np.asarray(batch, dtype=np.float64)), arrays))
 
-    x0 = np.concatenate([np.ravel(x) for x in objective.x0])
-    try:
-        batched(np.stack([x0, x0]))
-    except Exception:  # noqa: BLE001 - any failure means "not batchable"; callers fall back
-        program.vmapped = False
+def batched_loss(objective: Objective) -> BatchedLoss | None:
+    """The loss at one-element perturbations of x0, evaluated in jitted batches, or None.
+
+    None when the loss cannot be traced under jit and vmap (Python control flow on values,
+    in-place assignment, ...): the caller then calls the numpy loss once per point. Building
+    it compiles the batch and times one call.
+    """
+    program = _program(objective)
+    if program.batched is not None:
+        return program.batched or None
+    compiled = program.compiled
+    shapes = tuple(np.shape(x) for x in objective.x0)
+    flat = np.concatenate([np.ravel(x) for x in objective.x0])
+    if compiled.eager or flat.size == 0:
+        program.batched = False
         return None
-    program.vmapped = batched
-    return batched
+    rows = int(np.clip(BATCH_BYTES // (8 * flat.size), MIN_ROWS, MAX_ROWS))
+    rows = 1 << (rows.bit_length() - 1)  # a power of two
+    fn = _batched_fn(compiled, shapes)
+    index, values = np.zeros(rows, np.int64), np.full(rows, flat[0])
+    try:
+        with float64():
+            x0 = jnp.asarray(flat)
+            first = np.asarray(fn(index, values, x0, program.arrays))  # compiles
+            start = time.perf_counter()
+            np.asarray(fn(index, values, x0, program.arrays))
+            per_row = (time.perf_counter() - start) / rows
+    except Exception:  # noqa: BLE001 - any failure means "not batchable"; callers fall back
+        program.batched = False
+        return None
+    offsets = tuple(int(b) for b in np.cumsum([0] + [int(np.prod(s)) for s in shapes])[:-1])
+    program.batched = BatchedLoss(offsets=offsets, rows=rows, f0=float(first[0]), seconds_per_row=per_row,
+                                  fn=fn, x0=x0, arrays=program.arrays)
+    return program.batched

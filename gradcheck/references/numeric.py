@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -50,6 +50,10 @@ def _eval(objective: Objective, leaves: list, k: int, i: int, value: float, name
         ) from exc.__cause__
 
 
+#: The steps of one Richardson estimate, as fractions of h.
+STEP_FRACTIONS = (1.0, 0.5, 0.25)
+
+
 def richardson(objective: Objective, leaves: list, k: int, i: int, h: float, f0: float, name: str,
                noise: float = 0.0):
     """(estimate, error, left, right, kink) for element i of leaf k, 6 loss calls.
@@ -58,29 +62,41 @@ def richardson(objective: Objective, leaves: list, k: int, i: int, h: float, f0:
     """
     eps = max(EPS, getattr(objective, "eps", EPS))  # round-off of the precision the loss computes in
     x = float(leaves[k].reshape(-1)[i])
-    steps = (h, h / 2, h / 4)
-    fp = [_eval(objective, leaves, k, i, x + s, name) for s in steps]
-    fm = [_eval(objective, leaves, k, i, x - s, name) for s in steps]
-    d = [(p - m) / (2 * s) for p, m, s in zip(fp, fm, steps)]
-    r1 = [(4 * d[1] - d[0]) / 3, (4 * d[2] - d[1]) / 3]
-    r2 = (16 * r1[1] - r1[0]) / 15
-    fmax = max(abs(f0), *map(abs, fp), *map(abs, fm))
-    # Round-off: at least eps |f|, or the loss's measured noise when larger (cancellation inside
-    # the loss, as in (a - y)^2 near a good fit); 4 delta / h is the noise of r2, x3 for safety.
-    error = abs(r2 - r1[1]) + max(8 * eps * fmax, 12 * noise) / h + eps * abs(r2)
-    if eps > EPS:
-        # The longer low-precision step may straddle a kink at h or h/2; the first-level gap shows it.
-        error += abs(r1[1] - r1[0])
-    right = (fp[2] - f0) / steps[2]
-    left = (f0 - fm[2]) / steps[2]
-    # Curvature makes right - left shrink in proportion to h; a kink keeps it constant.
-    gap_big = (fp[0] - 2 * f0 + fm[0]) / steps[0]
-    gap_small = right - left
-    noise = 16 * max(eps * fmax, noise) / steps[2]
-    # 1e3 x the float64 round-off keeps smooth float64 points from looking kinked; a loss computed
-    # in float32 has a real, larger noise floor, of which 30x is enough.
-    floor = max(1e3 * noise * EPS / eps, 30 * noise)
-    kink = abs(gap_small) > max(0.6 * abs(gap_big), floor, 1e-7 * (abs(right) + abs(left)))
+    fp = [_eval(objective, leaves, k, i, x + h * s, name) for s in STEP_FRACTIONS]
+    fm = [_eval(objective, leaves, k, i, x - h * s, name) for s in STEP_FRACTIONS]
+    est, err, left, right, kink = extrapolate(np.array(fp), np.array(fm), f0, h, eps, noise)
+    return float(est), float(err), float(left), float(right), bool(kink)
+
+
+def extrapolate(fp: np.ndarray, fm: np.ndarray, f0: float, h: Any, eps: float = EPS, noise: float = 0.0
+                ) -> tuple[np.ndarray, ...]:
+    """(estimate, error, left, right, kink) from the loss at x +- h, h/2, h/4 (rows of fp, fm).
+
+    Works on one element (fp, fm of shape (3,)) or on many at once (shape (3, m), h of shape (m,)).
+    """
+    steps = np.multiply.outer(STEP_FRACTIONS, h)
+    with np.errstate(all="ignore"):  # NaN/inf a step away is handled (and reported) by the caller
+        d = (fp - fm) / (2 * steps)
+        r1 = [(4 * d[1] - d[0]) / 3, (4 * d[2] - d[1]) / 3]
+        r2 = (16 * r1[1] - r1[0]) / 15
+        fmax = np.maximum(abs(f0), np.maximum(np.abs(fp).max(axis=0), np.abs(fm).max(axis=0)))
+        # Round-off: at least eps |f|, or the loss's measured noise when larger (cancellation inside
+        # the loss, as in (a - y)^2 near a good fit); 4 delta / h is the noise of r2, x3 for safety.
+        error = np.abs(r2 - r1[1]) + np.maximum(8 * eps * fmax, 12 * noise) / h + eps * np.abs(r2)
+        if eps > EPS:
+            # The longer low-precision step may straddle a kink at h or h/2; the first-level gap shows it.
+            error = error + np.abs(r1[1] - r1[0])
+        right = (fp[2] - f0) / steps[2]
+        left = (f0 - fm[2]) / steps[2]
+        # Curvature makes right - left shrink in proportion to h; a kink keeps it constant.
+        gap_big = (fp[0] - 2 * f0 + fm[0]) / steps[0]
+        gap_small = right - left
+        floor_noise = 16 * np.maximum(eps * fmax, noise) / steps[2]
+        # 1e3 x the float64 round-off keeps smooth float64 points from looking kinked; a loss computed
+        # in float32 has a real, larger noise floor, of which 30x is enough.
+        floor = np.maximum(1e3 * floor_noise * EPS / eps, 30 * floor_noise)
+        kink = np.abs(gap_small) > np.maximum(np.maximum(0.6 * np.abs(gap_big), floor),
+                                              1e-7 * (np.abs(right) + np.abs(left)))
     return r2, error, left, right, kink
 
 
@@ -145,8 +161,13 @@ def _complex_safe(objective: Objective, leaves: list, probes: list, f0: float) -
 
 def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f0: float | None = None,
                      names: Sequence[str] = (), use_complex: bool | str = "auto", base_step: float = BASE_STEP,
-                     progress=None) -> ReferenceGradient:
-    """Richardson-extrapolated central differences on the selected elements (plus complex step)."""
+                     progress=None, batched: Any = None) -> ReferenceGradient:
+    """Richardson-extrapolated central differences on the selected elements (plus complex step).
+
+    `batched` (a `jax_ref.BatchedLoss`) evaluates the loss at many perturbed points per call;
+    it is used only after it reproduces the numpy loss's differences on a few probe elements,
+    and only for a loss computed in float64.
+    """
     start = time.perf_counter()
     leaves = list(objective.x0)  # read-only: perturbations copy the one leaf they change
     f0 = objective(leaves) if f0 is None else f0
@@ -161,12 +182,26 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
     upper = [np.full(s, np.nan) for s in shapes]
     checked = [np.zeros(s, bool) for s in shapes]
     steps = [np.full(s, np.nan) for s in shapes]
-    kinks = []
+    arrays = (values, errors, lower, upper, checked, steps)
+    kinks: list = []
     probes = []
+    notes = []
     done = 0
+    selection = [np.asarray(idx, dtype=np.int64).reshape(-1) for idx in selection]
+    method = "central differences, Richardson over h, h/2, h/4"
+    if batched is not None and getattr(objective, "eps", EPS) <= EPS:
+        outcome = _batched_pass(objective, batched, leaves, selection, base_step, noise, f0, names, arrays)
+        if isinstance(outcome, str):
+            notes.append(outcome)
+        else:
+            selection, kinks = outcome  # what is left: points where the batch was not finite
+            done = int(sum(c.sum() for c in checked))
+            method += " (batched: the loss re-run under jax.numpy, many points per call)"
+            if progress is not None:
+                progress(done)
     for k, idx in enumerate(selection):
         h_all = element_steps(leaves[k], base_step)
-        for i in np.asarray(idx, dtype=np.int64):
+        for i in idx:
             name = _element_name(names, k, shapes[k], i)
             h = float(h_all[i])
             est, err, left, right, kink = richardson(objective, leaves, k, int(i), h, f0, name, noise)
@@ -176,11 +211,8 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
                 # to a small element; one scaled to the element alone may stay inside.
                 h = small
                 est, err, left, right, kink = richardson(objective, leaves, k, int(i), h, f0, name, noise)
-            for arr, v in ((values, est), (errors, err), (lower, min(left, right)),
-                           (upper, max(left, right)), (steps, h)):
-                arr[k].reshape(-1)[i] = v
             # Unchecked but with a finite step: the loss was not finite at the perturbed points.
-            checked[k].reshape(-1)[i] = np.isfinite(est)
+            _store(arrays, k, i, est, err, left, right, h)
             if kink:
                 kinks.append((k, int(i)))
             elif len(probes) < 3 and np.isfinite(est) and est != 0:
@@ -188,8 +220,6 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
             done += 1
             if progress is not None:
                 progress(done)
-    method = "central differences, Richardson over h, h/2, h/4"
-    notes = []
     if use_complex and _complex_safe(objective, leaves, probes, f0):
         method = "complex step (checked against central differences)"
         _refine_complex(objective, leaves, selection, values, errors, kinks, base_step)
@@ -206,6 +236,64 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
         lower=tuple(lower), upper=tuple(upper), steps=tuple(steps), notes=tuple(notes),
         seconds=time.perf_counter() - start, exact=False, kinks=tuple(kink_masks),
     )
+
+
+#: Elements whose batched differences are checked against the numpy loss's before the batch is trusted.
+BATCH_PROBES = 3
+
+
+def _batched_pass(objective: Objective, batched: Any, leaves: list, selection: list, base_step: float,
+                  noise: float, f0: float, names: Sequence[str], arrays: tuple) -> Any:
+    """Batched differences for every selected element, or a note saying why they were not used.
+
+    Writes into `arrays` and returns (per leaf, the elements left for the per-element loop; kinks). The batch runs the
+    loss as re-run under JAX; on a few probe elements it must reproduce the differences of the
+    user's own numpy loss within their error estimates, else the batch is not used at all.
+    """
+    probes = [(k, int(idx[0])) for k, idx in enumerate(selection) if idx.size][:BATCH_PROBES]
+    for k, i in probes:
+        h = element_steps(leaves[k], base_step)[i:i + 1]
+        b_est, b_err = _batched_leaf(batched, leaves, k, np.array([i]), h, noise)[:2]
+        n_est, n_err = richardson(objective, leaves, k, i, float(h[0]), f0, _element_name(names, k, leaves[k].shape, i),
+                                  noise)[:2]
+        if not np.isfinite(b_est[0]) and not np.isfinite(n_est):
+            continue
+        if not abs(b_est[0] - n_est) <= 4 * (b_err[0] + n_err) + 1e-9 * abs(n_est):
+            return (f"batched differences (the loss under jax.numpy) gave {b_est[0]!r} for "
+                    f"{_element_name(names, k, leaves[k].shape, i)} where your numpy loss gives {n_est!r}; "
+                    f"every element was differenced with your numpy loss instead")
+    rest, kinks = [], []
+    for k, idx in enumerate(selection):
+        if not idx.size:
+            rest.append(idx)
+            continue
+        h = element_steps(leaves[k], base_step)[idx]
+        est, err, left, right, kink = _batched_leaf(batched, leaves, k, idx, h, noise)
+        ok = np.isfinite(est)
+        _store(arrays, k, idx[ok], est[ok], err[ok], left[ok], right[ok], h[ok])
+        kinks += [(k, int(i)) for i in idx[ok & kink]]
+        # Points where the JAX loss is not finite go to the numpy loop, which retries a shorter
+        # step and reports the user's own error if their code raises there.
+        rest.append(idx[~ok])
+    return rest, kinks
+
+
+def _store(arrays: tuple, k: int, i: Any, est: Any, err: Any, left: Any, right: Any, h: Any) -> None:
+    """Write estimates for element(s) i of leaf k into (values, errors, lower, upper, checked, steps)."""
+    values, errors, lower, upper, checked, steps = arrays
+    for arr, v in ((values, est), (errors, err), (lower, np.minimum(left, right)),
+                   (upper, np.maximum(left, right)), (steps, h), (checked, np.isfinite(est))):
+        arr[k].reshape(-1)[i] = v
+
+
+def _batched_leaf(batched: Any, leaves: list, k: int, idx: np.ndarray, h: np.ndarray, noise: float) -> tuple:
+    """extrapolate() for elements idx of leaf k, from 6 batched loss values each."""
+    x = leaves[k].reshape(-1)[idx]
+    shifts = np.multiply.outer(STEP_FRACTIONS, h)
+    points = np.concatenate([x + shifts, x - shifts])  # (6, m): x + h, h/2, h/4, then x - ...
+    index = np.broadcast_to(batched.offsets[k] + idx, points.shape)
+    f = batched(index.reshape(-1), points.reshape(-1)).reshape(points.shape)
+    return extrapolate(f[:3], f[3:], batched.f0, h, EPS, noise)
 
 
 def _refine_complex(objective, leaves, selection, values, errors, kinks, base_step) -> None:

@@ -532,7 +532,9 @@ def _gradient_sampled(objective: Objective, selection: Sequence[np.ndarray], dig
     done = 0
     t = sympy.Symbol("t", real=True)
     for k, i in order:
-        if time_budget is not None and done and time.perf_counter() - start > time_budget:
+        elapsed = time.perf_counter() - start
+        # Stop before an element that, at the pace so far, would end past the budget.
+        if time_budget is not None and done and elapsed * (done + 1) / done > time_budget:
             break
         moved = [a.copy() for a in leaves]  # copies: the loss may write into its parameters
         moved[k].reshape(-1)[i] = t
