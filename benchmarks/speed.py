@@ -6,7 +6,9 @@
 Modes: "default" (against="auto": every element compared against JAX, finite differences
 validate it on a sample and along random directions) and "fast" (against="numeric": no exact
 reference; projections, bisection localisation and a sample). Each size is also checked with
-one planted wrong element, which must be found and located. Results go to
+one planted wrong element, which must be found and located. "differences" times
+finite differences over every element, one numpy loss call per point against the batched
+loss (re-run under jax.numpy, jitted, many points per call). Results go to
 benchmarks/results/speed.json.
 """
 
@@ -33,6 +35,7 @@ import problems  # noqa: E402
 import gradcheck  # noqa: E402
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
+DIFFERENCE_SIZES = (1_000, 3_000, 10_000)
 DELTAS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 0.0)
 MODES = {"default": "auto", "fast": "numeric"}
 WRONG = ("W1", (3, 2))
@@ -81,6 +84,40 @@ def speed(sizes) -> list[dict]:
     return rows
 
 
+def differences(sizes) -> list[dict]:
+    """Every element by finite differences: per-element numpy calls against the batched loss."""
+    from gradcheck.check import prepare
+    from gradcheck.references.jax_ref import batched_loss
+    from gradcheck.references.numeric import numeric_gradient
+
+    rows = []
+    for n in sizes:
+        problem = problems.make_mlp(n)
+        prep = prepare(problem["loss"], problem["grad"], problem["params"], problem["args"])
+        everything = [np.arange(x.size) for x in prep.x0]
+        t_numpy, plain = _timed(lambda: numeric_gradient(prep.objective, everything, f0=prep.loss_value,
+                                                         use_complex=False))
+        t_build, batched = _timed(lambda: batched_loss(prep.objective))  # traces, compiles, times one call
+        t_batched, fast = _timed(lambda: numeric_gradient(prep.objective, everything, f0=prep.loss_value,
+                                                          use_complex=False, batched=batched))
+        # How far apart the two estimates are, in units of their combined error bars.
+        gap = max(float(np.max(np.abs(a - b) / (3 * (ea + eb) + 1e-9 * np.abs(a))))
+                  for a, b, ea, eb in zip(plain.values, fast.values, plain.errors, fast.errors))
+        rows.append({"params": problem["n_params"], "numpy_seconds": round(t_numpy, 3),
+                     "batched_build_seconds": round(t_build, 3), "batched_seconds": round(t_batched, 3),
+                     "speedup": round(t_numpy / t_batched, 1), "speedup_with_build": round(t_numpy / (t_build + t_batched), 1),
+                     "rows_per_call": batched.rows, "batched_method": fast.method,
+                     "max_gap_in_error_bars": round(gap, 3)})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
 def sensitivity() -> list[dict]:
     problem = problems.make_mlp(1_000)
     rows = []
@@ -99,7 +136,7 @@ def latency() -> dict:
     run = lambda: gradcheck.check(case["loss"], case["grad"], case["params"], case.get("args", ()),  # noqa: E731
                                   against="all")
     run()
-    warm = min(_time(run) for _ in range(5))
+    warm = min(_timed(run)[0] for _ in range(5))
     code = ("import sys, time; t=time.perf_counter(); sys.path.insert(0, %r); import gradcheck; "
             "from worked_examples import get_case; c=get_case('mazur'); "
             "gradcheck.check(c['loss'], c['grad'], c['params'], c.get('args', ()), against='all'); "
@@ -111,18 +148,13 @@ def latency() -> dict:
             "fresh_in_process_seconds": round(float(out.stdout.strip()), 3)}
 
 
-def _time(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sizes up to 1e4 only")
     args = parser.parse_args(argv)
     sizes = [s for s in SIZES if s <= 10_000] if args.quick else SIZES
     results = {"machine": f"{os.cpu_count()} cores, CPU only", "speed": speed(sizes),
+               "differences": differences(DIFFERENCE_SIZES[:2] if args.quick else DIFFERENCE_SIZES),
                "sensitivity": sensitivity(), "mazur_latency": latency()}
     out = HERE / "results" / "speed.json"
     out.parent.mkdir(exist_ok=True)
