@@ -380,11 +380,16 @@ class BatchedLoss:
         return np.concatenate(out)[:index.size] if out else np.zeros(0)
 
 
+def _leaf_bounds(shapes: tuple) -> np.ndarray:
+    """Where each leaf starts in the concatenated flat vector, and (last entry) its length."""
+    return np.cumsum([0] + [int(np.prod(s)) for s in shapes])
+
+
 def _batched_fn(compiled: _Compiled, shapes: tuple) -> Callable:
     """jit(vmap(...)) of the loss at x0 with one flat element set, compiled once per leaf structure."""
     fn = compiled.batched.get(shapes)
     if fn is None:
-        bounds = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
+        bounds = _leaf_bounds(shapes)
 
         def one(index: Any, value: Any, x0: Any, arrays: Sequence[Any]) -> Any:
             x = x0.at[index].set(value)
@@ -424,7 +429,7 @@ def batched_loss(objective: Objective) -> BatchedLoss | None:
     except Exception:  # noqa: BLE001 - any failure means "not batchable"; callers fall back
         program.batched = False
         return None
-    offsets = tuple(int(b) for b in np.cumsum([0] + [int(np.prod(s)) for s in shapes])[:-1])
+    offsets = tuple(int(b) for b in _leaf_bounds(shapes)[:-1])
     program.batched = BatchedLoss(offsets=offsets, rows=rows, f0=float(first[0]), seconds_per_row=per_row,
                                   fn=fn, x0=x0, arrays=program.arrays)
     return program.batched

@@ -188,9 +188,10 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
     notes = []
     done = 0
     selection = [np.asarray(idx, dtype=np.int64).reshape(-1) for idx in selection]
+    h_leaves = [element_steps(x, base_step) for x in leaves]
     method = "central differences, Richardson over h, h/2, h/4"
     if batched is not None and getattr(objective, "eps", EPS) <= EPS:
-        outcome = _batched_pass(objective, batched, leaves, selection, base_step, noise, f0, names, arrays)
+        outcome = _batched_pass(objective, batched, leaves, selection, h_leaves, noise, f0, names, arrays)
         if isinstance(outcome, str):
             notes.append(outcome)
         else:
@@ -200,7 +201,7 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
             if progress is not None:
                 progress(done)
     for k, idx in enumerate(selection):
-        h_all = element_steps(leaves[k], base_step)
+        h_all = h_leaves[k]
         for i in idx:
             name = _element_name(names, k, shapes[k], i)
             h = float(h_all[i])
@@ -242,17 +243,18 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
 BATCH_PROBES = 3
 
 
-def _batched_pass(objective: Objective, batched: Any, leaves: list, selection: list, base_step: float,
+def _batched_pass(objective: Objective, batched: Any, leaves: list, selection: list, h_leaves: list,
                   noise: float, f0: float, names: Sequence[str], arrays: tuple) -> Any:
     """Batched differences for every selected element, or a note saying why they were not used.
 
-    Writes into `arrays` and returns (per leaf, the elements left for the per-element loop; kinks). The batch runs the
-    loss as re-run under JAX; on a few probe elements it must reproduce the differences of the
-    user's own numpy loss within their error estimates, else the batch is not used at all.
+    Writes into `arrays` and returns (per leaf, the elements left for the per-element loop;
+    kinks). The batch runs the loss as re-run under JAX; on a few probe elements it must
+    reproduce the differences of the user's own numpy loss within their error estimates, else
+    the batch is not used at all.
     """
     probes = [(k, int(idx[0])) for k, idx in enumerate(selection) if idx.size][:BATCH_PROBES]
     for k, i in probes:
-        h = element_steps(leaves[k], base_step)[i:i + 1]
+        h = h_leaves[k][i:i + 1]
         b_est, b_err = _batched_leaf(batched, leaves, k, np.array([i]), h, noise)[:2]
         n_est, n_err = richardson(objective, leaves, k, i, float(h[0]), f0, _element_name(names, k, leaves[k].shape, i),
                                   noise)[:2]
@@ -267,7 +269,7 @@ def _batched_pass(objective: Objective, batched: Any, leaves: list, selection: l
         if not idx.size:
             rest.append(idx)
             continue
-        h = element_steps(leaves[k], base_step)[idx]
+        h = h_leaves[k][idx]
         est, err, left, right, kink = _batched_leaf(batched, leaves, k, idx, h, noise)
         ok = np.isfinite(est)
         _store(arrays, k, idx[ok], est[ok], err[ok], left[ok], right[ok], h[ok])
