@@ -461,6 +461,19 @@ def test_references_never_touch_the_callers_data():
     np.testing.assert_array_equal(obj.args[0], X)
 
 
+def test_jax_keeps_its_own_copy_of_the_data():
+    # The JAX program holds the data it was built with; writing into the caller's array later
+    # (a learner reusing a batch buffer) must neither reach it nor be reached by it.
+    data = X.copy()
+    obj = objective(shifted_loss, {"W": W}, data)
+    before = jax_ref.jax_full_gradient(obj)[0]
+    data[...] = 0.0
+    np.testing.assert_array_equal(jax_ref.jax_full_gradient(obj)[0], before)
+    leaf = W.copy()
+    jax_ref.jax_value_and_grad(obj, [leaf])
+    np.testing.assert_array_equal(leaf, W)
+
+
 def test_importing_gradcheck_loads_no_reference_machinery():
     code = ("import sys, gradcheck; "
             "bad = [m for m in ('jax', 'sympy', 'mpmath', 'gradcheck.retrace', 'gradcheck.symnp', "

@@ -119,10 +119,19 @@ class _Slot:
     index: int
 
 
+def _device_copy(array: np.ndarray, dtype: Any = None) -> Any:
+    """A JAX array holding a private copy of `array`, never the caller's memory.
+
+    device_put compiles nothing (jnp.array compiles a copy per shape), which is most of the
+    first check's cost on a small problem.
+    """
+    return jax.device_put(np.array(array, dtype=dtype, copy=True))
+
+
 def _split(tree: Any, arrays: list) -> Any:
     """A template of `tree` with numeric ndarrays replaced by slots (their values go to `arrays`)."""
     if isinstance(tree, np.ndarray) and tree.dtype.kind in "fiubc":
-        arrays.append(jnp.array(tree))  # a fresh device copy: never the caller's memory
+        arrays.append(_device_copy(tree))
         return _Slot(len(arrays) - 1)
     if isinstance(tree, dict):
         return {k: _split(v, arrays) for k, v in tree.items()}
@@ -294,7 +303,7 @@ def jax_value_and_grad(objective: Objective, leaves: Sequence[np.ndarray] | None
     program = _program(objective)
     leaves = objective.x0 if leaves is None else leaves
     with float64():
-        inputs = [jnp.array(np.asarray(x, dtype=np.float64)) for x in leaves]
+        inputs = [_device_copy(x, np.float64) for x in leaves]
         try:
             value, grads = _run(program, inputs)
         except ReferenceUnavailable:
@@ -421,7 +430,7 @@ def batched_loss(objective: Objective) -> BatchedLoss | None:
     index, values = np.zeros(rows, np.int64), np.full(rows, flat[0])
     try:
         with float64():
-            x0 = jnp.asarray(flat)
+            x0 = _device_copy(flat)
             first = np.asarray(fn(index, values, x0, program.arrays))  # compiles
             start = time.perf_counter()
             np.asarray(fn(index, values, x0, program.arrays))
