@@ -1,4 +1,4 @@
-"""gradcheck's own timings on the benchmark MLP, its sensitivity, and small-problem latency.
+"""gradcheck's own timings and memory on the benchmark MLP, its sensitivity, and small-problem latency.
 
     python benchmarks/speed.py            # all sizes (1e3 .. 1e6)
     python benchmarks/speed.py --quick    # up to 1e4
@@ -8,8 +8,8 @@ validate it on a sample and along random directions) and "fast" (against="numeri
 reference; projections, bisection localisation and a sample). Each size is also checked with
 one planted wrong element, which must be found and located. "differences" times
 finite differences over every element, one numpy loss call per point against the batched
-loss (re-run under jax.numpy, jitted, many points per call). Results go to
-benchmarks/results/speed.json.
+loss (re-run under jax.numpy, jitted, many points per call). "memory" is the peak resident
+size of one check in a fresh process (Linux). Results go to benchmarks/results/speed.json.
 """
 
 from __future__ import annotations
@@ -157,6 +157,47 @@ def latency() -> dict:
             "fresh_process_to_exit_seconds": round(float(np.median(exits)), 3), "fresh_runs": FRESH_RUNS}
 
 
+_MEMORY_CHILD = """
+import json, sys
+sys.path.insert(0, {here!r})
+import numpy as np
+import problems, gradcheck
+import gradcheck.references.jax_ref, gradcheck.references.sympy_ref  # imports are not the check's memory
+
+def status_mb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024  # kB
+
+problem = problems.make_mlp({n})
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets the peak (VmHWM) to the current resident size
+before = status_mb("VmRSS")
+report = gradcheck.check(problem["loss"], problem["grad"], problem["params"], problem["args"], against={against!r})
+print(json.dumps({{"passed": report.passed, "before_mb": before, "peak_mb": status_mb("VmHWM")}}))
+"""
+
+
+def memory(sizes) -> list[dict]:
+    """Peak memory of one check in a fresh process, above what the process held before it.
+
+    Linux only: the peak resident size (VmHWM) is reset just before the check. The child
+    imports gradcheck's JAX and SymPy references first, so their import is not counted.
+    """
+    rows = []
+    for n in sizes:
+        for mode, against in MODES.items():
+            code = _MEMORY_CHILD.format(here=str(HERE), n=n, against=against)
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            child = json.loads(out.stdout.strip().splitlines()[-1])
+            n_params = problems.count_params(problems.hidden_for(n), problems.hidden_for(n))
+            extra = child["peak_mb"] - child["before_mb"]
+            rows.append({"params": n_params, "mode": mode, "passed": child["passed"],
+                         "parameters_mb": round(8 * n_params / 2**20, 2), "check_peak_extra_mb": round(extra, 1),
+                         "extra_per_parameter_bytes": round(extra * 2**20 / n_params, 1)})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sizes up to 1e4 only")
@@ -164,7 +205,7 @@ def main(argv=None) -> int:
     sizes = [s for s in SIZES if s <= 10_000] if args.quick else SIZES
     results = {"machine": f"{os.cpu_count()} cores, CPU only", "speed": speed(sizes),
                "differences": differences(DIFFERENCE_SIZES[:2] if args.quick else DIFFERENCE_SIZES),
-               "sensitivity": sensitivity(), "mazur_latency": latency()}
+               "memory": memory(sizes), "sensitivity": sensitivity(), "mazur_latency": latency()}
     out = HERE / "results" / "speed.json"
     out.parent.mkdir(exist_ok=True)
     tmp = out.with_suffix(".tmp")
