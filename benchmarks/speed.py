@@ -160,7 +160,6 @@ def latency() -> dict:
 _MEMORY_CHILD = """
 import json, sys
 sys.path.insert(0, {here!r})
-import numpy as np
 import problems, gradcheck
 import gradcheck.references.jax_ref, gradcheck.references.sympy_ref  # imports are not the check's memory
 
