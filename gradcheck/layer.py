@@ -74,13 +74,25 @@ class Projection:
     dout: np.ndarray
     params: dict  # the inputs being checked, by name
 
+    loss: Callable  # params -> sum(forward(*inputs) * dout)
+
     def assemble(self, params: Mapping) -> list:
         """Every input, in order: the checked ones from `params`, the rest as given."""
-        return [params[n] if n in params else self.constants[n] for n in self.names]
+        return _assemble(self.names, self.constants, params)
 
-    def loss(self, params: Mapping) -> Any:
-        out, _ = _call_forward(self.forward, self.assemble(params))
-        return np.sum(out * self.dout)
+
+def _assemble(names: Sequence[str], constants: Mapping, params: Mapping) -> list:
+    return [params[n] if n in params else constants[n] for n in names]
+
+
+def _projection_loss(forward: Callable, names: list, constants: dict, dout: np.ndarray) -> Callable:
+    """The projected loss as a closure over the user's forward, so that the JAX and SymPy
+    references, which follow closures into the user's code, re-run forward too."""
+    def loss(params: Mapping) -> Any:
+        out, _ = _call_forward(forward, _assemble(names, constants, params))
+        return np.sum(out * dout)
+
+    return loss
 
 
 def projected_loss(forward: Callable, inputs: Any, *, wrt: Sequence[str] | None = None,
@@ -108,7 +120,8 @@ def projected_loss(forward: Callable, inputs: Any, *, wrt: Sequence[str] | None 
     if dout.shape != out.shape:
         raise InvalidCase(f"dout has shape {dout.shape} but forward's output has shape {out.shape}.")
     params = {n: v for n, v in zip(names, values) if n in wrt}
-    return Projection(forward=forward, names=names, constants=constants, dout=dout, params=params)
+    return Projection(forward=forward, names=names, constants=constants, dout=dout, params=params,
+                      loss=_projection_loss(forward, names, constants, dout))
 
 
 def check_layer(forward: Callable, backward: Callable, inputs: Any, *, wrt: Sequence[str] | None = None,

@@ -5,15 +5,19 @@
 (`from numpy import exp`) and the `math` module's elementwise functions to `namespace`.
 Helpers the function reaches are copied the same way: module-level functions of the user's
 code, functions in closures, bound methods (re-bound to a copy of `self` whose class has
-rebound methods), `functools.partial` objects and the user's own modules. The copies get new
-globals dicts; the user's modules, functions and objects are never modified.
+rebound methods), the user's classes (a rebound subclass, for which isinstance and issubclass
+answer as for the original: `cost.fn(a, y)` with a cost class in a closure or on `self`),
+attributes of copied objects, `functools.partial` objects and the user's own modules. The
+copies get new globals dicts; the user's modules, classes, functions and objects are never
+modified (a class's own `__init_subclass__` hook does run for its rebound subclass).
 
 A function with a parameter named `xp` is taken to choose its namespace itself: it is called
 with `xp=namespace` instead of being rebound.
 
-What is not reached: functions stored in containers or on objects other than `self`, and
-library code (site-packages, the standard library), which is left as it is. The copies read
-the user's globals as they were when rebound; `rebind_guarded` says when that is stale.
+What is not reached: functions stored in containers, methods of objects the function
+receives as arguments, and library code (site-packages, the standard library), which is
+left as it is. The copies read the user's globals as they were when rebound;
+`rebind_guarded` says when that is stale.
 """
 
 from __future__ import annotations
@@ -122,7 +126,8 @@ class Rebinder:
         self.memo: dict[int, Any] = {id(np): namespace}
         self.globals_memo: dict[int, dict] = {}
         self.user_globals: set[int] = set()
-        self.reads: list[tuple[Any, str, Any]] = []  # (globals dict or cell, name, value seen)
+        # (globals dict, attribute dict or cell, name, value seen, a copy of it if an array)
+        self.reads: list[tuple[Any, str, Any, Any]] = []
 
     # -- values ------------------------------------------------------------------------------
 
@@ -159,6 +164,8 @@ class Rebinder:
                                      **{k: self.convert(v) for k, v in value.keywords.items()})
         if isinstance(value, types.ModuleType) and _is_user_module(value):
             return self._module_proxy(value)
+        if isinstance(value, type) and _is_user_class(value):
+            return self.cls(value)
         return value
 
     def _numpy_object(self, value: Any, sub: str, names: tuple, name: str) -> Any:
@@ -221,26 +228,34 @@ class Rebinder:
                 continue
             # `__class__` is the zero-argument super() cell: it must stay the original class.
             new.cell_contents = contents if name == "__class__" else self.convert(contents, name)
-            self.reads.append((old, "", contents))
+            self._read(old, "", contents)
         for name in _global_names(fn.__code__):
             if name in fn.__globals__:
                 value = fn.__globals__[name]
-                self.reads.append((fn.__globals__, name, value))
+                self._read(fn.__globals__, name, value)
                 new_globals[name] = self.convert(value, name)
             elif name in self.builtins:  # a builtin the namespace needs replaced, e.g. range
                 new_globals[name] = self.builtins[name]
         return clone
 
     def unchanged(self) -> bool:
-        """Whether every global and closure value the copies were built from is still the same object."""
-        for source, name, value in self.reads:
+        """Whether every global, closure value and attribute the copies were built from is still
+        the same object, and every array among them still holds the same values."""
+        for source, name, value, copy in self.reads:
             try:
                 current = source.cell_contents if isinstance(source, types.CellType) else source[name]
             except (KeyError, ValueError):
                 return False
             if current is not value:
                 return False
+            if copy is not None and not np.array_equal(current, copy, equal_nan=current.dtype.kind in "fc"):
+                return False  # written in place: the copies (and what JAX compiled) hold the old values
         return True
+
+    def _read(self, source: Any, name: str, value: Any) -> None:
+        """Remember a value the copies were built from, to tell later whether it changed."""
+        copy = value.copy() if isinstance(value, np.ndarray) and value.dtype.kind in "biufc" else None
+        self.reads.append((source, name, value, copy))
 
     def _globals(self, original: dict) -> dict:
         key = id(original)
@@ -266,20 +281,32 @@ class Rebinder:
         """
         if id(klass) in self.memo:
             return self.memo[id(klass)]
-        body: dict[str, Any] = {"__slots__": (), "__module__": klass.__module__, "__doc__": klass.__doc__}
-        for attr, raw in vars(klass).items():
+        self._keep.append(klass)
+        self.memo[id(klass)] = klass  # reached again while its bases are rebound: stays itself
+        originals = [b for b in klass.__bases__ if b is not object and _is_user_class(b)]
+        bases = tuple(r for r in map(self.cls, originals) if r not in originals)
+        body: dict[str, Any] = {"__slots__": (), "__module__": klass.__module__, "__doc__": klass.__doc__,
+                                "__rebound_from__": klass}
+        meta = _rebound_metaclass(type(klass))
+        sub = None
+        # The second try rebinds this class's own methods only (an MRO, layout or metaclass
+        # conflict with the rebound bases); a class that cannot be subclassed (an Enum) stays itself.
+        for parents in ((klass, *bases), (klass,)):
+            try:
+                sub = meta(klass.__name__, parents, dict(body))
+                break
+            except Exception:  # noqa: BLE001 - whatever the class's own machinery raises
+                continue
+        if sub is None:
+            return klass
+        sub.__qualname__ = klass.__qualname__
+        self.memo[id(klass)] = sub
+        # After the memo entry: methods that name their own class (`Cost.fn(...)`) get the copy.
+        for attr, raw in list(vars(klass).items()):
             if attr not in body and attr not in ("__dict__", "__weakref__"):
                 converted = self._class_attribute(raw)
                 if converted is not raw:
-                    body[attr] = converted
-        bases = tuple(self.cls(b) for b in klass.__bases__ if b is not object and _is_user_class(b))
-        try:
-            sub = type(klass.__name__, (klass, *bases), body)
-        except TypeError:  # an MRO or layout conflict: rebind this class's own methods only
-            sub = type(klass.__name__, (klass,), body)
-        sub.__qualname__ = klass.__qualname__
-        self._keep.append(klass)
-        self.memo[id(klass)] = sub
+                    setattr(sub, attr, converted)
         return sub
 
     def _class_attribute(self, raw: Any) -> Any:
@@ -304,15 +331,19 @@ class Rebinder:
             clone = object.__new__(self.cls(type(obj)))
         except TypeError:  # e.g. a subclass of a builtin type
             return obj
+        self._keep.append(obj)
+        self.memo[id(obj)] = clone  # before converting attributes: an attribute may point back to obj
         if hasattr(obj, "__dict__"):
-            clone.__dict__.update(vars(obj))  # a new dict: attribute writes stay on the copy
+            # A new dict (attribute writes stay on the copy) whose functions and classes are rebound.
+            attributes = vars(obj)
+            for key, value in list(attributes.items()):
+                self._read(attributes, key, value)
+                clone.__dict__[key] = self.convert(value, key)
         for klass in type(obj).__mro__:
             slots = vars(klass).get("__slots__", ())
             for slot in (slots,) if isinstance(slots, str) else slots:
                 if slot not in ("__dict__", "__weakref__") and hasattr(obj, slot):
-                    setattr(clone, slot, getattr(obj, slot))
-        self._keep.append(obj)
-        self.memo[id(obj)] = clone
+                    setattr(clone, slot, self.convert(getattr(obj, slot), slot))
         return clone
 
     def callable(self, fn: Any) -> Any:
@@ -330,6 +361,25 @@ class Rebinder:
         if not isinstance(fn, type) and isinstance(getattr(type(fn), "__call__", None), types.FunctionType):
             return self.instance(fn)  # a callable object: its class's __call__ is rebound
         return self.convert(fn)
+
+
+@functools.lru_cache(maxsize=None)
+def _rebound_metaclass(meta: type) -> type:
+    """`meta`, with isinstance and issubclass against a rebound class answered for its original.
+
+    Objects the rebound code receives (in args) are instances of the user's class, not of
+    its rebound copy: `isinstance(layer, Dense)` must stay true for them.
+    """
+    def __instancecheck__(cls: Any, obj: Any) -> bool:
+        original = vars(cls).get("__rebound_from__")
+        return isinstance(obj, original) if original is not None else meta.__instancecheck__(cls, obj)
+
+    def __subclasscheck__(cls: Any, sub: Any) -> bool:
+        original = vars(cls).get("__rebound_from__")
+        return issubclass(sub, original) if original is not None else meta.__subclasscheck__(cls, sub)
+
+    return type(f"Rebound{meta.__name__}", (meta,), {"__instancecheck__": __instancecheck__,
+                                                     "__subclasscheck__": __subclasscheck__})
 
 
 def _resolve(namespace: Any, path: str) -> Any:

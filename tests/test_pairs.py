@@ -280,6 +280,18 @@ def test_batchnorm_layer_correct_and_stub():
     assert stub["[2]"].diagnosis == "missing"
 
 
+@pytest.mark.parametrize("reference", ["jax", "sympy"])
+def test_layer_forward_is_re_run_by_the_exact_references(reference):
+    # forward uses np.sqrt: the reference must follow check_layer into it.
+    inputs = _bn_inputs()
+    report = gradcheck.check_layer(nets.batchnorm_forward, nets.batchnorm_layer_backward, inputs,
+                                   against=(reference,))
+    assert report.passed and [r.name for r in report.references if r.ran] == [reference], str(report)
+    wrong = gradcheck.check_layer(nets.batchnorm_forward, lambda d, c: nets.batchnorm_layer_backward(d, c, "stub"),
+                                  inputs, against=(reference,))
+    assert [p.name for p in wrong.failures] == ["[2]"] and wrong["[2]"].diagnosis == "missing"
+
+
 # ---------------------------------------------------------------------------------------------
 # Sensitivity, measured: float64 catches 1e-6 and 1e-7; torch-like tolerances would not catch 1e-4
 # ---------------------------------------------------------------------------------------------

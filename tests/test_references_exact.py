@@ -451,6 +451,29 @@ def test_compiled_loss_is_reused_but_not_when_a_global_changes(monkeypatch):
     np.testing.assert_allclose(moved[0], first[0] - 2 * X.sum(axis=0)[:, None], rtol=1e-12)
 
 
+class Scaled:
+    """A learner's model object whose loss reads its own state."""
+
+    def __init__(self, k):
+        self.k = k
+        self.target = np.zeros(4)
+
+    def loss(self, p, X):
+        return self.k * np.sum(np.tanh(X @ p["W"] - self.target) ** 2)
+
+
+def test_compiled_method_follows_the_objects_state():
+    model = Scaled(1.0)
+    first = jax_ref.jax_full_gradient(objective(model.loss, {"W": W}, X))[0]
+    model.k = 3.0  # reassigned
+    np.testing.assert_allclose(jax_ref.jax_full_gradient(objective(model.loss, {"W": W}, X))[0], 3 * first,
+                               rtol=1e-12)
+    model.target += 0.5  # written in place
+    moved = objective(model.loss, {"W": W}, X)
+    np.testing.assert_allclose(jax_ref.jax_full_gradient(moved)[0], finite_differences(moved)[0],
+                               rtol=1e-7, atol=1e-9)
+
+
 def test_references_never_touch_the_callers_data():
     data = X.copy()
     obj = objective(inplace_loss, {"W": W}, data)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import abc
+import dataclasses
+import enum
 import functools
 import math
 import sys
 import types
 from math import exp as math_exp
+from typing import NamedTuple
 from numpy import exp, tanh as np_tanh
 
 import numpy as np
@@ -98,6 +102,91 @@ class Doubled(Model):
         return super().forward(w, x) * 2
 
 
+class CrossEntropy:
+    """Nielsen's cost classes: static methods, the class itself passed around."""
+
+    @staticmethod
+    def fn(a, y):
+        return np.sum(-y * np.log(a) - (1 - y) * np.log(1 - a))
+
+    @staticmethod
+    def mean(a, y):
+        return CrossEntropy.fn(a, y) / len(a)  # names its own class
+
+
+def make_cost_loss(cost):
+    def loss(w, x):
+        return cost.mean(1 / (1 + np.exp(-w * x)), np.array([0.0, 1.0]))
+    return loss
+
+
+class Network:
+    def __init__(self, cost, activation=np.tanh):
+        self.cost, self.activation, self.net = cost, activation, self
+
+    def loss(self, w, x):
+        return self.net.cost.fn(1 / (1 + np.exp(-self.activation(w * x))), np.array([0.0, 1.0]))
+
+
+class Layer:
+    def __init__(self, scale):
+        self.scale = scale
+
+
+def loss_checking_types(w, x, layer):
+    assert isinstance(layer, Layer) and issubclass(type(layer), Layer)
+    return np.sum(np.exp(w * x)) * layer.scale
+
+
+class Mode(enum.Enum):  # cannot be subclassed
+    TRAIN = 1
+    EVAL = 2
+
+
+class Pair(NamedTuple):
+    a: float
+    b: float
+
+    def total(self, w):
+        return np.sum(np.exp(w)) * (self.a + self.b)
+
+
+@dataclasses.dataclass(frozen=True)
+class Frozen:
+    k: float
+
+    def apply(self, w):
+        return np.tanh(w) * self.k
+
+
+class Base(abc.ABC):
+    registered: list = []
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        Base.registered.append(cls)
+
+    @abc.abstractmethod
+    def act(self, z): ...
+
+
+class Sine(Base):
+    def act(self, z):
+        return np.sin(z)
+
+
+def loss_with_classes_of_every_kind(w, x):
+    scale = 2.0 if Mode.TRAIN is Mode(1) else 1.0
+    return scale * Pair(1.0, 2.0).total(w) + np.sum(Frozen(3.0).apply(w * x)) + np.sum(Sine().act(w))
+
+
+OFFSET = np.array([1.0, 2.0])
+
+
+def loss_reading_a_global_array(w, x):
+    return np.sum((w - OFFSET) ** 2 * x)
+
+
 W = np.array([0.5, -1.0])
 X = np.array([1.0, 2.0])
 
@@ -178,6 +267,50 @@ def test_methods_and_objects(make):
     for cls, before in classes.items():  # the user's classes and object are untouched
         assert dict(vars(cls)) == before
     assert dict(vars(fn.__self__ if isinstance(fn, types.MethodType) else fn)) == state
+
+
+def test_classes_in_closures_and_attributes_are_rebound():
+    loss = make_cost_loss(CrossEntropy)
+    before = dict(vars(CrossEntropy))
+    out, used = run(loss)
+    assert out == pytest.approx(loss(W, X))
+    assert used.count("log") == 2  # inside CrossEntropy.fn, reached through CrossEntropy.mean
+    network = Network(CrossEntropy)
+    state = dict(vars(network))
+    out, used = run(network.loss)
+    assert out == pytest.approx(network.loss(W, X))
+    assert {"tanh", "log", "exp"} <= set(used)  # self.activation, self.net.cost.fn (net is self)
+    assert dict(vars(CrossEntropy)) == before and dict(vars(network)) == state
+    assert network.cost is CrossEntropy and network.activation is np.tanh
+
+
+def test_rebound_classes_answer_isinstance_as_the_originals():
+    layer = Layer(2.0)  # an object made outside, handed over as an argument
+    out, used = run(loss_checking_types, W, X, layer)
+    assert out == pytest.approx(loss_checking_types(W, X, layer)) and "sum" in used
+
+
+def test_classes_of_every_kind_are_rebound_or_left_as_they_are():
+    out, used = run(loss_with_classes_of_every_kind)
+    assert out == pytest.approx(loss_with_classes_of_every_kind(W, X))
+    assert {"exp", "tanh", "sin"} <= set(used)  # methods of the NamedTuple, the dataclass, the ABC
+    assert Sine in Base.registered  # __init_subclass__ ran (for the copy too: see retrace's docstring)
+
+
+def test_guard_notices_state_changed_in_place():
+    network = Network(CrossEntropy)
+    _, unchanged = rebind_guarded(network.loss, Recording())
+    assert unchanged()
+    network.activation = np.sin  # an attribute the copy was built from
+    assert not unchanged()
+    _, unchanged = rebind_guarded(loss_reading_a_global_array, Recording())
+    assert unchanged()
+    OFFSET[0] += 1.0  # a global array written in place: what JAX compiled from it is stale
+    try:
+        assert not unchanged()
+    finally:
+        OFFSET[0] -= 1.0
+    assert unchanged()
 
 
 def test_submodules_follow_the_namespace():
