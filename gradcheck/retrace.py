@@ -7,9 +7,11 @@ Helpers the function reaches are copied the same way: module-level functions of 
 code, functions in closures, bound methods (re-bound to a copy of `self` whose class has
 rebound methods), the user's classes (a rebound subclass, for which isinstance and issubclass
 answer as for the original: `cost.fn(a, y)` with a cost class in a closure or on `self`),
-attributes of copied objects, `functools.partial` objects and the user's own modules. The
-copies get new globals dicts; the user's modules, classes, functions and objects are never
-modified (a class's own `__init_subclass__` hook does run for its rebound subclass).
+the user's objects in globals, closures and attributes (shallow copies of the rebound
+class: `net.forward(x)` on a global `net`), `functools.partial` objects and the user's own
+modules. The copies get new globals dicts; the user's modules, classes, functions and
+objects are never modified (a class's own `__init_subclass__` hook does run for its rebound
+subclass).
 
 A function with a parameter named `xp` is taken to choose its namespace itself: it is called
 with `xp=namespace` instead of being rebound.
@@ -166,6 +168,8 @@ class Rebinder:
             return self._module_proxy(value)
         if isinstance(value, type) and _is_user_class(value):
             return self.cls(value)
+        if _is_user_class(type(value)):
+            return self.instance(value)  # a model object in a global, a closure or an attribute
         return value
 
     def _numpy_object(self, value: Any, sub: str, names: tuple, name: str) -> Any:
@@ -327,8 +331,11 @@ class Rebinder:
             return self.memo[id(obj)]
         if not _is_user_class(type(obj)):
             return obj
+        rebound = self.cls(type(obj))
+        if rebound is type(obj):  # a class that could not be rebound (an Enum member stays itself)
+            return obj
         try:
-            clone = object.__new__(self.cls(type(obj)))
+            clone = object.__new__(rebound)
         except TypeError:  # e.g. a subclass of a builtin type
             return obj
         self._keep.append(obj)

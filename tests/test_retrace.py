@@ -175,9 +175,28 @@ class Sine(Base):
         return np.sin(z)
 
 
+MODE = Mode.TRAIN
+
+
 def loss_with_classes_of_every_kind(w, x):
-    scale = 2.0 if Mode.TRAIN is Mode(1) else 1.0
+    scale = 2.0 if MODE is Mode(1) and Mode.TRAIN is MODE else 1.0
     return scale * Pair(1.0, 2.0).total(w) + np.sum(Frozen(3.0).apply(w * x)) + np.sum(Sine().act(w))
+
+
+class Perceptron:
+    def __init__(self):
+        self.w = np.zeros(2)
+
+    def forward(self, x):
+        return np.tanh(self.w * x)
+
+
+NET = Perceptron()
+
+
+def loss_through_a_global_model(w, x):
+    NET.w = w  # the learner's own wrapper: set the weights, call the model
+    return np.sum(NET.forward(x))
 
 
 OFFSET = np.array([1.0, 2.0])
@@ -295,6 +314,12 @@ def test_classes_of_every_kind_are_rebound_or_left_as_they_are():
     assert out == pytest.approx(loss_with_classes_of_every_kind(W, X))
     assert {"exp", "tanh", "sin"} <= set(used)  # methods of the NamedTuple, the dataclass, the ABC
     assert Sine in Base.registered  # __init_subclass__ ran (for the copy too: see retrace's docstring)
+
+
+def test_a_model_object_in_a_global_is_copied_and_rebound():
+    out, used = run(loss_through_a_global_model)
+    assert out == pytest.approx(np.sum(np.tanh(W * X))) and "tanh" in used
+    assert NET.w is not W and not NET.w.any()  # the weights were set on the copy, not on NET
 
 
 def test_guard_notices_state_changed_in_place():
