@@ -16,9 +16,9 @@ subclass).
 A function with a parameter named `xp` is taken to choose its namespace itself: it is called
 with `xp=namespace` instead of being rebound.
 
-What is not reached: functions stored in containers, methods of objects the function
-receives as arguments, and library code (site-packages, the standard library), which is
-left as it is. The copies read the user's globals as they were when rebound;
+The arguments the function is called with are rebound too when given as `data`. What is
+not reached: functions stored in containers (other than the arguments), and library code
+(site-packages, the standard library), which is left as it is. The copies read the user's globals as they were when rebound;
 `rebind_guarded` says when that is stale.
 """
 
@@ -353,6 +353,16 @@ class Rebinder:
                     setattr(clone, slot, self.convert(getattr(obj, slot), slot))
         return clone
 
+    def data(self, tree: Any) -> Any:
+        """The loss's other arguments as the rebound code should see them."""
+        if type(tree) is dict:
+            return {k: self.data(v) for k, v in tree.items()}
+        if type(tree) in (list, tuple):
+            return type(tree)(self.data(v) for v in tree)
+        if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a namedtuple of data
+            return type(tree)(*(self.data(v) for v in tree))
+        return self.convert(tree)
+
     def callable(self, fn: Any) -> Any:
         """Rebind the function the user handed over, wherever it is defined, and what it reaches."""
         if isinstance(fn, types.FunctionType):
@@ -430,28 +440,34 @@ def takes_xp(fn: Callable) -> bool:
 
 
 def rebind(fn: Callable, namespace: Any, *, mapping: dict | None = None,
-           builtins: dict | None = None) -> Callable:
+           builtins: dict | None = None, data: Any = None) -> Any:
     """A copy of `fn` that runs with its numpy replaced by `namespace` (see the module docstring).
 
     `mapping` adds identity replacements {original object: replacement}, e.g. a scipy function
     and its JAX counterpart; `builtins` replaces builtin names the user's code uses (JAX needs
     `range(n)` as an array to index with it). Functions with an `xp` parameter get
-    `xp=namespace` instead.
+    `xp=namespace` instead. With `data` (the other arguments fn will be called with: nested
+    tuples, lists and dicts), returns (copy, data rebound the same way): the user's objects,
+    classes and functions in it are copied and rebound; arrays and other values stay as they are.
     """
-    return rebind_guarded(fn, namespace, mapping=mapping, builtins=builtins)[0]
+    out = rebind_guarded(fn, namespace, mapping=mapping, builtins=builtins, data=data)
+    return out[0] if data is None else (out[0], out[2])
 
 
 def rebind_guarded(fn: Callable, namespace: Any, *, mapping: dict | None = None,
-                   builtins: dict | None = None) -> tuple[Callable, Callable[[], bool]]:
-    """`rebind`, plus a check that the user's globals and closures it copied are unchanged.
+                   builtins: dict | None = None, data: Any = None) -> tuple:
+    """`rebind`, plus a check that the user's globals and closures it copied are unchanged:
+    (copy, check), or (copy, check, rebound data) when `data` is given.
 
     Callers that cache the copy (and what JAX compiled from it) call the check before reuse:
     a module constant reassigned since (`REG = 0.2`) makes the cached copy stale.
     """
     if takes_xp(fn):
-        return functools.partial(fn, xp=namespace), lambda: True
+        out: tuple = (functools.partial(fn, xp=namespace), lambda: True)
+        return out if data is None else (*out, data)
     rebinder = Rebinder(namespace, mapping, builtins)
-    return rebinder.callable(fn), rebinder.unchanged
+    out = (rebinder.callable(fn), rebinder.unchanged)
+    return out if data is None else (*out, rebinder.data(data))
 
 
 def user_location(exc: BaseException) -> str:

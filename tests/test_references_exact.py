@@ -517,6 +517,33 @@ def test_a_model_object_reached_through_a_global_is_re_run(reference):
     np.testing.assert_array_equal(params["W"], W)
 
 
+def loss_with_model_argument(p, model, X):
+    model.W = p["W"]
+    return model.loss(X)
+
+
+def loss_with_activation_argument(p, X, act):
+    return np.sum(act(X @ p["W"]))
+
+
+@pytest.mark.parametrize("reference", ["jax", "sympy"])
+def test_objects_and_functions_passed_as_arguments_are_re_run(reference):
+    import gradcheck
+
+    def grad(p, model, X):
+        model.W = p["W"]
+        return {"W": model.grad(X)}
+
+    model = TwoLayer()
+    state = dict(vars(model))
+    report = gradcheck.check(loss_with_model_argument, grad, {"W": W.copy()}, (model, X), against=(reference,))
+    assert report.passed, str(report)
+    assert vars(model).keys() == state.keys() and model.reg == state["reg"]
+    act = gradcheck.check(loss_with_activation_argument, lambda p, X, act: {"W": X.T @ (1 - np.tanh(X @ p["W"]) ** 2)},
+                          {"W": W.copy()}, (X, np.tanh), against=(reference,))
+    assert act.passed, str(act)
+
+
 def test_references_never_touch_the_callers_data():
     data = X.copy()
     obj = objective(inplace_loss, {"W": W}, data)

@@ -322,6 +322,22 @@ def test_a_model_object_in_a_global_is_copied_and_rebound():
     assert NET.w is not W and not NET.w.any()  # the weights were set on the copy, not on NET
 
 
+def loss_with_a_model_argument(w, x, model, act):
+    return np.sum(model.forward(x) * act(w))
+
+
+def test_arguments_are_rebound_when_given_as_data():
+    model = Perceptron()
+    model.w = np.array([0.3, 0.1])
+    data = ([X], {"model": model, "act": np.tanh}, 3)
+    ns = Recording()
+    fn, (xs, named, three) = rebind(loss_with_a_model_argument, ns, data=data)
+    assert xs[0] is X and three == 3 and named["act"] is np.tanh  # Recording hands out numpy's own
+    assert named["model"] is not model and isinstance(named["model"], Perceptron)
+    assert fn(W, xs[0], **named) == pytest.approx(loss_with_a_model_argument(W, X, model, np.tanh))
+    assert "tanh" in ns.used and vars(model).keys() == {"w"}
+
+
 def test_guard_notices_state_changed_in_place():
     network = Network(CrossEntropy)
     _, unchanged = rebind_guarded(network.loss, Recording())

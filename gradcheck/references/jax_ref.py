@@ -223,8 +223,9 @@ def _compile(objective: Objective, template: tuple) -> _Compiled:
     if cached is not None and cached.unchanged():
         _CACHE.move_to_end(key)
         return cached
-    fn, unchanged = rebind_guarded(objective.loss, namespace(), mapping=_scipy_mapping(),
-                                   builtins={"range": _index_range})
+    # The data's objects (a model passed in args, an activation function) are rebound with the loss.
+    fn, unchanged, template = rebind_guarded(objective.loss, namespace(), mapping=_scipy_mapping(),
+                                             builtins={"range": _index_range}, data=template)
     treedef = objective.treedef
 
     def loss(leaves: Sequence[Any], arrays: Sequence[Any]) -> Any:

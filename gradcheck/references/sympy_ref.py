@@ -282,6 +282,7 @@ class _State:
     """An objective under SymPy: the rebound loss and, once built, the all-symbols expression."""
 
     fn: Any
+    data: tuple  # (args, kwargs) with the user's objects and functions in them rebound
     names: list
     symbols: list = field(default_factory=list)  # per leaf: object array of Symbols
     expression: Any = None
@@ -297,7 +298,8 @@ _STATES: "weakref.WeakKeyDictionary[Objective, _State]" = weakref.WeakKeyDiction
 def _state(objective: Objective) -> _State:
     state = _STATES.get(objective)
     if state is None:
-        state = _State(fn=rebind(objective.loss, symnp), names=leaf_names(objective.treedef))
+        fn, data = rebind(objective.loss, symnp, data=(objective.args, objective.kwargs))
+        state = _State(fn=fn, data=data, names=leaf_names(objective.treedef))
         _STATES[objective] = state
     return state
 
@@ -345,7 +347,8 @@ def _run(objective: Objective, state: _State, leaves: list, evaluator: Evaluator
             sympy_evaluate(simplify):
         try:
             params = unflatten(objective.treedef, [_leaf_value(objective, k, v) for k, v in enumerate(leaves)])
-            value = state.fn(params, *_data(objective.args), **_data(objective.kwargs))
+            args, kwargs = state.data
+            value = state.fn(params, *_data(args), **_data(kwargs))
             return _as_expression(value), evaluation.ties
         except ReferenceUnavailable:
             raise
