@@ -120,8 +120,10 @@ class _Missing:
 class Rebinder:
     """One rebinding: the namespace, the identity mapping, and a memo shared by all copies."""
 
-    def __init__(self, namespace: Any, mapping: dict | None = None, builtins: dict | None = None) -> None:
+    def __init__(self, namespace: Any, mapping: dict | None = None, builtins: dict | None = None,
+                 functional_writes: bool = False) -> None:
         self.namespace = namespace
+        self.functional_writes = functional_writes  # see gradcheck.writes
         self.builtins = dict(builtins or {})
         self.mapping = {id(k): v for k, v in (mapping or {}).items()}
         self._keep = list((mapping or {}).keys())  # keep ids stable while the memo lives
@@ -214,9 +216,10 @@ class Rebinder:
             return self.memo[id(fn)]
         self.user_globals.add(id(fn.__globals__))
         new_globals = self._globals(fn.__globals__)
-        freevars = fn.__code__.co_freevars
+        code = self._code(fn.__code__, new_globals)
+        freevars = code.co_freevars
         cells = tuple(types.CellType() for _ in freevars) if fn.__closure__ else None
-        clone = types.FunctionType(fn.__code__, new_globals, fn.__name__, None, cells)
+        clone = types.FunctionType(code, new_globals, fn.__name__, None, cells)
         self._keep.append(fn)
         self.memo[id(fn)] = clone
         clone.__defaults__ = tuple(self.convert(d) for d in fn.__defaults__) if fn.__defaults__ else None
@@ -225,7 +228,9 @@ class Rebinder:
         for attr in ("__module__", "__qualname__", "__doc__", "__annotations__"):
             setattr(clone, attr, getattr(fn, attr))
         clone.__dict__.update(fn.__dict__)
-        for name, old, new in zip(freevars, fn.__closure__ or (), cells or ()):
+        originals = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+        for name, new in zip(freevars, cells or ()):
+            old = originals[name]
             try:
                 contents = old.cell_contents
             except ValueError:  # an empty cell (a name not yet assigned in the outer function)
@@ -233,7 +238,7 @@ class Rebinder:
             # `__class__` is the zero-argument super() cell: it must stay the original class.
             new.cell_contents = contents if name == "__class__" else self.convert(contents, name)
             self._read(old, "", contents)
-        for name in _global_names(fn.__code__):
+        for name in _global_names(code):
             if name in fn.__globals__:
                 value = fn.__globals__[name]
                 self._read(fn.__globals__, name, value)
@@ -241,6 +246,18 @@ class Rebinder:
             elif name in self.builtins:  # a builtin the namespace needs replaced, e.g. range
                 new_globals[name] = self.builtins[name]
         return clone
+
+    def _code(self, code: types.CodeType, new_globals: dict) -> types.CodeType:
+        """The code the copy runs: with assignments into arrays made functional if asked."""
+        if not self.functional_writes:
+            return code
+        from .writes import functional_code, helpers
+
+        rewritten = functional_code(code)
+        if rewritten is None:
+            return code
+        new_globals.update(helpers())
+        return rewritten
 
     def unchanged(self) -> bool:
         """Whether every global, closure value and attribute the copies were built from is still
@@ -440,7 +457,7 @@ def takes_xp(fn: Callable) -> bool:
 
 
 def rebind(fn: Callable, namespace: Any, *, mapping: dict | None = None,
-           builtins: dict | None = None, data: Any = None) -> Any:
+           builtins: dict | None = None, data: Any = None, functional_writes: bool = False) -> Any:
     """A copy of `fn` that runs with its numpy replaced by `namespace` (see the module docstring).
 
     `mapping` adds identity replacements {original object: replacement}, e.g. a scipy function
@@ -449,13 +466,16 @@ def rebind(fn: Callable, namespace: Any, *, mapping: dict | None = None,
     `xp=namespace` instead. With `data` (the other arguments fn will be called with: nested
     tuples, lists and dicts), returns (copy, data rebound the same way): the user's objects,
     classes and functions in it are copied and rebound; arrays and other values stay as they are.
+    `functional_writes` recompiles the user's functions so that `a[i] = v` also works on
+    immutable arrays (see gradcheck.writes).
     """
-    out = rebind_guarded(fn, namespace, mapping=mapping, builtins=builtins, data=data)
+    out = rebind_guarded(fn, namespace, mapping=mapping, builtins=builtins, data=data,
+                         functional_writes=functional_writes)
     return out[0] if data is None else (out[0], out[2])
 
 
 def rebind_guarded(fn: Callable, namespace: Any, *, mapping: dict | None = None,
-                   builtins: dict | None = None, data: Any = None) -> tuple:
+                   builtins: dict | None = None, data: Any = None, functional_writes: bool = False) -> tuple:
     """`rebind`, plus a check that the user's globals and closures it copied are unchanged:
     (copy, check), or (copy, check, rebound data) when `data` is given.
 
@@ -465,7 +485,7 @@ def rebind_guarded(fn: Callable, namespace: Any, *, mapping: dict | None = None,
     if takes_xp(fn):
         out: tuple = (functools.partial(fn, xp=namespace), lambda: True)
         return out if data is None else (*out, data)
-    rebinder = Rebinder(namespace, mapping, builtins)
+    rebinder = Rebinder(namespace, mapping, builtins, functional_writes)
     out = (rebinder.callable(fn), rebinder.unchanged)
     return out if data is None else (*out, rebinder.data(data))
 

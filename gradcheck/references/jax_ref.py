@@ -225,7 +225,8 @@ def _compile(objective: Objective, template: tuple) -> _Compiled:
         return cached
     # The data's objects (a model passed in args, an activation function) are rebound with the loss.
     fn, unchanged, template = rebind_guarded(objective.loss, namespace(), mapping=_scipy_mapping(),
-                                             builtins={"range": _index_range}, data=template)
+                                             builtins={"range": _index_range}, data=template,
+                                             functional_writes=True)
     treedef = objective.treedef
 
     def loss(leaves: Sequence[Any], arrays: Sequence[Any]) -> Any:
@@ -261,9 +262,10 @@ def _explain(exc: BaseException) -> str:
     if isinstance(exc, JaxUnsupported):
         return f"{text}{at}"
     if isinstance(exc, TypeError) and ("does not support item assignment" in text or "immutable" in text):
-        return (f"in-place assignment into an array (`a[i] = v`){at}: JAX arrays are immutable. Build the "
-                f"array without assigning into it (np.where, np.concatenate, a one-hot matrix), or accept "
-                f"the other references' results")
+        return (f"in-place assignment into an array{at}: JAX arrays are immutable. gradcheck rewrites "
+                f"`name[i] = v` for JAX, but not through an attribute (`self.a[i] = v`), a nested index "
+                f"(`a[i][j] = v`) or code whose source file it cannot read. Assign to a local name first "
+                f"(`a = self.a; a[i] = v`), or accept the other references' results")
     if isinstance(exc, jax.errors.TracerBoolConversionError):
         return (f"Python control flow on a value that depends on the parameters{at} (an `if`, `while`, `and`/"
                 f"`or` or `max()` on a traced value); use np.where / np.maximum instead")

@@ -1,0 +1,172 @@
+"""Assignment into arrays, rewritten so that the same code runs on arrays that cannot be written to.
+
+JAX arrays are immutable, so a learner's `dscores[range(N), y] -= 1` stops the JAX re-run.
+`functional_code(fn)` recompiles fn from its source with every `name[index] = value` and
+`name[index] op= value` turned into `name = setitem(name, index, value[, op])`. `setitem`
+writes in place into whatever supports it (numpy arrays, lists, dicts: the original
+behaviour, views and all) and returns an updated copy of a JAX array
+(`x.at[index].set(...)`), reading `x[index] op value` first as numpy's buffered in-place
+operators do (a repeated index is updated once, not accumulated).
+
+The rewrite is used only when the source compiles, unmodified, to the function's own
+bytecode (so a file edited since it was imported is never mistaken for the running code).
+Assignments through attributes (`self.W[i] = v`), to several targets or to nested
+subscripts are left as they are.
+"""
+
+from __future__ import annotations
+
+import ast
+import dis
+import functools
+import inspect
+import operator
+import textwrap
+import types
+from typing import Any, Callable
+
+import numpy as np
+
+#: Names the rewritten code calls; they are added to the copy's globals.
+SETITEM = "__gradcheck_setitem__"
+SLICE = "__gradcheck_slice__"
+
+_OPERATORS: dict[str, tuple[Callable, Callable]] = {
+    "Add": (operator.add, operator.iadd), "Sub": (operator.sub, operator.isub),
+    "Mult": (operator.mul, operator.imul), "Div": (operator.truediv, operator.itruediv),
+    "FloorDiv": (operator.floordiv, operator.ifloordiv), "Mod": (operator.mod, operator.imod),
+    "Pow": (operator.pow, operator.ipow), "MatMult": (operator.matmul, operator.imatmul),
+    "BitAnd": (operator.and_, operator.iand), "BitOr": (operator.or_, operator.ior),
+    "BitXor": (operator.xor, operator.ixor), "LShift": (operator.lshift, operator.ilshift),
+    "RShift": (operator.rshift, operator.irshift),
+}
+
+
+def setitem(target: Any, index: Any, value: Any, op: str | None = None) -> Any:
+    """`target[index] = value` (or `op=`), in place where target allows it, else on a copy."""
+    if hasattr(target, "at") and not isinstance(target, np.ndarray):  # a JAX array or tracer
+        if op is not None:
+            value = _OPERATORS[op][0](target[index], value)
+        return target.at[index].set(value)
+    if op is not None:
+        value = _OPERATORS[op][1](target[index], value)
+    target[index] = value
+    return target
+
+
+def helpers() -> dict[str, Any]:
+    """The globals the rewritten code needs."""
+    return {SETITEM: setitem, SLICE: slice}
+
+
+def _writes_into_items(code: types.CodeType) -> bool:
+    """Whether the code (or a function nested in it) assigns to a subscript."""
+    if any(i.opname == "STORE_SUBSCR" for i in dis.get_instructions(code)):
+        return True
+    return any(isinstance(c, types.CodeType) and _writes_into_items(c) for c in code.co_consts)
+
+
+def _index(node: ast.expr) -> ast.expr:
+    """An index as an ordinary expression: slices `a:b:c` become `slice(a, b, c)` calls."""
+    if isinstance(node, ast.Slice):
+        parts = [p if p is not None else ast.Constant(None) for p in (node.lower, node.upper, node.step)]
+        return ast.Call(ast.Name(SLICE, ast.Load()), parts, [])
+    if isinstance(node, ast.Tuple):
+        return ast.Tuple([_index(e) for e in node.elts], ast.Load())
+    return node
+
+
+class _Rewrite(ast.NodeTransformer):
+    def _update(self, node: ast.stmt, target: ast.expr, value: ast.expr, op: str | None) -> ast.stmt:
+        if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)):
+            return node
+        name = target.value.id
+        args = [ast.Name(name, ast.Load()), _index(target.slice), value]
+        if op is not None:
+            args.append(ast.Constant(op))
+        call = ast.Call(ast.Name(SETITEM, ast.Load()), args, [])
+        return ast.copy_location(ast.Assign([ast.Name(name, ast.Store())], call), node)
+
+    def visit_Assign(self, node: ast.Assign) -> ast.stmt:
+        self.generic_visit(node)
+        return self._update(node, node.targets[0], node.value, None) if len(node.targets) == 1 else node
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> ast.stmt:
+        self.generic_visit(node)
+        op = type(node.op).__name__
+        return self._update(node, node.target, node.value, op) if op in _OPERATORS else node
+
+
+def _compiled(definition: ast.FunctionDef, code: types.CodeType) -> types.CodeType | None:
+    """The code object of `definition`, compiled as `code` was (inside a factory that
+    provides its free variables), or None."""
+    definition.decorator_list = []
+    body: list[ast.stmt] = [definition]
+    if code.co_freevars:  # make each free variable a cell of an enclosing function
+        factory = ast.FunctionDef(
+            name="__gradcheck_factory__",
+            args=ast.arguments(posonlyargs=[], args=[ast.arg(v) for v in code.co_freevars], kwonlyargs=[],
+                               kw_defaults=[], defaults=[]),
+            body=[definition, ast.Return(ast.Name(definition.name, ast.Load()))], decorator_list=[], returns=None)
+        if "type_params" in ast.FunctionDef._fields:  # Python 3.12+
+            factory.type_params = []
+        body = [factory]
+    module = ast.fix_missing_locations(ast.Module(body, type_ignores=[]))
+    found = _find_code(compile(module, code.co_filename, "exec"), definition.name)
+    return found if found is not None and set(found.co_freevars) == set(code.co_freevars) else None
+
+
+def _find_code(code: types.CodeType, name: str) -> types.CodeType | None:
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            if const.co_name == name:
+                return const
+            found = _find_code(const, name)
+            if found is not None:
+                return found
+    return None
+
+
+#: Instructions the interpreter rewrites in place once a function has run (3.11 turns a
+#: module's LOAD_METHOD into LOAD_ATTR), compared as one.
+_SAME_OP = {"LOAD_METHOD": "LOAD_ATTR"}
+_JUMPS = set(dis.hasjrel) | set(dis.hasjabs)
+
+
+def _signature(code: types.CodeType) -> tuple:
+    """What a code object does, without what running it or its cache layout changes: each
+    instruction's name and argument (jump offsets left out), nested functions included."""
+    out = []
+    for ins in dis.get_instructions(code):
+        arg = ins.argval
+        if isinstance(arg, types.CodeType):
+            arg = _signature(arg)
+        elif ins.opcode in _JUMPS or ins.opname == "CACHE":
+            arg = None
+        out.append((_SAME_OP.get(ins.opname, ins.opname), repr(arg)))
+    return (code.co_varnames, code.co_freevars, tuple(out))
+
+
+def _same_bytecode(a: types.CodeType, b: types.CodeType) -> bool:
+    return _signature(a) == _signature(b)
+
+
+@functools.lru_cache(maxsize=256)
+def functional_code(code: types.CodeType) -> types.CodeType | None:
+    """`code` with assignments into items rewritten (see the module docstring), or None when
+    there are none, the source cannot be read or does not match, or it is not a plain def."""
+    if not _writes_into_items(code) or "__class__" in code.co_freevars or code.co_name == "<lambda>":
+        return None
+    try:
+        source = textwrap.dedent(inspect.getsource(code))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef) or tree.body[0].name != code.co_name:
+        return None
+    ast.increment_lineno(tree, code.co_firstlineno - 1)  # the user's line numbers in tracebacks
+    original = _compiled(ast.parse(source).body[0], code)
+    if original is None or not _same_bytecode(original, code):
+        return None  # the file changed since the function was defined: do not guess
+    definition = tree.body[0]
+    return _compiled(_Rewrite().visit(definition), code)
