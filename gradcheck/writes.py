@@ -10,8 +10,8 @@ operators do (a repeated index is updated once, not accumulated).
 
 The rewrite is used only when the source compiles, unmodified, to the function's own
 bytecode (so a file edited since it was imported is never mistaken for the running code).
-Assignments through attributes (`self.W[i] = v`), to several targets or to nested
-subscripts are left as they are.
+Assignments through attributes (`self.W[i] = v`), to several targets, to nested subscripts
+or into a global's or an enclosing function's array are left as they are.
 """
 
 from __future__ import annotations
@@ -76,9 +76,47 @@ def _index(node: ast.expr) -> ast.expr:
     return node
 
 
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp,
+           ast.DictComp, ast.GeneratorExp)
+
+
+def _local_names(function: ast.FunctionDef) -> set[str]:
+    """The names local to a function: its parameters and what it binds, less global/nonlocal."""
+    a = function.args
+    names = {arg.arg for arg in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if arg is not None}
+    declared: set[str] = set()
+    todo = list(function.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            declared.update(node.names)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        if not isinstance(node, _SCOPES):  # a nested scope binds its own names
+            todo.extend(ast.iter_child_nodes(node))
+    return names - declared
+
+
 class _Rewrite(ast.NodeTransformer):
+    """Rewrites writes into local names only: making a global or a closure's name local
+    (by assigning to it) would break the function."""
+
+    def __init__(self) -> None:
+        self.scopes: list[set[str]] = []
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.FunctionDef:
+        self.scopes.append(_local_names(node))
+        self.generic_visit(node)
+        self.scopes.pop()
+        return node
+
     def _update(self, node: ast.stmt, target: ast.expr, value: ast.expr, op: str | None) -> ast.stmt:
-        if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)):
+        if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                and self.scopes and target.value.id in self.scopes[-1]):
             return node
         name = target.value.id
         args = [ast.Name(name, ast.Load()), _index(target.slice), value]

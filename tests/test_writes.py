@@ -7,6 +7,7 @@ it cannot be sure it reproduces the running code.
 
 from __future__ import annotations
 
+import dis
 import importlib
 import linecache
 import sys
@@ -68,6 +69,25 @@ def make_closure(k):
     return closure
 
 
+BUFFER = np.zeros(2)
+
+
+def writes_into_a_global_and_a_closure(w):
+    BUFFER[0] = 1.0        # a global's array: rewriting would make BUFFER local, so it stays
+
+    def scale(k):
+        rows = np.ones(2)
+
+        def inner():
+            rows[1] = k    # the enclosing function's array: stays too
+            return rows
+        return inner()
+
+    local = np.zeros(2)
+    local[1] = w[1]        # rewritten
+    return np.sum(BUFFER) + np.sum(scale(w[0])) + np.sum(local)
+
+
 def no_writes(w):
     return np.sum(w ** 2)
 
@@ -93,6 +113,15 @@ def test_rewritten_code_computes_the_same_on_numpy_and_jax(fn):
     assert float(jax_copy(jnp.asarray(W))) == pytest.approx(expected, rel=1e-6)
     with pytest.raises(TypeError):  # without the rewrite, JAX refuses the first write
         rebind(fn, jnp)(jnp.asarray(W))
+
+
+def test_only_local_names_are_rewritten():
+    code = functional_code(writes_into_a_global_and_a_closure.__code__)
+    assert code is not None
+    expected = writes_into_a_global_and_a_closure(W)
+    assert rebind(writes_into_a_global_and_a_closure, np, functional_writes=True)(W) == expected
+    stores = [i.argval for i in dis.get_instructions(code) if i.opname == "STORE_FAST"]
+    assert "local" in stores and "BUFFER" not in stores and BUFFER[0] == 1.0
 
 
 def test_rewrite_steps_aside_when_there_is_nothing_to_do_or_no_source():

@@ -263,9 +263,10 @@ def _explain(exc: BaseException) -> str:
         return f"{text}{at}"
     if isinstance(exc, TypeError) and ("does not support item assignment" in text or "immutable" in text):
         return (f"in-place assignment into an array{at}: JAX arrays are immutable. gradcheck rewrites "
-                f"`name[i] = v` for JAX, but not through an attribute (`self.a[i] = v`), a nested index "
-                f"(`a[i][j] = v`) or code whose source file it cannot read. Assign to a local name first "
-                f"(`a = self.a; a[i] = v`), or accept the other references' results")
+                f"`name[i] = v` for JAX when `name` is a local variable, but not through an attribute "
+                f"(`self.a[i] = v`), a nested index (`a[i][j] = v`), into a global's array or in code whose "
+                f"source file it cannot read. Work on a local copy (`a = self.a.copy(); a[i] = v`), or "
+                f"accept the other references' results")
     if isinstance(exc, jax.errors.TracerBoolConversionError):
         return (f"Python control flow on a value that depends on the parameters{at} (an `if`, `while`, `and`/"
                 f"`or` or `max()` on a traced value); use np.where / np.maximum instead")
