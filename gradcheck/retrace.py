@@ -357,18 +357,26 @@ class Rebinder:
             return obj
         self._keep.append(obj)
         self.memo[id(obj)] = clone  # before converting attributes: an attribute may point back to obj
+        try:
+            self._copy_state(obj, clone)
+        except Exception:  # noqa: BLE001 - an object that resists copying is used as it is
+            self.memo[id(obj)] = obj
+            return obj
+        return clone
+
+    def _copy_state(self, obj: Any, clone: Any) -> None:
+        """obj's attributes onto clone, functions and classes among them rebound; writes go
+        around the class's own __setattr__ (a frozen class) as copy.copy's do."""
         if hasattr(obj, "__dict__"):
-            # A new dict (attribute writes stay on the copy) whose functions and classes are rebound.
             attributes = vars(obj)
             for key, value in list(attributes.items()):
                 self._read(attributes, key, value)
-                clone.__dict__[key] = self.convert(value, key)
+                clone.__dict__[key] = self.convert(value, key)  # a new dict: writes stay on the copy
         for klass in type(obj).__mro__:
             slots = vars(klass).get("__slots__", ())
             for slot in (slots,) if isinstance(slots, str) else slots:
                 if slot not in ("__dict__", "__weakref__") and hasattr(obj, slot):
-                    setattr(clone, slot, self.convert(getattr(obj, slot), slot))
-        return clone
+                    object.__setattr__(clone, slot, self.convert(getattr(obj, slot), slot))
 
     def data(self, tree: Any) -> Any:
         """The loss's other arguments as the rebound code should see them."""

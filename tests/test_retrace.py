@@ -199,6 +199,51 @@ def loss_through_a_global_model(w, x):
     return np.sum(NET.forward(x))
 
 
+class Counting(type):
+    """A metaclass of the user's own."""
+
+
+class WithMeta(metaclass=Counting):
+    def f(self, w):
+        return np.tanh(w)
+
+
+@dataclasses.dataclass(slots=True)
+class Slotted:
+    k: float = 3.0
+
+    def f(self, w):
+        return np.sin(w) * self.k
+
+
+class Dynamic:
+    def __getattr__(self, name):
+        if name == "act":
+            return np.cosh
+        raise AttributeError(name)
+
+
+class Locked:
+    __slots__ = ("k",)
+
+    def __init__(self):
+        object.__setattr__(self, "k", 0.5)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("locked")
+
+    def f(self, w):
+        return np.log1p(w * w) * self.k
+
+
+ODD = (WithMeta(), Slotted(), Locked())
+DYNAMIC = Dynamic()
+
+
+def loss_through_a_dynamic_attribute(w, x):
+    return np.sum(DYNAMIC.act(w * x))
+
+
 OFFSET = np.array([1.0, 2.0])
 
 
@@ -336,6 +381,20 @@ def test_arguments_are_rebound_when_given_as_data():
     assert named["model"] is not model and isinstance(named["model"], Perceptron)
     assert fn(W, xs[0], **named) == pytest.approx(loss_with_a_model_argument(W, X, model, np.tanh))
     assert "tanh" in ns.used and vars(model).keys() == {"w"}
+
+
+@pytest.mark.parametrize("obj", ODD, ids=["own metaclass", "slotted dataclass", "locked __setattr__"])
+def test_objects_of_unusual_classes_are_copied_and_rebound(obj):
+    def loss(w, x):
+        return np.sum(obj.f(w * x))  # obj reached through a closure
+
+    out, used = run(loss)
+    assert out == pytest.approx(loss(W, X)) and used[0] == "sum" and len(used) == 2
+
+
+def test_an_attribute_served_by_getattr_is_seen_as_the_user_sees_it():
+    out, _ = run(loss_through_a_dynamic_attribute)
+    assert out == pytest.approx(loss_through_a_dynamic_attribute(W, X))
 
 
 def test_guard_notices_state_changed_in_place():
