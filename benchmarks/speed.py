@@ -39,7 +39,7 @@ DIFFERENCE_SIZES = (1_000, 3_000, 10_000)
 DELTAS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 0.0)
 MODES = {"default": "auto", "fast": "numeric"}
 WRONG = ("W1", (3, 2))
-FRESH_RUNS = 5  # fresh-process Mazur checks; the median is reported
+FRESH_RUNS = 7  # fresh-process Mazur checks; the median and the range are reported
 
 
 def planted(problem: dict, factor: float = 1.01):
@@ -154,7 +154,9 @@ def latency() -> dict:
             raise RuntimeError("the fresh-process Mazur check failed")
         exits.append(time.perf_counter() - start)  # plus the interpreter tearing down jax and sympy
     return {"warm_seconds": round(warm, 3), "fresh_process_to_result_seconds": round(float(np.median(verdicts)), 3),
-            "fresh_process_to_exit_seconds": round(float(np.median(exits)), 3), "fresh_runs": FRESH_RUNS}
+            "fresh_process_to_exit_seconds": round(float(np.median(exits)), 3), "fresh_runs": FRESH_RUNS,
+            "fresh_process_to_result_range": [round(min(verdicts), 3), round(max(verdicts), 3)],
+            "fresh_process_to_exit_range": [round(min(exits), 3), round(max(exits), 3)]}
 
 
 _MEMORY_CHILD = """
