@@ -412,6 +412,16 @@ def _batched_fn(compiled: _Compiled, shapes: tuple) -> Callable:
     return fn
 
 
+#: Timed batch calls; the fastest is the cost (one call can be slowed by anything else running).
+TIMINGS = 3
+
+
+def _seconds(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def batched_loss(objective: Objective) -> BatchedLoss | None:
     """The loss at one-element perturbations of x0, evaluated in jitted batches, or None.
 
@@ -436,9 +446,8 @@ def batched_loss(objective: Objective) -> BatchedLoss | None:
         with float64():
             x0 = _device_copy(flat)
             first = np.asarray(fn(index, values, x0, program.arrays))  # compiles
-            start = time.perf_counter()
-            np.asarray(fn(index, values, x0, program.arrays))
-            per_row = (time.perf_counter() - start) / rows
+            per_row = min(_seconds(lambda: np.asarray(fn(index, values, x0, program.arrays)))
+                          for _ in range(TIMINGS)) / rows
     except Exception:  # noqa: BLE001 - any failure means "not batchable"; callers fall back
         program.batched = False
         return None
