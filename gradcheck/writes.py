@@ -5,8 +5,9 @@ JAX arrays are immutable, so a learner's `dscores[range(N), y] -= 1` stops the J
 `name[index] op= value` turned into `name = setitem(name, index, value[, op])`. `setitem`
 writes in place into whatever supports it (numpy arrays, lists, dicts: the original
 behaviour, views and all) and returns an updated copy of a JAX array
-(`x.at[index].set(...)`), reading `x[index] op value` first as numpy's buffered in-place
-operators do (a repeated index is updated once, not accumulated).
+(`x.at[index].set(...)`, or a `where` for a boolean mask of x's shape and one value, which
+jit can compile), reading `x[index] op value` first as numpy's buffered in-place operators
+do (a repeated index is updated once, not accumulated).
 
 The rewrite is used only when the source compiles, unmodified, to the function's own
 bytecode (so a file edited since it was imported is never mistaken for the running code).
@@ -45,6 +46,11 @@ _OPERATORS: dict[str, tuple[Callable, Callable]] = {
 def setitem(target: Any, index: Any, value: Any, op: str | None = None) -> Any:
     """`target[index] = value` (or `op=`), in place where target allows it, else on a copy."""
     if hasattr(target, "at") and not isinstance(target, np.ndarray):  # a JAX array or tracer
+        if _is_mask(index, target) and np.ndim(value) == 0:
+            # `h[h < 0] = 0`: a select, which jit can compile (a boolean index it cannot).
+            import jax.numpy as jnp
+
+            return jnp.where(index, value if op is None else _OPERATORS[op][0](target, value), target)
         if op is not None:
             value = _OPERATORS[op][0](target[index], value)
         return target.at[index].set(value)
@@ -52,6 +58,12 @@ def setitem(target: Any, index: Any, value: Any, op: str | None = None) -> Any:
         value = _OPERATORS[op][1](target[index], value)
     target[index] = value
     return target
+
+
+def _is_mask(index: Any, target: Any) -> bool:
+    """Whether index is a boolean array of target's shape."""
+    dtype = getattr(index, "dtype", None)
+    return dtype is not None and np.dtype(dtype) == np.bool_ and np.shape(index) == np.shape(target)
 
 
 def helpers() -> dict[str, Any]:

@@ -120,13 +120,27 @@ def test_batched_equals_per_element_for_random_points(seed, scale):
 
 
 def test_not_traceable_means_no_batch():
-    def inplace(p, X):
+    def branching(p, X):
         h = X @ p["W"]
-        h[h < 0] = 0.0  # assignment into an array: JAX cannot trace it
+        if np.sum(h) > 0:  # Python control flow on a traced value: jit cannot compile it
+            return np.sum(h ** 2)
+        return -np.sum(h)
+
+    obj = objective(branching, {"W": np.ones((2, 2))}, np.array([[1.0, -2.0], [0.5, 3.0]]))
+    assert jax_ref.batched_loss(obj) is None
+
+
+def test_relu_written_in_place_is_batched():
+    def relu_in_place(p, X):
+        h = X @ p["W"]
+        h[h < 0] = 0.0  # rewritten for JAX as a select, which jit compiles
+        h[h > 2] *= 0.5
         return np.sum(h ** 2)
 
-    obj = objective(inplace, {"W": np.ones((2, 2))}, np.array([[1.0, -2.0], [0.5, 3.0]]))
-    assert jax_ref.batched_loss(obj) is None
+    obj = objective(relu_in_place, {"W": np.array([[0.3, -0.7], [1.1, 0.4]])}, np.array([[1.0, -2.0], [0.5, 3.0]]))
+    batched = jax_ref.batched_loss(obj)
+    assert batched is not None and batched.f0 == pytest.approx(obj(obj.x0), rel=1e-14)
+    assert_same_differences(*both(obj))
 
 
 # --- the plan ---------------------------------------------------------------------------------

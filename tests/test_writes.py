@@ -174,6 +174,21 @@ def test_setitem_matches_numpy_for_any_index(x, index, value, op):
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("op", [None, "Mult", "Add"])
+def test_a_boolean_mask_with_one_value_is_a_select_that_jit_compiles(op):
+    import jax
+
+    x = np.array([-1.5, 0.5, 2.5, -0.2])
+    expected = x.copy()
+    mask = expected < 0
+    if op is None:
+        expected[mask] = 0.0
+    else:
+        expected[mask] = {"Mult": np.multiply, "Add": np.add}[op](expected[mask], 0.5)
+    jitted = jax.jit(lambda a: setitem(a, a < 0, 0.0 if op is None else 0.5, op))
+    np.testing.assert_allclose(np.asarray(jitted(jnp.asarray(x))), expected, rtol=1e-6)
+
+
 def test_numpy_writes_stay_in_place_through_views():
     base = np.zeros(4)
     view = base[1:]
