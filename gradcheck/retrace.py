@@ -18,8 +18,8 @@ with `xp=namespace` instead of being rebound.
 
 The arguments the function is called with are rebound too when given as `data`. What is
 not reached: functions stored in containers (other than the arguments), and library code
-(site-packages, the standard library), which is left as it is. The copies read the user's globals as they were when rebound;
-`rebind_guarded` says when that is stale.
+(site-packages, the standard library), which is left as it is. The copies read the user's
+globals as they were when rebound; `rebind_guarded` says when that is stale.
 """
 
 from __future__ import annotations

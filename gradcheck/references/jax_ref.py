@@ -11,8 +11,10 @@ so the tutorials' `probs[range(n), y]` works.
 `batched_loss` serves the finite-difference reference: the same rebound loss, jitted and
 vectorised (jax.vmap) over many one-element perturbations of the parameters per call.
 
-Code JAX cannot run at all (assignment into an array, `np.random`, a numpy function jax.numpy
-lacks) raises `ReferenceUnavailable` naming the operation and the line of the user's code.
+Assignment into a local array (`dscores[range(N), y] -= 1`) is recompiled as a functional
+update (gradcheck.writes). Code JAX cannot run at all (assignment through an attribute,
+`np.random`, a numpy function jax.numpy lacks) raises `ReferenceUnavailable` naming the
+operation and the line of the user's code.
 """
 
 from __future__ import annotations
