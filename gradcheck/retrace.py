@@ -24,6 +24,7 @@ globals as they were when rebound; `rebind_guarded` says when that is stale.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
@@ -353,8 +354,12 @@ class Rebinder:
             return obj
         try:
             clone = object.__new__(rebound)
-        except TypeError:  # e.g. a subclass of a builtin type
-            return obj
+        except TypeError:  # a subclass of a builtin type (list, dict): copy it, then retype the copy
+            try:
+                clone = copy.copy(obj)
+                clone.__class__ = rebound  # allowed: the rebound subclass adds no slots
+            except Exception:  # noqa: BLE001 - an object that cannot be copied is used as it is
+                return obj
         self._keep.append(obj)
         self.memo[id(obj)] = clone  # before converting attributes: an attribute may point back to obj
         try:

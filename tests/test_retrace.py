@@ -236,7 +236,14 @@ class Locked:
         return np.log1p(w * w) * self.k
 
 
-ODD = (WithMeta(), Slotted(), Locked())
+class Layers(list):
+    """A builtin's subclass: copied with copy.copy, then given the rebound class."""
+
+    def f(self, w):
+        return np.exp(w) * len(self)
+
+
+ODD = (WithMeta(), Slotted(), Locked(), Layers([1, 2]))
 DYNAMIC = Dynamic()
 
 
@@ -383,13 +390,15 @@ def test_arguments_are_rebound_when_given_as_data():
     assert "tanh" in ns.used and vars(model).keys() == {"w"}
 
 
-@pytest.mark.parametrize("obj", ODD, ids=["own metaclass", "slotted dataclass", "locked __setattr__"])
+@pytest.mark.parametrize("obj", ODD, ids=["own metaclass", "slotted dataclass", "locked __setattr__",
+                                         "list subclass"])
 def test_objects_of_unusual_classes_are_copied_and_rebound(obj):
     def loss(w, x):
         return np.sum(obj.f(w * x))  # obj reached through a closure
 
-    out, used = run(loss)
-    assert out == pytest.approx(loss(W, X)) and used[0] == "sum" and len(used) == 2
+    jax = pytest.importorskip("jax")
+    traced = jax.jit(rebind(loss, jax.numpy))  # a method left on numpy would fail on the tracer
+    assert float(traced(W, X)) == pytest.approx(loss(W, X), rel=1e-6)
 
 
 def test_an_attribute_served_by_getattr_is_seen_as_the_user_sees_it():
