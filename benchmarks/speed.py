@@ -89,7 +89,6 @@ def differences(sizes) -> list[dict]:
     """Every element by finite differences: per-element numpy calls against the batched loss."""
     from gradcheck.check import prepare
     from gradcheck.references import jax_ref
-    from gradcheck.references.jax_ref import batched_loss
     from gradcheck.references.numeric import numeric_gradient
 
     rows = []
@@ -100,7 +99,7 @@ def differences(sizes) -> list[dict]:
         t_numpy, plain = _timed(lambda: numeric_gradient(prep.objective, everything, f0=prep.loss_value,
                                                          use_complex=False))
         jax_ref._CACHE.clear()  # the build figure includes tracing and compiling, as on a first check
-        t_build, batched = _timed(lambda: batched_loss(prep.objective))  # traces, compiles, times one call
+        t_build, batched = _timed(lambda: jax_ref.batched_loss(prep.objective))  # traces, compiles, times one call
         t_batched, fast = _timed(lambda: numeric_gradient(prep.objective, everything, f0=prep.loss_value,
                                                           use_complex=False, batched=batched))
         # How far apart the two estimates are, in units of their combined error bars.

@@ -74,11 +74,14 @@ class Projection:
     dout: np.ndarray
     params: dict  # the inputs being checked, by name
 
-    loss: Callable  # params -> sum(forward(*inputs) * dout)
-
     def assemble(self, params: Mapping) -> list:
         """Every input, in order: the checked ones from `params`, the rest as given."""
         return _assemble(self.names, self.constants, params)
+
+    @property
+    def loss(self) -> Callable:
+        """params -> sum(forward(*inputs) * dout), as a closure (see `_projection_loss`)."""
+        return _projection_loss(self.forward, self.names, self.constants, self.dout)
 
 
 def _assemble(names: Sequence[str], constants: Mapping, params: Mapping) -> list:
@@ -120,8 +123,7 @@ def projected_loss(forward: Callable, inputs: Any, *, wrt: Sequence[str] | None 
     if dout.shape != out.shape:
         raise InvalidCase(f"dout has shape {dout.shape} but forward's output has shape {out.shape}.")
     params = {n: v for n, v in zip(names, values) if n in wrt}
-    return Projection(forward=forward, names=names, constants=constants, dout=dout, params=params,
-                      loss=_projection_loss(forward, names, constants, dout))
+    return Projection(forward=forward, names=names, constants=constants, dout=dout, params=params)
 
 
 def check_layer(forward: Callable, backward: Callable, inputs: Any, *, wrt: Sequence[str] | None = None,

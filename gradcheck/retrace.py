@@ -37,6 +37,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .tree import map_data
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 #: math functions that have a numpy namesake, so a `math.exp(w)` on a parameter can be traced.
@@ -385,13 +387,7 @@ class Rebinder:
 
     def data(self, tree: Any) -> Any:
         """The loss's other arguments as the rebound code should see them."""
-        if type(tree) is dict:
-            return {k: self.data(v) for k, v in tree.items()}
-        if type(tree) in (list, tuple):
-            return type(tree)(self.data(v) for v in tree)
-        if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a namedtuple of data
-            return type(tree)(*(self.data(v) for v in tree))
-        return self.convert(tree)
+        return map_data(tree, self.convert)
 
     def callable(self, fn: Any) -> Any:
         """Rebind the function the user handed over, wherever it is defined, and what it reaches."""

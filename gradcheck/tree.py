@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -60,6 +60,22 @@ def flatten(tree: Any, origin: str = "params") -> tuple[list[str], list[Any], Tr
         raise InvalidCase(f"{origin} nest too deeply or contain themselves (a list that holds itself?); "
                           f"pass a finite dict, list or tuple of arrays.") from None
     return names, leaves, treedef
+
+
+def map_data(tree: Any, leaf: Callable[[Any], Any]) -> Any:
+    """`tree` with `leaf` applied to everything that is not a dict, list or tuple.
+
+    Containers are rebuilt as plain dicts, lists and tuples (a namedtuple keeps its type), in
+    order: the way a loss's data is walked for the references.
+    """
+    if isinstance(tree, dict):
+        return {k: map_data(v, leaf) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        items = [map_data(v, leaf) for v in tree]
+        if isinstance(tree, list):
+            return items
+        return type(tree)(*items) if hasattr(tree, "_fields") else tuple(items)
+    return leaf(tree)
 
 
 def unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:

@@ -37,7 +37,7 @@ from ..model import ReferenceGradient
 from . import unavailable
 from ..objective import Objective
 from ..retrace import rebind_guarded, user_location
-from ..tree import unflatten
+from ..tree import map_data, unflatten
 
 EPS = float(np.finfo(np.float64).eps)
 #: Autodiff is exact up to rounding in the forward and backward passes: float64 rounding, or
@@ -132,30 +132,17 @@ def _device_copy(array: np.ndarray, dtype: Any = None) -> Any:
 
 def _split(tree: Any, arrays: list) -> Any:
     """A template of `tree` with numeric ndarrays replaced by slots (their values go to `arrays`)."""
-    if isinstance(tree, np.ndarray) and tree.dtype.kind in "fiubc":
-        arrays.append(_device_copy(tree))
-        return _Slot(len(arrays) - 1)
-    if isinstance(tree, dict):
-        return {k: _split(v, arrays) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        items = [_split(v, arrays) for v in tree]
-        if isinstance(tree, list):
-            return items
-        return type(tree)(*items) if hasattr(tree, "_fields") else tuple(items)
-    return tree
+    def slot(value: Any) -> Any:
+        if isinstance(value, np.ndarray) and value.dtype.kind in "fiubc":
+            arrays.append(_device_copy(value))
+            return _Slot(len(arrays) - 1)
+        return value
+
+    return map_data(tree, slot)
 
 
 def _fill(template: Any, arrays: Sequence[Any]) -> Any:
-    if isinstance(template, _Slot):
-        return arrays[template.index]
-    if isinstance(template, dict):
-        return {k: _fill(v, arrays) for k, v in template.items()}
-    if isinstance(template, (list, tuple)):
-        items = [_fill(v, arrays) for v in template]
-        if isinstance(template, list):
-            return items
-        return type(template)(*items) if hasattr(template, "_fields") else tuple(items)
-    return template
+    return map_data(template, lambda v: arrays[v.index] if isinstance(v, _Slot) else v)
 
 
 def _as_loss(value: Any) -> Any:

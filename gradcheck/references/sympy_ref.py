@@ -52,7 +52,7 @@ from ..model import ReferenceGradient
 from . import unavailable
 from ..objective import Objective
 from ..retrace import rebind, user_location
-from ..tree import leaf_names, unflatten
+from ..tree import leaf_names, map_data, unflatten
 
 #: Extra working digits beyond the requested ones: data and constants carry these.
 GUARD_DIGITS = 15
@@ -313,18 +313,13 @@ def _leaf_value(objective: Objective, k: int, values: np.ndarray) -> Any:
 
 def _data(tree: Any) -> Any:
     """Fresh data as symnp sees it: floats as exact mpmath numbers, ints and bools copied."""
-    if isinstance(tree, np.ndarray):
-        return symnp.lift(tree) if tree.dtype.kind in "fc" else tree.copy()
-    if isinstance(tree, dict):
-        return {k: _data(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        items = [_data(v) for v in tree]
-        if isinstance(tree, list):
-            return items
-        return type(tree)(*items) if hasattr(tree, "_fields") else tuple(items)
-    if isinstance(tree, float):
-        return symnp.lift(tree)
-    return tree
+    return map_data(tree, _datum)
+
+
+def _datum(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return symnp.lift(value) if value.dtype.kind in "fc" else value.copy()
+    return symnp.lift(value) if isinstance(value, float) else value
 
 
 def _as_expression(value: Any) -> Any:
