@@ -122,7 +122,7 @@ class Objective:
                  kwargs: dict | None = None, scalar_leaves: Sequence[bool] = (), name: str = "loss") -> None:
         self.loss = loss
         self.treedef = treedef
-        self.x0 = [np.asarray(x, dtype=np.float64) for x in x0]
+        self.x0 = [np.ascontiguousarray(x, dtype=np.float64) for x in x0]  # flat index = C order
         try:
             self.user_args = fresh(args)  # private copy in the caller's dtypes: what the user's gradient sees
             self.user_kwargs = fresh(kwargs or {})
@@ -182,7 +182,7 @@ class Objective:
     def perturb(self, leaves: Sequence[np.ndarray], k: int, flat_index: int, value: Any) -> list:
         """A copy of `leaves` with one element of leaf k replaced (only that leaf is copied)."""
         out = list(leaves)
-        leaf = np.array(out[k], dtype=np.result_type(out[k], np.asarray(value)), copy=True)
+        leaf = np.array(out[k], dtype=np.result_type(out[k], np.asarray(value)), copy=True, order="C")
         leaf.reshape(-1)[flat_index] = value
         out[k] = leaf
         return out

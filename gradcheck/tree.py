@@ -186,7 +186,8 @@ def validate_leaf(name: str, value: Any) -> np.ndarray:
     if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
         raise InvalidCase(f"parameter '{name}' is {_describe(value)}; parameters must be float arrays or Python floats.")
     try:
-        arr = np.array(value, copy=True)
+        # C order: every flat index (perturbation, report, sample) means the same element.
+        arr = np.array(value, copy=True, order="C")
     except Exception as exc:  # noqa: BLE001 - any conversion failure is the user's input
         raise InvalidCase(f"parameter '{name}' ({_describe(value)}) cannot be turned into an array: {exc}") from None
     if arr.dtype.kind in "iub":
