@@ -122,7 +122,7 @@ class Objective:
                  kwargs: dict | None = None, scalar_leaves: Sequence[bool] = (), name: str = "loss") -> None:
         self.loss = loss
         self.treedef = treedef
-        self.x0 = [np.ascontiguousarray(x, dtype=np.float64) for x in x0]  # flat index = C order
+        self.x0 = [np.asarray(x, dtype=np.float64, order="C") for x in x0]  # flat index = C order
         try:
             self.user_args = fresh(args)  # private copy in the caller's dtypes: what the user's gradient sees
             self.user_kwargs = fresh(kwargs or {})

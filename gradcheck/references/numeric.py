@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -64,13 +65,16 @@ def richardson(objective: Objective, leaves: list, k: int, i: int, h: float, f0:
     x = float(leaves[k].reshape(-1)[i])
     fp = [_eval(objective, leaves, k, i, x + h * s, name) for s in STEP_FRACTIONS]
     fm = [_eval(objective, leaves, k, i, x - h * s, name) for s in STEP_FRACTIONS]
-    est, err, left, right, kink = extrapolate(np.array(fp), np.array(fm), f0, h, eps, noise)
+    est, err, left, right, kink, _ = extrapolate(np.array(fp), np.array(fm), f0, h, eps, noise)
     return float(est), float(err), float(left), float(right), bool(kink)
 
 
 def extrapolate(fp: np.ndarray, fm: np.ndarray, f0: float, h: Any, eps: float = EPS, noise: float = 0.0
                 ) -> tuple[np.ndarray, ...]:
-    """(estimate, error, left, right, kink) from the loss at x +- h, h/2, h/4 (rows of fp, fm).
+    """(estimate, error, left, right, kink, truncation) from the loss at x +- h, h/2, h/4 (rows of fp, fm).
+
+    `truncation` is the part of `error` that shorter steps would reduce (the gap between the
+    last two Richardson levels); the rest is round-off, which shorter steps increase.
 
     Works on one element (fp, fm of shape (3,)) or on many at once (shape (3, m), h of shape (m,)).
     """
@@ -82,10 +86,11 @@ def extrapolate(fp: np.ndarray, fm: np.ndarray, f0: float, h: Any, eps: float = 
         fmax = np.maximum(abs(f0), np.maximum(np.abs(fp).max(axis=0), np.abs(fm).max(axis=0)))
         # Round-off: at least eps |f|, or the loss's measured noise when larger (cancellation inside
         # the loss, as in (a - y)^2 near a good fit); 4 delta / h is the noise of r2, x3 for safety.
-        error = np.abs(r2 - r1[1]) + np.maximum(8 * eps * fmax, 12 * noise) / h + eps * np.abs(r2)
+        trunc = np.abs(r2 - r1[1])
         if eps > EPS:
             # The longer low-precision step may straddle a kink at h or h/2; the first-level gap shows it.
-            error = error + np.abs(r1[1] - r1[0])
+            trunc = trunc + np.abs(r1[1] - r1[0])
+        error = trunc + np.maximum(8 * eps * fmax, 12 * noise) / h + eps * np.abs(r2)
         right = (fp[2] - f0) / steps[2]
         left = (f0 - fm[2]) / steps[2]
         # Curvature makes right - left shrink in proportion to h; a kink keeps it constant.
@@ -97,7 +102,7 @@ def extrapolate(fp: np.ndarray, fm: np.ndarray, f0: float, h: Any, eps: float = 
         floor = np.maximum(1e3 * floor_noise * EPS / eps, 30 * floor_noise)
         kink = np.abs(gap_small) > np.maximum(np.maximum(0.6 * np.abs(gap_big), floor),
                                               1e-7 * (np.abs(right) + np.abs(left)))
-    return r2, error, left, right, kink
+    return r2, error, left, right, kink, trunc
 
 
 def loss_noise(objective: Objective, leaves: list, f0: float, points: int = 4) -> float:
@@ -159,14 +164,64 @@ def _complex_safe(objective: Objective, leaves: list, probes: list, f0: float) -
     return nonzero
 
 
+#: An estimate whose truncation error (the gap between Richardson levels) exceeds its round-off
+#: and this fraction of its size is retried at shorter steps: the loss varies along that element
+#: on a scale shorter than the step (a small element beside large ones in its leaf).
+REFINE_RTOL = 1e-9
+#: Each retry divides the step by this; at most REFINE_ROUNDS retries per element.
+SHRINK = 100.0
+REFINE_ROUNDS = 2
+#: Elements this much smaller than their leaf's typical size also try a step of their own scale.
+SMALL_ELEMENT = 1e-2
+
+
+@dataclass
+class _Estimates:
+    """Per leaf, per element: the estimate and what it rests on (step, error, one-sided slopes)."""
+
+    values: list
+    errors: list
+    lower: list
+    upper: list
+    checked: list
+    steps: list
+    trunc: list  # truncation part of the error (the Richardson gap), for the refinement
+    kinks: list
+
+    @classmethod
+    def empty(cls, shapes: Sequence[tuple]) -> "_Estimates":
+        def full(value: Any, dtype: Any = float) -> list:
+            return [np.full(s, value, dtype=dtype) for s in shapes]
+
+        return cls(values=full(np.nan), errors=full(np.inf), lower=full(np.nan), upper=full(np.nan),
+                   checked=full(False, bool), steps=full(np.nan), trunc=full(np.inf), kinks=full(False, bool))
+
+    def store(self, k: int, i: Any, out: tuple, h: Any) -> None:
+        """Write extrapolate()'s output for element(s) i of leaf k, estimated with step(s) h."""
+        est, err, left, right, kink, trunc = out
+        finite = np.isfinite(est)
+        for arr, v in ((self.values, est), (self.errors, err), (self.lower, np.minimum(left, right)),
+                       (self.upper, np.maximum(left, right)), (self.steps, h), (self.checked, finite),
+                       (self.trunc, trunc), (self.kinks, kink & finite)):
+            arr[k].reshape(-1)[i] = v
+
+    def get(self, k: int, i: np.ndarray) -> tuple:
+        """extrapolate()-shaped arrays for elements i of leaf k (left/right as lower/upper)."""
+        return tuple(a[k].reshape(-1)[i] for a in (self.values, self.errors, self.lower, self.upper,
+                                                   self.kinks, self.trunc))
+
+
 def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f0: float | None = None,
                      names: Sequence[str] = (), use_complex: bool | str = "auto", base_step: float = BASE_STEP,
                      progress=None, batched: Any = None) -> ReferenceGradient:
     """Richardson-extrapolated central differences on the selected elements (plus complex step).
 
-    `batched` (a `jax_ref.BatchedLoss`) evaluates the loss at many perturbed points per call;
-    it is used only after it reproduces the numpy loss's differences on a few probe elements,
-    and only for a loss computed in float64.
+    Every element starts with a step scaled to itself and its leaf; where its error estimate
+    shows truncation (the loss varies faster than the step) or a kink, shorter steps are tried
+    and the estimate with the smallest error is kept. A kink is declared only where the
+    one-sided slopes still differ at the shorter step. `batched` (a `jax_ref.BatchedLoss`)
+    evaluates the loss at many perturbed points per call; it is used only after it reproduces
+    the numpy loss's differences on a few probe elements, and only for a loss computed in float64.
     """
     start = time.perf_counter()
     leaves = list(objective.x0)  # read-only: perturbations copy the one leaf they change
@@ -175,82 +230,163 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
     # round-off eps |f| / h then dominates, and the h^6 truncation left by Richardson stays small.
     base_step = base_step * (max(EPS, getattr(objective, "eps", EPS)) / EPS) ** 0.2
     noise = loss_noise(objective, leaves, f0)
-    shapes = [x.shape for x in leaves]
-    values = [np.full(s, np.nan) for s in shapes]
-    errors = [np.full(s, np.inf) for s in shapes]
-    lower = [np.full(s, np.nan) for s in shapes]
-    upper = [np.full(s, np.nan) for s in shapes]
-    checked = [np.zeros(s, bool) for s in shapes]
-    steps = [np.full(s, np.nan) for s in shapes]
-    arrays = (values, errors, lower, upper, checked, steps)
-    kinks: list = []
-    probes = []
+    est = _Estimates.empty([x.shape for x in leaves])
     notes = []
-    done = 0
     selection = [np.asarray(idx, dtype=np.int64).reshape(-1) for idx in selection]
     h_leaves = [element_steps(x, base_step) for x in leaves]
     method = "central differences, Richardson over h, h/2, h/4"
+    numpy_eval = _numpy_evaluator(objective, leaves, f0, names, noise)
+    evaluate = numpy_eval
     if batched is not None and getattr(objective, "eps", EPS) <= EPS:
-        outcome = _batched_pass(objective, batched, leaves, selection, h_leaves, noise, f0, names, arrays)
-        if isinstance(outcome, str):
-            notes.append(outcome)
+        note = _batch_trusted(objective, batched, leaves, selection, h_leaves, noise, f0, names)
+        if note:
+            notes.append(note)
         else:
-            selection, kinks = outcome  # what is left: points where the batch was not finite
-            done = int(sum(c.sum() for c in checked))
+            evaluate = _batched_evaluator(batched, leaves, noise, numpy_eval)
             method += " (batched: the loss re-run under jax.numpy, many points per call)"
+    done = 0
+    for k, idx in enumerate(selection):
+        # Chunks: the progress callback hears of each, and a batch gets many rows per call.
+        for chunk in np.array_split(idx, max(1, idx.size // 256)) if idx.size else ():
+            est.store(k, chunk, evaluate(k, chunk, h_leaves[k][chunk]), h_leaves[k][chunk])
+            done += chunk.size
             if progress is not None:
                 progress(done)
     for k, idx in enumerate(selection):
-        h_all = h_leaves[k]
-        for i in idx:
-            name = _element_name(names, k, shapes[k], i)
-            h = float(h_all[i])
-            est, err, left, right, kink = richardson(objective, leaves, k, int(i), h, f0, name, noise)
-            small = base_step * abs(float(leaves[k].reshape(-1)[i])) or h * 1e-3
-            if not np.isfinite(est) and small < h:
-                # A step scaled to the leaf's typical size can cross a domain edge (log, sqrt) next
-                # to a small element; one scaled to the element alone may stay inside.
-                h = small
-                est, err, left, right, kink = richardson(objective, leaves, k, int(i), h, f0, name, noise)
-            # Unchecked but with a finite step: the loss was not finite at the perturbed points.
-            _store(arrays, k, i, est, err, left, right, h)
-            if kink:
-                kinks.append((k, int(i)))
-            elif len(probes) < 3 and np.isfinite(est) and est != 0:
-                probes.append((k, int(i), h, est, err))
-            done += 1
-            if progress is not None:
-                progress(done)
+        _refine(evaluate, est, k, idx, leaves[k], h_leaves[k], base_step)
+    # Complex step costs per-element calls of the numpy loss: not after a batch spared them.
+    probes = _probes(est, selection) if evaluate is numpy_eval else []
     if use_complex and _complex_safe(objective, leaves, probes, f0):
         method = "complex step (checked against central differences)"
-        _refine_complex(objective, leaves, selection, values, errors, kinks, base_step)
+        _refine_complex(objective, leaves, selection, est.values, est.errors, est.kinks, est.steps)
     elif use_complex is True:
         notes.append("complex step requested, but the loss is not complex-safe; used central differences")
-    for k, i in kinks:
+    for k in range(len(leaves)):
         # At a kink the central difference is only the mean of the one-sided slopes.
-        errors[k].reshape(-1)[i] = max(errors[k].reshape(-1)[i], upper[k].reshape(-1)[i] - lower[k].reshape(-1)[i])
-    kink_masks = [np.zeros(s, bool) for s in shapes]
-    for k, i in kinks:
-        kink_masks[k].reshape(-1)[i] = True
+        m = est.kinks[k]
+        est.errors[k][m] = np.maximum(est.errors[k][m], est.upper[k][m] - est.lower[k][m])
     return ReferenceGradient(
-        name="numeric", method=method, values=tuple(values), errors=tuple(errors), checked=tuple(checked),
-        lower=tuple(lower), upper=tuple(upper), steps=tuple(steps), notes=tuple(notes),
-        seconds=time.perf_counter() - start, exact=False, kinks=tuple(kink_masks),
+        name="numeric", method=method, values=tuple(est.values), errors=tuple(est.errors),
+        checked=tuple(est.checked), lower=tuple(est.lower), upper=tuple(est.upper), steps=tuple(est.steps),
+        notes=tuple(notes), seconds=time.perf_counter() - start, exact=False, kinks=tuple(est.kinks),
     )
+
+
+def _numpy_evaluator(objective: Objective, leaves: list, f0: float, names: Sequence[str], noise: float):
+    """evaluate(k, idx, h) -> extrapolate() arrays, from the user's own numpy loss (6 calls each)."""
+    eps = max(EPS, getattr(objective, "eps", EPS))
+
+    def evaluate(k: int, idx: np.ndarray, h: np.ndarray) -> tuple:
+        fp = np.empty((len(STEP_FRACTIONS), idx.size))
+        fm = np.empty_like(fp)
+        for j, (i, step) in enumerate(zip(idx, h)):
+            name = _element_name(names, k, leaves[k].shape, int(i))
+            x = float(leaves[k].reshape(-1)[i])
+            fp[:, j] = [_eval(objective, leaves, k, int(i), x + step * s, name) for s in STEP_FRACTIONS]
+            fm[:, j] = [_eval(objective, leaves, k, int(i), x - step * s, name) for s in STEP_FRACTIONS]
+        return extrapolate(fp, fm, f0, np.asarray(h, dtype=np.float64), eps, noise)
+
+    return evaluate
+
+
+def _batched_evaluator(batched: Any, leaves: list, noise: float, fallback):
+    """evaluate() through the batched JAX loss; points it cannot evaluate go to the numpy loss,
+    which reports the user's own error if their code raises there."""
+    def evaluate(k: int, idx: np.ndarray, h: np.ndarray) -> tuple:
+        out = _batched_leaf(batched, leaves, k, idx, h, noise)
+        bad = ~np.isfinite(out[0])
+        if bad.any():
+            redo = fallback(k, idx[bad], h[bad])
+            out = tuple(np.where(bad, r_all, o) if np.ndim(o) else o
+                        for o, r_all in zip(out, (_scatter(bad, r) for r in redo)))
+        return out
+
+    return evaluate
+
+
+def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """An array of mask's length holding `values` at mask's True entries (zeros elsewhere)."""
+    out = np.zeros(mask.shape, dtype=np.asarray(values).dtype)
+    out[mask] = values
+    return out
+
+
+def _refine(evaluate, est: _Estimates, k: int, idx: np.ndarray, x: np.ndarray, h0: np.ndarray,
+            base_step: float) -> None:
+    """Retry suspect elements of leaf k at shorter steps and keep the best-supported estimate.
+
+    Suspect: truncation dominates a non-negligible error, a kink was seen, the loss was not
+    finite a step away, or the element is far smaller than its leaf. A kink stands only if the
+    one-sided slopes still differ at a step SHRINK times shorter (a real kink's gap does not
+    shrink with the step; curvature's and aliasing's do).
+    """
+    flat = x.reshape(-1)
+    for _ in range(REFINE_ROUNDS):
+        value, error, low, high, kink, trunc = est.get(k, idx)
+        h = est.steps[k].reshape(-1)[idx]
+        mag = np.abs(flat[idx])
+        with np.errstate(invalid="ignore"):
+            truncated = (trunc > error - trunc) & (error > REFINE_RTOL * np.abs(value))
+        small = (mag > 0) & (mag * base_step < SMALL_ELEMENT * h)
+        suspect = (truncated | kink | ~np.isfinite(value) | small) & np.isfinite(h) & (h > 0)
+        if not suspect.any():
+            return
+        sel, h_sel = idx[suspect], h[suspect]
+        # Two shorter steps: the element's own scale (when far shorter) and the step / SHRINK.
+        own = np.where(mag[suspect] * base_step < h_sel / 10, mag[suspect] * base_step, 0.0)
+        candidates = [h_sel / SHRINK] + ([np.where(own > 0, own, h_sel / SHRINK)] if own.any() else [])
+        for h_new in candidates:
+            _keep_better(est, k, sel, evaluate(k, sel, h_new), h_new)
+        small_only = small & ~(truncated | kink | ~np.isfinite(value))
+        idx = idx[suspect & ~small_only]  # an element retried for its size alone is settled
+        if not idx.size:
+            return
+
+
+def _keep_better(est: _Estimates, k: int, sel: np.ndarray, new: tuple, h_new: np.ndarray) -> None:
+    """Take the new estimates where they are better supported than the stored ones."""
+    old = est.get(k, sel)
+    o_val, o_err, o_low, o_high, o_kink = old[:5]
+    n_val, n_err, n_left, n_right, n_kink = new[:5]
+    with np.errstate(invalid="ignore"):
+        o_gap, n_gap = o_high - o_low, np.abs(n_right - n_left)
+        # The gap held up at the shorter step: a kink after all (a small gap the finer noise floor hides).
+        held = o_kink & (n_gap > 0.5 * o_gap) & (n_gap > 4 * n_err)
+        n_kink = np.isfinite(n_val) & (n_kink | held)
+        better = np.isfinite(n_val) & (~np.isfinite(o_val) | (o_kink & ~n_kink) | (n_kink & o_kink)
+                                       | (~o_kink & ~n_kink & (n_err < o_err)))
+    if better.any():
+        est.store(k, sel[better], tuple(np.asarray(a)[better] for a in (n_val, n_err, n_left, n_right, n_kink,
+                                                                             new[5])), h_new[better])
+    # A kink seen at the longer step that the shorter one does not confirm was not one.
+    unconfirmed = o_kink & ~better & np.isfinite(n_val) & ~n_kink
+    est.kinks[k].reshape(-1)[sel[unconfirmed]] = False
+
+
+def _probes(est: _Estimates, selection: list) -> list:
+    """Up to 3 smooth, nonzero estimates (k, i, h, value, error) for the complex-step test."""
+    out = []
+    for k, idx in enumerate(selection):
+        for i in idx:
+            v = est.values[k].reshape(-1)[i]
+            if np.isfinite(v) and v != 0 and not est.kinks[k].reshape(-1)[i]:
+                out.append((k, int(i), float(est.steps[k].reshape(-1)[i]), float(v),
+                            float(est.errors[k].reshape(-1)[i])))
+                if len(out) == 3:
+                    return out
+    return out
 
 
 #: Elements whose batched differences are checked against the numpy loss's before the batch is trusted.
 BATCH_PROBES = 3
 
 
-def _batched_pass(objective: Objective, batched: Any, leaves: list, selection: list, h_leaves: list,
-                  noise: float, f0: float, names: Sequence[str], arrays: tuple) -> Any:
-    """Batched differences for every selected element, or a note saying why they were not used.
+def _batch_trusted(objective: Objective, batched: Any, leaves: list, selection: list, h_leaves: list,
+                   noise: float, f0: float, names: Sequence[str]) -> str:
+    """'' if the batch reproduces the numpy loss's differences on a few probe elements, else why not.
 
-    Writes into `arrays` and returns (per leaf, the elements left for the per-element loop;
-    kinks). The batch runs the loss as re-run under JAX; on a few probe elements it must
-    reproduce the differences of the user's own numpy loss within their error estimates, else
-    the batch is not used at all.
+    The batch runs the loss as re-run under JAX; if it disagrees with the user's own numpy loss
+    beyond the estimates' errors, it is not used at all.
     """
     probes = [(k, int(idx[0])) for k, idx in enumerate(selection) if idx.size][:BATCH_PROBES]
     for k, i in probes:
@@ -264,28 +400,7 @@ def _batched_pass(objective: Objective, batched: Any, leaves: list, selection: l
             return (f"batched differences (the loss under jax.numpy) gave {b_est[0]!r} for "
                     f"{_element_name(names, k, leaves[k].shape, i)} where your numpy loss gives {n_est!r}; "
                     f"every element was differenced with your numpy loss instead")
-    rest, kinks = [], []
-    for k, idx in enumerate(selection):
-        if not idx.size:
-            rest.append(idx)
-            continue
-        h = h_leaves[k][idx]
-        est, err, left, right, kink = _batched_leaf(batched, leaves, k, idx, h, noise)
-        ok = np.isfinite(est)
-        _store(arrays, k, idx[ok], est[ok], err[ok], left[ok], right[ok], h[ok])
-        kinks += [(k, int(i)) for i in idx[ok & kink]]
-        # Points where the JAX loss is not finite go to the numpy loop, which retries a shorter
-        # step and reports the user's own error if their code raises there.
-        rest.append(idx[~ok])
-    return rest, kinks
-
-
-def _store(arrays: tuple, k: int, i: Any, est: Any, err: Any, left: Any, right: Any, h: Any) -> None:
-    """Write estimates for element(s) i of leaf k into (values, errors, lower, upper, checked, steps)."""
-    values, errors, lower, upper, checked, steps = arrays
-    for arr, v in ((values, est), (errors, err), (lower, np.minimum(left, right)),
-                   (upper, np.maximum(left, right)), (steps, h), (checked, np.isfinite(est))):
-        arr[k].reshape(-1)[i] = v
+    return ""
 
 
 def _batched_leaf(batched: Any, leaves: list, k: int, idx: np.ndarray, h: np.ndarray, noise: float) -> tuple:
@@ -298,15 +413,15 @@ def _batched_leaf(batched: Any, leaves: list, k: int, idx: np.ndarray, h: np.nda
     return extrapolate(f[:3], f[3:], batched.f0, h, EPS, noise)
 
 
-def _refine_complex(objective, leaves, selection, values, errors, kinks, base_step) -> None:
+def _refine_complex(objective: Objective, leaves: list, selection: list, values: list, errors: list,
+                    kinks: list, steps: list) -> None:
     """Replace smooth elements' estimates by complex-step ones, accurate to round-off."""
-    kink_set = set(kinks)
     for k, idx in enumerate(selection):
-        h_all = element_steps(leaves[k], base_step) * (COMPLEX_STEP / base_step)
         for i in np.asarray(idx, dtype=np.int64):
-            if (k, int(i)) in kink_set:
+            h = steps[k].reshape(-1)[i]
+            if kinks[k].reshape(-1)[i] or not np.isfinite(h):
                 continue
-            cs = complex_step(objective, leaves, k, int(i), float(h_all[i]))
+            cs = complex_step(objective, leaves, k, int(i), float(h) * (COMPLEX_STEP / BASE_STEP))
             old, err = values[k].reshape(-1)[i], errors[k].reshape(-1)[i]
             if cs is not None and np.isfinite(cs) and abs(cs - old) <= 4 * err + 1e-10 * abs(old):
                 values[k].reshape(-1)[i] = cs
