@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .compare import Combined, compare_leaf, default_tolerances
+from .consensus import vet
 from .diagnose import diagnose, diagnose_shape
 from .errors import (GradientMismatch, InvalidCase, NondeterministicLoss, ReferenceUnavailable,
                      UserCodeError)
@@ -535,6 +536,7 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
             f"SymPy; ask for it with against=('sympy', ...) to sample a few elements symbolically")
     elif "sympy" in names:
         run("sympy", numeric.selection)
+    vetted = vet(prep.objective, prep.x0, prep.loss_value, refs, statuses, prep.names, seed)
     ordered = [statuses[n] for n in names if n in statuses]
     if not refs:
         raise ReferenceUnavailable("no reference could run: " + "; ".join(f"{s.name}: {s.reason}" for s in ordered))
@@ -544,7 +546,7 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     if numeric.projections:
         plan["projections"] = [p.to_dict() for p in numeric.projections]
     plan["elements"] = total
-    warnings = prep.warnings + numeric.warnings + warnings + [
+    warnings = prep.warnings + numeric.warnings + vetted + warnings + [
         f"{s.name} reference skipped: {s.reason}" for s in ordered if not s.ran]
     # SymPy's formulas are worked out when read: keep its mapping as it is.
     formulas = ChainMap(*(r.formulas for r in refs.values() if r.formulas))

@@ -1,9 +1,10 @@
 """Merge the references' gradients for one leaf: agree, pick the most accurate, or call a kink.
 
-Where the references disagree beyond their own error bars (ReLU at 0, a max tie, abs at 0),
-or the finite differences see a one-sided gap that does not shrink with the step, the
-element is a kink: the user is held only to the interval spanned by the one-sided
-derivatives and the references' values.
+An element is a kink only on evidence that the loss is not smooth there: finite differences
+whose one-sided slopes differ at shrinking steps, or SymPy finding a non-smooth operation at
+a tie (ReLU at 0, a max tie, abs at 0). There the user is held only to the interval spanned
+by the one-sided derivatives and the references' values. Where references merely disagree,
+the most precise one stands (see gradcheck.consensus for how an exact reference earns trust).
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def combine(refs: Sequence[ReferenceGradient], k: int, shape: tuple) -> tuple[Co
                 )
                 if a in trusted:
                     trusted.remove(a)
-                continue
-            kink |= bad
+            # Otherwise the more precise reference (ranked first) stands: a disagreement alone is
+            # no evidence of a kink (a step too long for the element disagrees too).
     value = np.full(shape, np.nan)
     error = np.full(shape, np.inf)
     checked = np.zeros(shape, bool)
