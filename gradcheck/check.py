@@ -438,7 +438,7 @@ def compare_all(prep: Prepared, refs: list, rtol: float | None, atol: float | No
             continue
         slack = prep.roundoff[k] if prep.roundoff is not None else None
         cmp = compare_leaf(y, ref, dtype, rtol, atol, slack=slack)
-        results.append(diagnose(name, cmp, combined, prep.batch_sizes, dtype=dtype))
+        results.append(diagnose(name, cmp, combined, prep.batch_sizes, dtype=dtype, x=prep.x0[k]))
     return results, warnings
 
 

@@ -63,7 +63,7 @@ class Comparison:
     ref: Combined
     tol: np.ndarray          # allowed absolute difference per element
     ok: np.ndarray           # bool per element (True where unchecked)
-    rel_error: np.ndarray    # |y - r| / max(|y|, |r|, floor), 0 where unchecked
+    rel_error: np.ndarray    # |y - r| / max(|y|, |r|, floor) (at a kink: the part outside the interval), 0 where unchecked
     rtol: float
     atol: float              # absolute atol actually used
 
@@ -112,21 +112,25 @@ def compare_leaf(yours: np.ndarray, ref: Combined, dtype, rtol: float | None = N
     floor = max(atol, 1e-300)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         rel = diff / np.maximum(np.maximum(np.abs(y), np.abs(r)), floor)
-    rel = np.where(ref.checked & ~ref.kink, np.nan_to_num(rel, nan=np.inf), 0.0)
+        # At a kink the distance that counts is the one outside the interval of valid slopes.
+        outside = np.maximum(ref.low - y, y - ref.high)
+        rel_kink = np.maximum(outside, 0.0) / np.maximum(np.maximum(np.abs(y), np.abs(r)), floor)
+    rel = np.where(ref.kink, np.nan_to_num(rel_kink, nan=np.inf), np.nan_to_num(rel, nan=np.inf))
+    rel = np.where(ref.checked, rel, 0.0)
     rel = np.where(np.isfinite(y) | ~ref.checked, rel, np.inf)
     return Comparison(yours=y, ref=ref, tol=tol, ok=ok, rel_error=rel, rtol=rtol, atol=atol)
 
 
 def worst_index(cmp: Comparison) -> tuple | None:
-    """Index (in the leaf's shape) of the element furthest outside its tolerance."""
+    """Index (in the leaf's shape) of the largest relative error among the failing elements
+    (among all checked ones when none fails): the element `max_rel_error` reports."""
     if cmp.yours.size == 0 or not cmp.ref.checked.any():
         return None
-    if cmp.ok.all():
-        score = cmp.rel_error
-    else:
-        r = np.where(cmp.ref.checked, cmp.ref.value, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            ratio = np.abs(cmp.yours - r) / np.maximum(cmp.tol, 1e-300)
-        score = np.where(cmp.ok, -1.0, np.nan_to_num(ratio, nan=1e308, posinf=1e308))
-    flat = int(np.argmax(score))
+    score = np.where(cmp.ref.checked & (cmp.ok.all() | ~cmp.ok), cmp.rel_error, -1.0).reshape(-1)
+    # Ties (every element 100% off, as for a zero gradient) go to the largest difference.
+    top = score >= score.max() * (1 - 1e-9)
+    r = np.where(cmp.ref.checked, cmp.ref.value, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.nan_to_num(np.abs(cmp.yours - r), nan=np.inf).reshape(-1)
+    flat = int(np.argmax(np.where(top, diff, -1.0)))
     return tuple(int(i) for i in np.unravel_index(flat, cmp.yours.shape))

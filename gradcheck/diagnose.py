@@ -29,6 +29,14 @@ CAUSES = {
     "nonfinite": "NaN or inf in your gradient: log of 0, division by zero or overflow in exp; use a "
                  "numerically stable form (subtract the max before a softmax, clip before a log)",
     "missing": "the backward pass returned None for this input: it is still a stub",
+    "tiny_mismatch": "a tiny but real mismatch (relative 1e-9 to 1e-4): typically a small constant inside a "
+                     "log or a division in the loss, as in np.log(p + 1e-7) or x / (s + 1e-8), that the "
+                     "gradient leaves out (or the reverse). Harmless for training, but the gradient belongs "
+                     "to a slightly different loss: use the same constant in both, or drop it while checking",
+    "clipped": "your gradient is clipped (np.clip(grad, -c, c) or a norm cap): clipping belongs in the update "
+               "step; check the gradient before it is clipped",
+    "regularisation": "the regularisation term's gradient is off: the derivative of (reg/2) * sum(W**2) is "
+                      "reg * W (of reg * sum(W**2) it is 2 * reg * W); add it once, with the loss's factor",
 }
 
 _SCALE_CAUSES = {
@@ -81,7 +89,8 @@ def _result(name: str, cmp: Comparison, diagnosis: str, detail: str, cause: str,
         yours = float(cmp.yours[index])
         ref = float(cmp.ref.value[index])
     nondiff = tuple(tuple(int(i) for i in ix) for ix in np.argwhere(cmp.ref.kink & cmp.ref.checked))
-    counted = cmp.rel_error[cmp.mask]
+    # The same numbers as the worst index: over the failing elements, else over all checked ones.
+    counted = cmp.rel_error[cmp.ref.checked & (~cmp.ok if not cmp.ok.all() else True)]
     return ParamResult(
         name=name, shape=tuple(cmp.yours.shape), dtype=extra.pop("dtype", "float64"),
         passed=diagnosis in ("ok", "nondifferentiable"), diagnosis=diagnosis, detail=detail, cause=cause,
@@ -93,8 +102,8 @@ def _result(name: str, cmp: Comparison, diagnosis: str, detail: str, cause: str,
 
 
 def diagnose(name: str, cmp: Comparison, others: Mapping[str, Combined], batch_sizes: Sequence[int],
-             dtype: str = "float64") -> ParamResult:
-    """The finding for one leaf whose shape matches its parameter."""
+             dtype: str = "float64", x: np.ndarray | None = None) -> ParamResult:
+    """The finding for one leaf whose shape matches its parameter (`x`: its values, if known)."""
     y, r, m = cmp.yours, np.where(cmp.ref.checked, cmp.ref.value, 0.0), cmp.mask
     at = lambda ix: f"{name}{_fmt_index(ix)}"  # noqa: E731
     if not m.any() and not (cmp.ref.checked & cmp.ref.kink).any():
@@ -113,10 +122,11 @@ def diagnose(name: str, cmp: Comparison, others: Mapping[str, Combined], batch_s
         ix = tuple(int(i) for i in np.argwhere(~np.isfinite(y) & cmp.ref.checked)[0])
         return _result(name, cmp, "nonfinite", f"{name} has NaN or inf, first at {at(ix)} (value {y[ix]}).",
                        CAUSES["nonfinite"], dtype=dtype)
-    if m.any() and not y[m].any():
+    # Patterns are judged on elements that can tell them apart: a reference above the tolerance.
+    if m.any() and not y[m].any() and _resolvable(cmp).any():
         return _result(name, cmp, "zero", f"{name} is all zeros, but the reference is not "
                        f"(its largest entry is {_fmt(float(np.abs(r[m]).max()))}).", CAUSES["zero"], dtype=dtype)
-    if cmp.close(-y, r):
+    if _resolvable(cmp).any() and cmp.close(-y, r):
         return _result(name, cmp, "sign_flipped", f"{name} has the right size but the opposite sign everywhere.",
                        CAUSES["sign_flipped"], dtype=dtype)
     found = _scaled(name, cmp, batch_sizes, dtype)
@@ -131,8 +141,12 @@ def diagnose(name: str, cmp: Comparison, others: Mapping[str, Combined], batch_s
                 return _result(name, cmp, "swapped", f"{name} holds the gradient of '{other}'.",
                                f"{CAUSES['swapped']}: this is the gradient of '{other}'", swapped_with=other,
                                dtype=dtype)
+    for finder in (_regularisation, _clipped, _tiny):
+        found = finder(name, cmp, x, dtype)
+        if found is not None:
+            return found
     wrong = [tuple(int(i) for i in ix) for ix in np.argwhere(bad)]
-    counted = int(m.sum())
+    counted = int(cmp.ref.checked.sum())
     if len(wrong) * 2 < counted:
         shown = ", ".join(at(ix) for ix in wrong[:8]) + (" ..." if len(wrong) > 8 else "")
         return _result(name, cmp, "partial", f"{len(wrong)} of {counted} checked elements of {name} are wrong: {shown}.",
@@ -143,9 +157,68 @@ def diagnose(name: str, cmp: Comparison, others: Mapping[str, Combined], batch_s
                    CAUSES["wrong"], wrong_indices=tuple(wrong[:1000]), dtype=dtype)
 
 
+def _resolvable(cmp: Comparison) -> np.ndarray:
+    """Counted elements whose reference stands out of the tolerance (a pattern can be seen there)."""
+    r = np.where(cmp.ref.checked, cmp.ref.value, 0.0)
+    return cmp.mask & (np.abs(r) > cmp.tol)
+
+
+def _regularisation(name: str, cmp: Comparison, x: np.ndarray | None, dtype: str) -> ParamResult | None:
+    """'regularisation' if yours - reference = c * the parameter itself (a missing or doubled -reg * W)."""
+    m = cmp.mask
+    if x is None or np.shape(x) != cmp.yours.shape or not m.all():
+        return None
+    d, w = (cmp.yours - cmp.ref.value)[m], np.asarray(x, dtype=np.float64)[m]
+    ww = float(w @ w)
+    if ww == 0.0 or int((np.abs(w) > 0).sum()) < 2:
+        return None
+    c = float(d @ w) / ww
+    if c == 0.0 or not np.all(np.abs(d - c * w) <= cmp.tol[m]) or int((np.abs(c * w) > cmp.tol[m]).sum()) < 2:
+        return None
+    c = float(f"{c:.6g}")
+    how = "missing" if c < 0 else "added twice or with the wrong factor"
+    detail = (f"{name} minus the reference is {c:+.6g} x {name} itself at every element: a term proportional to "
+              f"the parameter is {how} (with reg = {abs(c):.6g}, the L2 term's gradient is reg * {name}).")
+    return _result(name, cmp, "regularisation", detail, CAUSES["regularisation"], factor=c, dtype=dtype)
+
+
+def _clipped(name: str, cmp: Comparison, x: np.ndarray | None, dtype: str) -> ParamResult | None:
+    """'clipped' if every wrong element of yours sits at one bound +-c that the reference exceeds."""
+    bad = ~cmp.ok & cmp.ref.checked
+    y, r = cmp.yours[bad], cmp.ref.value[bad]
+    if y.size < 2:
+        return None  # one element below its reference is no sign of a bound
+    c = float(np.abs(y).max())
+    at_bound = np.isclose(np.abs(y), c, rtol=1e-9, atol=0) & (np.sign(y) == np.sign(r)) & (np.abs(r) > c)
+    if c == 0.0 or not at_bound.all() or np.any(np.abs(cmp.yours[cmp.ref.checked]) > c * (1 + 1e-9)):
+        return None
+    detail = (f"{int(bad.sum())} element(s) of {name} are exactly +-{c:.6g} where the reference is larger in size: "
+              f"your gradient is clipped at {c:.6g}.")
+    return _result(name, cmp, "clipped", detail, CAUSES["clipped"], dtype=dtype)
+
+
+#: A mismatch whose relative size stays below this is a different constant, not a broken chain rule.
+TINY_MISMATCH = 1e-4
+
+
+def _tiny(name: str, cmp: Comparison, x: np.ndarray | None, dtype: str) -> ParamResult | None:
+    """'tiny_mismatch' if every failing element is off by less than TINY_MISMATCH relative."""
+    bad = ~cmp.ok & cmp.ref.checked
+    if not bad.any() or np.dtype(dtype).itemsize < 8:
+        return None  # float32 round-off already reaches 1e-4
+    worst = float(cmp.rel_error[bad].max())
+    if not worst < TINY_MISMATCH:
+        return None
+    detail = (f"{int(bad.sum())} of {int(cmp.ref.checked.sum())} checked elements of {name} are off by at most "
+              f"{worst:.1e} relative: close, but beyond the tolerance (rtol {cmp.rtol:.0e}).")
+    return _result(name, cmp, "tiny_mismatch", detail, CAUSES["tiny_mismatch"], dtype=dtype)
+
+
 def _scaled(name: str, cmp: Comparison, batch_sizes: Sequence[int], dtype: str) -> ParamResult | None:
     """'scaled' if yours = c * reference for one constant c != 1 (least squares fit)."""
     m = cmp.mask
+    if int(_resolvable(cmp).sum()) < min(2, int(m.sum())):
+        return None  # one element standing out of the rest says nothing of "every element"
     y, r = cmp.yours[m], cmp.ref.value[m]
     rr = float(r @ r)
     if rr == 0.0:

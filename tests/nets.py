@@ -185,6 +185,8 @@ def logreg_backward(p, X, y, bug=None):
     if bug == "nonfinite":   # dL/dp * dp/dz: 0/0 at the saturated sample, where p == 1.0 exactly
         with np.errstate(divide="ignore", invalid="ignore"):
             dz = (-(y / prob) + (1 - y) / (1 - prob)) * prob * (1 - prob) / N
+    elif bug == "eps":       # dL/dp with the 1e-7 a learner adds inside log(p + 1e-7); the loss has none
+        dz = (-(y / (prob + 1e-7)) + (1 - y) / (1 - prob + 1e-7)) * prob * (1 - prob) / N
     elif bug == "wrong":     # the squared-error-through-sigmoid delta, p (1 - p) (p - y)
         dz = prob * (1 - prob) * (prob - y) / N
     else:
@@ -219,7 +221,7 @@ def logreg(dtype=np.float64, seed=1, N=8, D=5) -> Net:
     y[0] = 1.0                       # ... and it is right, so its gradient is tiny next to the rest
     params = {"w": w.astype(dtype), "b": 0.1}
     bugs = {k: (lambda k: lambda p, X, y: logreg_backward(p, X, y, bug=k))(k)
-            for k in ("nonfinite", "wrong", "scaledN", "sign", "partial", "not_summed", "zero")}
+            for k in ("nonfinite", "eps", "wrong", "scaledN", "sign", "partial", "not_summed", "zero")}
     return Net("logreg", logreg_loss, logreg_grad, params, (X.astype(dtype), y.astype(dtype)), bugs)
 
 
@@ -255,6 +257,9 @@ def softmax_backward(p, X, y, reg, bug=None):
     if bug != "no_l2":
         dW1 = dW1 + reg * p["W1"]
         dW2 = dW2 + reg * p["W2"]
+    if bug == "clipped":   # gradient clipping inside the backward pass (min-char-rnn clips at +-5)
+        bound = np.sort(np.abs(dW1).ravel())[-3]   # the two largest entries get clipped
+        dW1 = np.clip(dW1, -bound, bound)
     g = {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
     if bug == "swapped":   # returned in the wrong order
         g["b1"], g["b2"] = db2, db1
@@ -275,7 +280,7 @@ def tanh_softmax(dtype=np.float64, seed=2, N=6, D=3, H=3, C=3) -> Net:
     X = rng.standard_normal((N, D)).astype(dtype)
     y = rng.integers(0, C, N)
     bugs = {k: (lambda k: lambda p, X, y, reg: softmax_backward(p, X, y, reg, bug=k))(k)
-            for k in ("scaledN", "tanh", "no_l2", "swapped", "update")}
+            for k in ("scaledN", "tanh", "no_l2", "clipped", "swapped", "update")}
     return Net("tanh_softmax", softmax_loss, softmax_grad, params, (X, y, 0.1), bugs)
 
 

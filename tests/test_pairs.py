@@ -168,7 +168,10 @@ BUGS = {
     ("tanh_softmax", "scaledN"): lambda net: {"W1": ("wrong", {}), "W2": ("wrong", {}),   # L2 part not scaled
                                               "b1": ("scaled", {"factor": 6.0}), "b2": ("scaled", {"factor": 6.0})},
     ("tanh_softmax", "tanh"): lambda net: {"W1": ("wrong", {}), "b1": ("wrong", {})},
-    ("tanh_softmax", "no_l2"): lambda net: {"W1": ("wrong", {}), "W2": ("wrong", {})},
+    ("tanh_softmax", "no_l2"): lambda net: {"W1": ("regularisation", {"factor": -0.1}),
+                                            "W2": ("regularisation", {"factor": -0.1})},
+    ("tanh_softmax", "clipped"): lambda net: {"W1": ("clipped", {"detail_has": "2 element(s)"})},
+    ("logreg", "eps"): lambda net: every(net, "tiny_mismatch", cause_has="log(p + 1e-7)"),
     ("tanh_softmax", "swapped"): lambda net: {"b1": ("swapped", {"swapped_with": "b2"}),
                                               "b2": ("swapped", {"swapped_with": "b1"})},
     ("tanh_softmax", "update"): lambda net: every(net, "sign_flipped", cause_has="update direction"),
