@@ -126,7 +126,7 @@ def diagnose(name: str, cmp: Comparison, others: Mapping[str, Combined], batch_s
     if m.any() and not y[m].any() and _resolvable(cmp).any():
         return _result(name, cmp, "zero", f"{name} is all zeros, but the reference is not "
                        f"(its largest entry is {_fmt(float(np.abs(r[m]).max()))}).", CAUSES["zero"], dtype=dtype)
-    if _resolvable(cmp).any() and cmp.close(-y, r):
+    if _pattern_visible(cmp) and cmp.close(-y, r):
         return _result(name, cmp, "sign_flipped", f"{name} has the right size but the opposite sign everywhere.",
                        CAUSES["sign_flipped"], dtype=dtype)
     found = _scaled(name, cmp, batch_sizes, dtype)
@@ -161,6 +161,12 @@ def _resolvable(cmp: Comparison) -> np.ndarray:
     """Counted elements whose reference stands out of the tolerance (a pattern can be seen there)."""
     r = np.where(cmp.ref.checked, cmp.ref.value, 0.0)
     return cmp.mask & (np.abs(r) > cmp.tol)
+
+
+def _pattern_visible(cmp: Comparison) -> bool:
+    """Whether an "everywhere" pattern (sign, scale) can be seen: two resolvable elements, or the
+    only one; one element standing out of the rest says nothing of "every element"."""
+    return int(_resolvable(cmp).sum()) >= min(2, int(cmp.mask.sum())) and bool(_resolvable(cmp).any())
 
 
 def _regularisation(name: str, cmp: Comparison, x: np.ndarray | None, dtype: str) -> ParamResult | None:
@@ -217,8 +223,8 @@ def _tiny(name: str, cmp: Comparison, x: np.ndarray | None, dtype: str) -> Param
 def _scaled(name: str, cmp: Comparison, batch_sizes: Sequence[int], dtype: str) -> ParamResult | None:
     """'scaled' if yours = c * reference for one constant c != 1 (least squares fit)."""
     m = cmp.mask
-    if int(_resolvable(cmp).sum()) < min(2, int(m.sum())):
-        return None  # one element standing out of the rest says nothing of "every element"
+    if not _pattern_visible(cmp):
+        return None
     y, r = cmp.yours[m], cmp.ref.value[m]
     rr = float(r @ r)
     if rr == 0.0:
