@@ -24,6 +24,8 @@ from .triangulate import combine
 KNOWN_REFERENCES = ("numeric", "jax", "sympy")
 #: Default seconds a check may spend; references and sampling are planned to fit.
 DEFAULT_BUDGET = 20.0
+#: Loss calls one directional test of an exact reference costs (see gradcheck.consensus).
+VET_CALLS = 6
 #: Problems up to this many parameters give every element a SymPy symbol.
 SYMPY_ALL_SYMBOLS = 64
 #: Elements SymPy differentiates on larger problems (each with the rest held as numbers).
@@ -31,6 +33,9 @@ SYMPY_SAMPLE = 12
 #: Share of the budget SymPy may use on a sampled problem, and the size above which "auto"
 #: leaves it out (one symbolic pass over a network this big takes seconds per element).
 SYMPY_BUDGET_SHARE = 0.05
+#: ... and at most this many seconds: SymPy confirms a few elements exactly, the other references
+#: compare every element, and a learner waits for the whole check.
+SYMPY_SAMPLE_SECONDS = 0.2
 SYMPY_AUTO_LIMIT = 20_000
 
 
@@ -348,7 +353,7 @@ def _validate_exact(prep: Prepared, ref: ReferenceGradient, seed: int) -> list:
     return out
 
 
-def _localise(prep: Prepared, seed: int) -> tuple[list, list, list]:
+def _localise(prep: Prepared, seed: int, max_tests: int = 400) -> tuple[list, list, list]:
     from .fast import localise
 
     tol = [default_tolerances(d) for d in prep.dtypes]
@@ -357,7 +362,7 @@ def _localise(prep: Prepared, seed: int) -> tuple[list, list, list]:
         atols.append(atol_rel * (float(np.abs(y).max()) if y.size and np.isfinite(y).all() else 0.0))
     yours = [y if y.shape == x.shape else np.zeros_like(x) for y, x in zip(prep.yours, prep.x0)]
     return localise(prep.objective, prep.x0, yours, prep.names, prep.loss_value,
-                    [t[0] for t in tol], atols, seed=seed)
+                    [t[0] for t in tol], atols, seed=seed, max_tests=max_tests)
 
 
 def run_reference(name: str, prep: Prepared, selection: list, explicit: bool, seed: int,
@@ -385,14 +390,15 @@ def run_reference(name: str, prep: Prepared, selection: list, explicit: bool, se
 
 
 def _numeric(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET,
-             batched: Any = None) -> ReferenceGradient:
+             batched: Any = None, deadline: float | None = None) -> ReferenceGradient:
     from .references.numeric import numeric_gradient
 
     # Complex step refines every element it visits at up to 4x a real call's cost: worth it when
     # the differences are the reference for every element, not for a sample beside JAX or projections.
     sampled = sum(len(s) for s in selection) < sum(x.size for x in prep.x0)
     return numeric_gradient(prep.objective, selection, f0=prep.loss_value, names=prep.names,
-                            use_complex=not sampled and "auto", batched=batched)
+                            use_complex=not sampled and "auto", batched=batched, deadline=deadline,
+                            call_seconds=prep.t_loss)
 
 
 def _jax(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET,
@@ -410,7 +416,7 @@ def _sympy(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_B
     if total <= SYMPY_ALL_SYMBOLS:
         return sympy_gradient(prep.objective, [np.arange(x.size) for x in prep.x0], f0=prep.loss_value)
     return sympy_gradient(prep.objective, _sample(selection, SYMPY_SAMPLE, seed), max_elements=SYMPY_SAMPLE,
-                          f0=prep.loss_value, time_budget=max(0.5, SYMPY_BUDGET_SHARE * budget))
+                          f0=prep.loss_value, time_budget=min(SYMPY_SAMPLE_SECONDS, SYMPY_BUDGET_SHARE * budget))
 
 
 def _sample(selection: list, count: int, seed: int) -> list:
@@ -452,6 +458,7 @@ class NumericPlan:
     failed_leaves: list
     warnings: list
     batched: Any = None  # jax_ref.BatchedLoss when the differences are evaluated in batches
+    validated: list = field(default_factory=list)  # exact references these projections validated
 
 
 def plan_numeric(prep: Prepared, refs: dict, statuses: dict, budget: float, max_elements: int | None,
@@ -469,9 +476,17 @@ def plan_numeric(prep: Prepared, refs: dict, statuses: dict, budget: float, max_
     rng = np.random.default_rng(seed)
     out = NumericPlan(selection=[np.arange(x.size) for x in prep.x0], plan={"numeric": "exhaustive"}, projections=[],
                       failed_leaves=[False] * len(prep.x0), warnings=[])
+    call = max(prep.t_loss, 2e-5)
     if total > affordable and exact:
-        out.projections = _validate_exact(prep, refs["jax"], seed)
+        if 8 * call <= 0.5 * budget:
+            out.projections = _validate_exact(prep, refs["jax"], seed)
+            out.validated.append("jax")
+        else:  # the one directional test of gradcheck.consensus still validates it, if affordable
+            out.plan.setdefault("not_afforded", []).append(
+                f"two finite-difference projections validating the jax gradient (8 calls of your loss, "
+                f"{8 * call:.2g} s)")
         if all(p.ok for p in out.projections):
+            # At least 2 per leaf: the time budget (the differences' deadline) cuts a costly loss short.
             per_leaf = max(2, min(8, affordable // (3 * len(prep.x0))))
             sample = _per_leaf_sample([x.size for x in prep.x0], per_leaf, rng)
             out.selection = _union(sample, disagreeing(prep, refs["jax"], per_leaf))
@@ -483,7 +498,12 @@ def plan_numeric(prep: Prepared, refs: dict, statuses: dict, budget: float, max_
             statuses["jax"] = replace(statuses["jax"], ran=False, reason="disagrees with finite differences")
             batched = None  # the same re-run of the loss: not to be trusted either
     if total > affordable and "jax" not in refs:
-        suspects, tests, out.failed_leaves = _localise(prep, seed)
+        # Each projection is 4 calls of the loss: as many as half of the budget pays for.
+        max_tests = int(min(400, 0.5 * budget / (4 * call)))
+        if max_tests < 400:
+            out.plan.setdefault("not_afforded", []).append(
+                f"more than {max_tests} projections for localisation (4 calls of your loss each, {4 * call:.2g} s)")
+        suspects, tests, out.failed_leaves = _localise(prep, seed, max_tests)
         out.projections += tests
         per_leaf = max(2, min(16, affordable // (2 * len(prep.x0))))
         out.selection = _union(_per_leaf_sample([x.size for x in prep.x0], per_leaf, rng), suspects)
@@ -505,20 +525,29 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     `value_and_grad(params, *args) -> (loss, grads)`). `against` names references among
     "numeric", "jax", "sympy" ("auto": every one that can run). `rtol`/`atol` override the
     dtype-based defaults (`gradcheck.compare.TOLERANCES`); `seed` fixes any sampling; `budget`
-    (seconds) bounds the finite-difference work, which is exhaustive when it fits (evaluated in
-    batches under JAX when the loss traces and that is cheaper) and otherwise planned as
-    described in `plan` of the report; `max_elements` caps element-wise differences.
+    (seconds) bounds the wall time of the whole check: the references, the plan and the calls of
+    the user's code are fitted into it (finite differences are exhaustive when they fit, evaluated
+    in batches under JAX when the loss traces and that is cheaper); what did not fit is listed
+    in `report.plan["not_afforded"]`. Only the least that still gives a verdict (the user's own
+    calls, one reference, and with finite differences alone a small sample) runs whatever the
+    budget; `max_elements` caps element-wise differences.
     """
+    started = time.perf_counter()
     names, explicit = normalize_against(against)
     _check_options(rtol, atol, budget, seed, max_elements)
     budget = DEFAULT_BUDGET if budget is None else float(budget)
+    deadline = started + budget
     prep = prepare(loss, grad, params, args, value_and_grad=value_and_grad, kwargs=kwargs)
     refs: dict[str, ReferenceGradient] = {}
     statuses: dict[str, ReferenceStatus] = {}
     everything = [np.arange(x.size) for x in prep.x0]
+    not_afforded: list[str] = []
+
+    def left() -> float:
+        return max(0.0, deadline - time.perf_counter())
 
     def run(name: str, selection: list, **options: Any) -> None:
-        ref, statuses[name] = run_reference(name, prep, selection, explicit, seed, budget, **options)
+        ref, statuses[name] = run_reference(name, prep, selection, explicit, seed, left(), **options)
         if ref is not None:
             refs[name] = ref
 
@@ -526,17 +555,37 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
         run("jax", everything)
     numeric = NumericPlan(selection=everything, plan={}, projections=[], failed_leaves=[False] * len(prep.x0),
                           warnings=[])
+    total = total_elements(prep)
+    sympy_next = "sympy" in names and (explicit or total <= SYMPY_AUTO_LIMIT)
+    # Kept back from the differences: SymPy's share, and a directional test for each exact reference.
+    reserve = min(SYMPY_SAMPLE_SECONDS, SYMPY_BUDGET_SHARE * budget) if sympy_next else 0.0
     if "numeric" in names:
-        numeric = plan_numeric(prep, refs, statuses, budget, max_elements, seed)
-        run("numeric", numeric.selection, batched=numeric.batched)
-    total = sum(x.size for x in prep.x0)
+        numeric = plan_numeric(prep, refs, statuses, max(left() - reserve, 0.0), max_elements, seed)
+        tests = sum(1 for n in refs if n not in numeric.validated) + int(sympy_next)
+        reserve += tests * VET_CALLS * max(prep.t_loss, 2e-5)
+        # With no exact reference beside them, the differences are the verdict: the planned
+        # minimum (a sample, after projections sized to the budget) runs whatever the clock says.
+        judge_alone = not any(r.exact for r in refs.values())
+        run("numeric", numeric.selection, batched=numeric.batched, deadline=None if judge_alone else deadline - reserve)
+        not_afforded += numeric.plan.pop("not_afforded", [])
+        done = statuses["numeric"].elements if statuses["numeric"].ran else 0
+        if done == 0 and "numeric" in refs and total:
+            _set_aside(refs, statuses, "numeric", " ".join(refs["numeric"].notes) or "no element could be differenced")
+        if done < numeric.plan["numeric_elements"]:
+            not_afforded.append(f"finite differences on {numeric.plan['numeric_elements'] - done} of the "
+                                f"{numeric.plan['numeric_elements']} planned elements (6 calls of your loss each)")
     if "sympy" in names and not explicit and total > SYMPY_AUTO_LIMIT:
         statuses["sympy"] = ReferenceStatus(
             name="sympy", ran=False, reason=f"{total} parameters is more than the {SYMPY_AUTO_LIMIT} that auto gives "
             f"SymPy; ask for it with against=('sympy', ...) to sample a few elements symbolically")
+    elif "sympy" in names and total > SYMPY_ALL_SYMBOLS and left() < 2 * VET_CALLS * max(prep.t_loss, 2e-5):
+        statuses["sympy"] = ReferenceStatus(name="sympy", ran=False, reason=f"not affordable: the time budget "
+                                            f"(budget={budget:g} s) was spent before SymPy's turn")
+        not_afforded.append("a symbolic (SymPy) sample")
     elif "sympy" in names:
         run("sympy", numeric.selection)
-    vetted = vet(prep.objective, prep.x0, prep.loss_value, refs, statuses, prep.names, seed)
+    vetted = vet(prep.objective, prep.x0, prep.loss_value, refs, statuses, prep.names, seed,
+                 skip=numeric.validated, deadline=deadline, call_seconds=prep.t_loss, not_afforded=not_afforded)
     ordered = [statuses[n] for n in names if n in statuses]
     if not refs:
         raise ReferenceUnavailable("no reference could run: " + "; ".join(f"{s.name}: {s.reason}" for s in ordered))
@@ -546,12 +595,26 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     if numeric.projections:
         plan["projections"] = [p.to_dict() for p in numeric.projections]
     plan["elements"] = total
+    if not_afforded:
+        plan["not_afforded"] = not_afforded
+    plan["seconds"] = round(time.perf_counter() - started, 4)
     warnings = prep.warnings + numeric.warnings + vetted + warnings + [
         f"{s.name} reference skipped: {s.reason}" for s in ordered if not s.ran]
     # SymPy's formulas are worked out when read: keep its mapping as it is.
     formulas = ChainMap(*(r.formulas for r in refs.values() if r.formulas))
     return Report(parameters=tuple(results), references=tuple(ordered), warnings=tuple(warnings),
                   loss_value=prep.loss_value, seed=seed, plan=plan, formulas=formulas, title=title)
+
+
+def total_elements(prep: Prepared) -> int:
+    """How many scalars the parameters hold."""
+    return int(sum(x.size for x in prep.x0))
+
+
+def _set_aside(refs: dict, statuses: dict, name: str, reason: str) -> None:
+    """Drop a reference from the judging ones, its status saying why."""
+    refs.pop(name, None)
+    statuses[name] = replace(statuses[name], ran=False, reason=reason)
 
 
 def _projection_failures(results: list, failed_leaves: list, projections: list) -> list:

@@ -13,8 +13,9 @@ direction: at a kink the directional difference is the mean of two slopes and pr
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -88,12 +89,22 @@ def direction_test(objective: Objective, x0: list, f0: float, ref: ReferenceGrad
 
 
 def vet(objective: Objective, x0: list, f0: float, refs: dict, statuses: dict, names: Sequence[str],
-        seed: int = 0) -> list[str]:
+        seed: int = 0, *, skip: Sequence[str] = (), deadline: float | None = None, call_seconds: float = 0.0,
+        not_afforded: list | None = None) -> list[str]:
     """Set aside exact references (in `refs`, `statuses`) that fail a conclusive directional test.
 
     Returns warnings in the user's words. Finite differences are the arbiter: they difference
-    the user's own code, so they are never set aside here.
+    the user's own code, so they are never set aside here. References in `skip` were validated
+    already (by the plan's projections). A test that would end past `deadline` (each costs six
+    loss calls of `call_seconds`) is not made, and is listed in `not_afforded`.
     """
+    def affordable(what: str) -> bool:
+        if deadline is None or time.perf_counter() + 6 * call_seconds <= deadline:
+            return True
+        if not_afforded is not None:
+            not_afforded.append(what)
+        return False
+
     rng = np.random.default_rng(seed + 7)
     numeric = refs.get("numeric")
     steps = list(numeric.steps) if numeric is not None and numeric.steps is not None else [None] * len(x0)
@@ -101,26 +112,50 @@ def vet(objective: Objective, x0: list, f0: float, refs: dict, statuses: dict, n
     for name in [n for n, r in refs.items() if r.exact]:
         ref = refs[name]
         masks = [c & np.isfinite(v) for c, v in zip(ref.checked, ref.values)]
-        if not any(m.any() for m in masks):
+        if not any(m.any() for m in masks) or name in skip:
+            continue
+        if not affordable(f"a directional test of the {name} gradient against finite differences (6 calls of "
+                          f"your loss)"):
+            if not agrees_elementwise(ref, numeric):
+                _drop(refs, statuses, name, "not validated within the time budget: no directional test was "
+                      "affordable, and no finite-difference element confirmed it")
             continue
         t = direction_test(objective, x0, f0, ref, direction(x0, masks, steps, rng), "a random direction")
         if t.failed:
-            refs.pop(name)
-            reason = (f"its gradient disagrees with finite differences of your loss along a random direction "
-                      f"({t.theirs:.6g} vs {t.numeric:.6g}): the re-run does not compute your loss's gradient "
-                      f"(does the loss read state, such as a global set from the parameters, that the re-run "
-                      f"cannot follow?)")
-            statuses[name] = replace(statuses[name], ran=False, reason=reason) if name in statuses else \
-                ReferenceStatus(name=name, ran=False, reason=reason)
+            _drop(refs, statuses, name, f"its gradient disagrees with finite differences of your loss along a random "
+                  f"direction ({t.theirs:.6g} vs {t.numeric:.6g}): the re-run does not compute your loss's "
+                  f"gradient (does the loss read state, such as a global set from the parameters, that the "
+                  f"re-run cannot follow?)")
             continue  # the report lists it among the references that did not run, with the reason
         if numeric is not None:
-            refs[name], more = _vet_leaves(objective, x0, f0, ref, numeric, names, steps, rng)
+            refs[name], more = _vet_leaves(objective, x0, f0, ref, numeric, names, steps, rng, affordable)
             warnings += more
     return warnings
 
 
+def agrees_elementwise(ref: ReferenceGradient, numeric: ReferenceGradient | None) -> bool:
+    """Finite differences checked some nonzero elements of `ref` and agree with every one they checked."""
+    if numeric is None:
+        return False
+    seen = False
+    for k in range(len(ref.values)):
+        both = ref.checked[k] & numeric.checked[k]
+        if disagreement(ref, numeric, k).any():
+            return False
+        seen = seen or bool(np.any(np.nan_to_num(ref.values[k][both]) != 0))
+    return seen
+
+
+def _drop(refs: dict, statuses: dict, name: str, reason: str) -> None:
+    """Take `name` out of the judging references; its status says why."""
+    refs.pop(name, None)
+    statuses[name] = replace(statuses[name], ran=False, reason=reason) if name in statuses else \
+        ReferenceStatus(name=name, ran=False, reason=reason)
+
+
 def _vet_leaves(objective: Objective, x0: list, f0: float, ref: ReferenceGradient, numeric: ReferenceGradient,
-                names: Sequence[str], steps: list, rng: np.random.Generator) -> tuple[ReferenceGradient, list]:
+                names: Sequence[str], steps: list, rng: np.random.Generator, affordable: Callable[[str], bool]
+                ) -> tuple[ReferenceGradient, list]:
     """`ref` without the leaves where it disagrees with finite differences and a test says it is wrong."""
     checked = list(ref.checked)
     warnings = []
@@ -128,7 +163,7 @@ def _vet_leaves(objective: Objective, x0: list, f0: float, ref: ReferenceGradien
         bad = disagreement(ref, numeric, k)
         if numeric.kinks is not None:
             bad &= ~numeric.kinks[k]
-        if not bad.any():
+        if not bad.any() or not affordable(f"a directional test of the {ref.name} gradient on {name}"):
             continue
         masks = [bad if j == k else np.zeros(x.shape, bool) for j, x in enumerate(x0)]
         t = direction_test(objective, x0, f0, ref, direction(x0, masks, steps, rng), f"{name}'s disagreeing elements")

@@ -213,7 +213,8 @@ class _Estimates:
 
 def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f0: float | None = None,
                      names: Sequence[str] = (), use_complex: bool | str = "auto", base_step: float = BASE_STEP,
-                     progress=None, batched: Any = None) -> ReferenceGradient:
+                     progress=None, batched: Any = None, deadline: float | None = None,
+                     call_seconds: float = 0.0) -> ReferenceGradient:
     """Richardson-extrapolated central differences on the selected elements (plus complex step).
 
     Every element starts with a step scaled to itself and its leaf; where its error estimate
@@ -222,9 +223,17 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
     one-sided slopes still differ at the shorter step. `batched` (a `jax_ref.BatchedLoss`)
     evaluates the loss at many perturbed points per call; it is used only after it reproduces
     the numpy loss's differences on a few probe elements, and only for a loss computed in float64.
+    With `deadline` (a time.perf_counter() value), elements are visited round-robin over the
+    leaves and no chunk is started that would end past it; the rest stay unchecked (nothing at
+    all is evaluated if the noise probe and one element, at `call_seconds` a call, would not fit).
     """
     start = time.perf_counter()
+    calls_at_start = getattr(objective, "calls", 0)  # for the cost per call (see _element_cost)
     leaves = list(objective.x0)  # read-only: perturbations copy the one leaf they change
+    if deadline is not None and start + 14 * call_seconds > deadline:
+        return _nothing(leaves, f"not affordable: the time budget had {max(deadline - start, 0):.2g} s left; "
+                                f"one element costs 6 calls of the loss after an 8-call noise probe "
+                                f"({call_seconds:.2g} s a call)", start)
     f0 = objective(leaves) if f0 is None else f0
     # A loss computed in lower precision (it casts to float32 itself) needs a longer step: the
     # round-off eps |f| / h then dominates, and the h^6 truncation left by Richardson stays small.
@@ -244,18 +253,24 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
         else:
             evaluate = _batched_evaluator(batched, leaves, noise, numpy_eval)
             method += " (batched: the loss re-run under jax.numpy, many points per call)"
-    done = 0
+    per_element = _element_cost(getattr(objective, "calls", 0) - calls_at_start, start,
+                                batched if evaluate is not numpy_eval else None)
+    done, wanted = 0, int(sum(idx.size for idx in selection))
+    for k, chunk in _chunks(selection, per_element):
+        if deadline is not None and time.perf_counter() + per_element * chunk.size > deadline:
+            notes.append(f"stopped at the time budget: {done} of {wanted} selected elements differenced")
+            break
+        est.store(k, chunk, evaluate(k, chunk, h_leaves[k][chunk]), h_leaves[k][chunk])
+        done += chunk.size
+        if progress is not None:
+            progress(done)
     for k, idx in enumerate(selection):
-        # Chunks: the progress callback hears of each, and a batch gets many rows per call.
-        for chunk in np.array_split(idx, max(1, idx.size // 256)) if idx.size else ():
-            est.store(k, chunk, evaluate(k, chunk, h_leaves[k][chunk]), h_leaves[k][chunk])
-            done += chunk.size
-            if progress is not None:
-                progress(done)
-    for k, idx in enumerate(selection):
-        _refine(evaluate, est, k, idx, leaves[k], h_leaves[k], base_step)
-    # Complex step costs per-element calls of the numpy loss: not after a batch spared them.
-    probes = _probes(est, selection) if evaluate is numpy_eval else []
+        visited = idx[np.isfinite(est.steps[k].reshape(-1)[idx])]
+        _refine(evaluate, est, k, visited, leaves[k], h_leaves[k], base_step, deadline, per_element)
+    # Complex step costs per-element calls of the numpy loss: not after a batch spared them,
+    # nor when the time budget would not cover them.
+    spare = deadline is None or time.perf_counter() + 4 * per_element * done < deadline
+    probes = _probes(est, selection) if evaluate is numpy_eval and spare else []
     if use_complex and _complex_safe(objective, leaves, probes, f0):
         method = "complex step (checked against central differences)"
         _refine_complex(objective, leaves, selection, est.values, est.errors, est.kinks, est.steps)
@@ -270,6 +285,33 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
         checked=tuple(est.checked), lower=tuple(est.lower), upper=tuple(est.upper), steps=tuple(est.steps),
         notes=tuple(notes), seconds=time.perf_counter() - start, exact=False, kinks=tuple(est.kinks),
     )
+
+
+def _nothing(leaves: list, note: str, start: float) -> ReferenceGradient:
+    """A reference that checked no element, saying why."""
+    est = _Estimates.empty([x.shape for x in leaves])
+    return ReferenceGradient(name="numeric", method="central differences (none afforded)", values=tuple(est.values),
+                             errors=tuple(est.errors), checked=tuple(est.checked), lower=tuple(est.lower),
+                             upper=tuple(est.upper), steps=tuple(est.steps), notes=(note,),
+                             seconds=time.perf_counter() - start, exact=False, kinks=tuple(est.kinks))
+
+
+def _element_cost(calls: int, start: float, batched: Any) -> float:
+    """Seconds one element's six evaluations take, from the `calls` made since `start` (the noise probe)."""
+    if batched is not None:
+        return 6 * batched.seconds_per_row
+    return 6 * (time.perf_counter() - start) / max(calls, 1)
+
+
+def _chunks(selection: list, per_element: float):
+    """(leaf, element indices) in chunks of about 50 ms of work, round-robin over the leaves, so
+    that a run stopped by the time budget has visited every leaf."""
+    size = int(max(1, min(256, 0.05 / max(per_element, 1e-9))))
+    pieces = [[idx[j:j + size] for j in range(0, idx.size, size)] for idx in selection]
+    for r in range(max((len(p) for p in pieces), default=0)):
+        for k, p in enumerate(pieces):
+            if r < len(p):
+                yield k, p[r]
 
 
 def _numpy_evaluator(objective: Objective, leaves: list, f0: float, names: Sequence[str], noise: float):
@@ -312,13 +354,14 @@ def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _refine(evaluate, est: _Estimates, k: int, idx: np.ndarray, x: np.ndarray, h0: np.ndarray,
-            base_step: float) -> None:
+            base_step: float, deadline: float | None = None, per_element: float = 0.0) -> None:
     """Retry suspect elements of leaf k at shorter steps and keep the best-supported estimate.
 
     Suspect: truncation dominates a non-negligible error, a kink was seen, the loss was not
     finite a step away, or the element is far smaller than its leaf. A kink stands only if the
     one-sided slopes still differ at a step SHRINK times shorter (a real kink's gap does not
-    shrink with the step; curvature's and aliasing's do).
+    shrink with the step; curvature's and aliasing's do). Retries that would end past
+    `deadline` (at `per_element` seconds each) are not made.
     """
     flat = x.reshape(-1)
     for _ in range(REFINE_ROUNDS):
@@ -332,6 +375,8 @@ def _refine(evaluate, est: _Estimates, k: int, idx: np.ndarray, x: np.ndarray, h
         if not suspect.any():
             return
         sel, h_sel = idx[suspect], h[suspect]
+        if deadline is not None and time.perf_counter() + 2 * per_element * sel.size > deadline:
+            return
         # Two shorter steps: the element's own scale (when far shorter) and the step / SHRINK.
         own = np.where(mag[suspect] * base_step < h_sel / 10, mag[suspect] * base_step, 0.0)
         candidates = [h_sel / SHRINK] + ([np.where(own > 0, own, h_sel / SHRINK)] if own.any() else [])

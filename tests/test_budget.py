@@ -1,0 +1,83 @@
+"""`budget=` is a promise about the wall time of the whole check, and the report says what it left out.
+
+The losses here sleep, so the time they take is what the test says, whatever the machine does;
+the bounds leave room for gradcheck's own work on a loaded machine. The figures for real losses
+are measured by benchmarks/speed.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import gradcheck
+
+
+def sleepy(seconds: float):
+    """A tanh regression whose loss takes `seconds` per call (its gradient is instant)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((16, 30)), rng.standard_normal(16)
+
+    def loss(p, X, y):
+        time.sleep(seconds)
+        return np.mean((np.tanh(X @ p["w"]) - y) ** 2)
+
+    def grad(p, X, y):
+        t = np.tanh(X @ p["w"])
+        return {"w": X.T @ (2 * (t - y) * (1 - t ** 2)) / len(y)}
+
+    return loss, grad, {"w": rng.standard_normal(30) * 0.1}, (X, y)
+
+
+def timed(*a, **kw):
+    start = time.perf_counter()
+    report = gradcheck.check(*a, **kw)
+    return report, time.perf_counter() - start
+
+
+@pytest.mark.parametrize("budget", [1.0, 2.0])
+def test_a_slow_loss_stays_within_the_budget_and_says_what_it_left_out(budget):
+    loss, grad, params, args = sleepy(0.05)
+    gradcheck.check(loss, grad, params, args, against=("jax",))  # JAX compiled: the clock is not the compiler's
+    report, seconds = timed(loss, grad, params, args, budget=budget)
+    assert report.passed, str(report)
+    assert seconds <= 1.1 * budget + 0.1, (seconds, report.plan)
+    assert report.plan["seconds"] <= seconds
+    if budget == 1.0:  # too little for the planned differences: the report says so
+        assert any("finite differences" in item for item in report.plan["not_afforded"]), report.plan
+    jax = next(s for s in report.references if s.name == "jax")
+    assert jax.ran  # the exact reference judges every element, validated within the budget
+
+
+def test_a_slow_loss_with_a_planted_bug_is_still_caught_within_the_budget():
+    loss, grad, params, args = sleepy(0.05)
+
+    def doubled(p, X, y):
+        return {"w": 2 * grad(p, X, y)["w"]}
+
+    gradcheck.check(loss, grad, params, args, against=("jax",))
+    report, seconds = timed(loss, doubled, params, args, budget=1.5)
+    assert not report.passed and report["w"].diagnosis == "scaled" and report["w"].factor == 2.0, str(report)
+    assert seconds <= 1.1 * 1.5 + 0.1
+
+
+def test_differences_alone_still_give_a_verdict_on_a_tiny_budget():
+    """With no exact reference, the least that gives a verdict runs whatever the budget."""
+    loss, grad, params, args = sleepy(0.0)
+    report = gradcheck.check(loss, grad, params, args, against="numeric", budget=0.0)
+    assert report.passed and report.plan["numeric"] == "projections, localisation and a sample"
+    assert any("projections" in item for item in report.plan["not_afforded"])
+    bad = gradcheck.check(loss, lambda p, X, y: {"w": -grad(p, X, y)["w"]}, params, args, against="numeric",
+                          budget=0.0)
+    assert not bad.passed
+
+
+def test_a_generous_budget_is_not_spent_for_nothing():
+    """A small fast problem answers quickly, whatever the budget allows."""
+    loss, grad, params, args = sleepy(0.0)
+    gradcheck.check(loss, grad, params, args)
+    report, seconds = timed(loss, grad, params, args, budget=1000.0)
+    assert report.passed and "not_afforded" not in report.plan
+    assert seconds < 5.0  # the benchmark measures the real figure; this only rules out filling the budget
