@@ -158,6 +158,57 @@ def latency() -> dict:
             "fresh_process_to_exit_range": [round(min(exits), 3), round(max(exits), 3)]}
 
 
+def slowed(fn, seconds: float):
+    """`fn`, busy for at least `seconds` per call (a loss as slow as a bigger model's)."""
+    def slow(*args):
+        start = time.perf_counter()
+        value = fn(*args)
+        while time.perf_counter() - start < seconds:
+            pass
+        return value
+    return slow
+
+
+#: (parameters, seconds per loss call) for the warm latency of a default check.
+SMALL = ((100, 0.0), (1_000, 0.0), (10_000, 0.0), (1_000, 0.001), (10_000, 0.001))
+BUDGETS = ((100_000, 0.05, 2.0), (100_000, 0.05, 1.0), (10_000, 0.02, 1.0))
+
+
+def small_latency() -> list[dict]:
+    """Warm wall time of a default check (all three references) on small problems: median of 5."""
+    rows = []
+    for n, delay in SMALL:
+        problem = problems.make_mlp(n)
+        loss = slowed(problem["loss"], delay) if delay else problem["loss"]
+        run = lambda: gradcheck.check(loss, problem["grad"], problem["params"], problem["args"])  # noqa: E731
+        report = run()
+        times = [_timed(run)[0] for _ in range(5)]
+        rows.append({"params": problem["n_params"], "loss_seconds": delay, "median_seconds": round(float(np.median(times)), 3),
+                     "max_seconds": round(max(times), 3), "passed": report.passed,
+                     "references": [r.name for r in report.references if r.ran],
+                     "seconds_by_reference": {r.name: round(r.seconds, 3) for r in report.references}})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def budget_bound() -> list[dict]:
+    """Wall time of checks with `budget=` on a slow loss, first (JAX compiles) and warm."""
+    rows = []
+    for n, delay, budget in BUDGETS:
+        problem = problems.make_mlp(n)
+        loss = slowed(problem["loss"], delay)
+        for run in ("first", "warm"):
+            start = time.perf_counter()
+            report = gradcheck.check(loss, problem["grad"], problem["params"], problem["args"], budget=budget)
+            seconds = time.perf_counter() - start
+            rows.append({"params": problem["n_params"], "loss_seconds": delay, "budget": budget, "run": run,
+                         "seconds": round(seconds, 3), "over_budget": round(seconds / budget - 1, 3),
+                         "passed": report.passed, "references": [r.name for r in report.references if r.ran],
+                         "not_afforded": report.plan.get("not_afforded", [])})
+            print(rows[-1], flush=True)
+    return rows
+
+
 _MEMORY_CHILD = """
 import json, sys
 sys.path.insert(0, {here!r})
@@ -205,7 +256,8 @@ def main(argv=None) -> int:
     sizes = [s for s in SIZES if s <= 10_000] if args.quick else SIZES
     results = {"machine": f"{os.cpu_count()} cores, CPU only", "speed": speed(sizes),
                "differences": differences(DIFFERENCE_SIZES[:2] if args.quick else DIFFERENCE_SIZES),
-               "memory": memory(sizes), "sensitivity": sensitivity(), "mazur_latency": latency()}
+               "memory": memory(sizes), "sensitivity": sensitivity(), "mazur_latency": latency(),
+               "small_latency": small_latency(), "budget": budget_bound()}
     out = HERE / "results" / "speed.json"
     out.parent.mkdir(exist_ok=True)
     tmp = out.with_suffix(".tmp")
