@@ -390,7 +390,7 @@ def run_reference(name: str, prep: Prepared, selection: list, explicit: bool, se
 
 
 def _numeric(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET,
-             batched: Any = None, deadline: float | None = None) -> ReferenceGradient:
+             batched: Any = None, deadline: float | None = None, progress: Any = None) -> ReferenceGradient:
     from .references.numeric import numeric_gradient
 
     # Complex step refines every element it visits at up to 4x a real call's cost: worth it when
@@ -398,7 +398,7 @@ def _numeric(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT
     sampled = sum(len(s) for s in selection) < sum(x.size for x in prep.x0)
     return numeric_gradient(prep.objective, selection, f0=prep.loss_value, names=prep.names,
                             use_complex=not sampled and "auto", batched=batched, deadline=deadline,
-                            call_seconds=prep.t_loss)
+                            call_seconds=prep.t_loss, progress=progress)
 
 
 def _jax(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET,
@@ -518,7 +518,8 @@ def plan_numeric(prep: Prepared, refs: dict, statuses: dict, budget: float, max_
 def check(loss: Callable | None = None, grad: Callable | None = None, params: Any = None,
           args: Sequence[Any] = (), *, value_and_grad: Callable | None = None, kwargs: dict | None = None,
           against: Any = "auto", rtol: float | None = None, atol: float | None = None, seed: int = 0,
-          budget: float | None = None, max_elements: int | None = None, title: str = "") -> Report:
+          budget: float | None = None, max_elements: int | None = None, title: str = "",
+          progress: Any = "auto") -> Report:
     """Check a hand-written gradient against the references; returns a Report (never raises on mismatch).
 
     `loss(params, *args) -> float` and `grad(params, *args) -> same structure as params` (or one
@@ -530,7 +531,8 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     in batches under JAX when the loss traces and that is cheaper); what did not fit is listed
     in `report.plan["not_afforded"]`. Only the least that still gives a verdict (the user's own
     calls, one reference, and with finite differences alone a small sample) runs whatever the
-    budget; `max_elements` caps element-wise differences.
+    budget; `max_elements` caps element-wise differences. `progress` shows the differences'
+    progress ("auto": on a terminal or in a notebook; False: off; see `gradcheck.progress`).
     """
     started = time.perf_counter()
     names, explicit = normalize_against(against)
@@ -566,7 +568,11 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
         # With no exact reference beside them, the differences are the verdict: the planned
         # minimum (a sample, after projections sized to the budget) runs whatever the clock says.
         judge_alone = not any(r.exact for r in refs.values())
-        run("numeric", numeric.selection, batched=numeric.batched, deadline=None if judge_alone else deadline - reserve)
+        from .progress import stage
+
+        with stage(progress, "finite differences", numeric.plan["numeric_elements"]) as tick:
+            run("numeric", numeric.selection, batched=numeric.batched,
+                deadline=None if judge_alone else deadline - reserve, progress=tick)
         not_afforded += numeric.plan.pop("not_afforded", [])
         done = statuses["numeric"].elements if statuses["numeric"].ran else 0
         if done == 0 and "numeric" in refs and total:
