@@ -19,8 +19,6 @@ import json
 import os
 import re
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,12 +26,23 @@ from typing import Any, Callable, Sequence, TextIO
 
 from .errors import (ConfigError, GradcheckError, NondeterministicLoss, ReferenceUnavailable,
                      StructureMismatch, UserCodeError)
+from .progress import Progress
 
-OK, MISMATCH, USAGE, USER_CODE, INTERNAL = 0, 1, 2, 3, 4
+OK, MISMATCH, USAGE, USER_CODE, INTERNAL, INTERRUPTED = 0, 1, 2, 3, 4, 130
+COLOR_CHOICES = ("auto", "always", "never")
 SUBCOMMANDS = ("examples", "example", "explain")
-_EPILOG = ("targets are \"module:attribute\" (imported from the current directory) or \"path/to/file.py:attribute\". "
-           "Exit status: 0 all gradients match, 1 a gradient is wrong, 2 usage or configuration error, "
-           "3 your code raised or a required reference could not run, 4 gradcheck itself failed.")
+#: Every exit status, as `--help` and the README list them.
+EXIT_CODES = (
+    (OK, "every gradient matches (kinks excused)"),
+    (MISMATCH, "a gradient is wrong, or shaped unlike its parameter"),
+    (USAGE, "usage or configuration error: a bad option, a target that does not exist"),
+    (USER_CODE, "your code raised, or a required reference could not run"),
+    (INTERNAL, "gradcheck itself failed: a bug in gradcheck, please report it"),
+    (INTERRUPTED, "interrupted (Ctrl-C)"),
+)
+_EPILOG = ("targets are \"module:attribute\" (imported from the current directory) or\n"
+           "\"path/to/file.py:attribute\".\n\nExit status:\n"
+           + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES))
 
 
 class Usage(Exception):
@@ -76,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code(exc)
     except KeyboardInterrupt:
         _error("interrupted")
-        return 130
+        return INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - a bug of ours: one message, not a traceback
         _error(_message(exc))
         return INTERNAL
@@ -137,7 +146,11 @@ def _add_check_options(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the report as JSON on stdout, and nothing else")
     o.add_argument("--plot", metavar="FILE.png", help="draw error heatmaps and a step-size sweep to this file")
-    o.add_argument("--no-color", action="store_true", help="no colours, even on a terminal (NO_COLOR works too)")
+    o.add_argument("--color", choices=COLOR_CHOICES, default="auto",
+                   help="colour the table: auto (on a terminal, unless NO_COLOR is set), always or never")
+    o.add_argument("--no-color", action="store_true", help="the same as --color=never")
+    o.add_argument("--no-progress", action="store_true",
+                   help="no progress line on stderr (shown only on a terminal, once a check takes over a second)")
 
 
 def _against(text: str) -> Any:
@@ -147,9 +160,18 @@ def _against(text: str) -> Any:
     return names[0] if len(names) == 1 else names
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Wraps one-line texts as usual; keeps the lines of a text written in lines (the exit status table)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" not in text:
+            return super()._fill_text(text, width, indent)
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 def _check_parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog, epilog=_EPILOG,
+        prog=prog, epilog=_EPILOG, formatter_class=_Formatter,
         usage="%(prog)s [LOSS GRAD PARAMS | --value-and-grad F PARAMS] [--args DATA] [options]\n"
               "       %(prog)s {examples, example NAME, explain ...} [options]",
         description="Check hand-written gradients against finite differences, JAX and SymPy. Without targets, "
@@ -159,19 +181,27 @@ def _check_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--value-and-grad", metavar="F", help="target of f(params, *args) -> (loss, grads)")
     p.add_argument("--config", metavar="FILE", help="read [tool.gradcheck] from FILE (default: ./pyproject.toml)")
     p.add_argument("--case", action="append", metavar="NAME", help="run only this configured case (repeatable)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _add_check_options(p)
     return p
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _examples_parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="List the worked examples.")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.add_argument("--no-color", action="store_true", help=argparse.SUPPRESS)  # accepted everywhere, for scripts
+    p.add_argument("--color", choices=COLOR_CHOICES, default="auto", help=argparse.SUPPRESS)
     return p
 
 
 def _example_parser(prog: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, epilog=_EPILOG,
+    p = argparse.ArgumentParser(prog=prog, epilog=_EPILOG, formatter_class=_Formatter,
                                 description="Replay a worked example: exit 0 if it passes, 1 if it is a buggy twin "
                                             "and the bug is found.")
     p.add_argument("name", metavar="NAME", help="the example's name (see: check-gradients examples)")
@@ -192,6 +222,7 @@ def _explain_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--leaf", required=True, help="the parameter, as gradcheck names it (W1, layer1.W, weights[0])")
     p.add_argument("--index", default="", help="the element, e.g. 0,2 (default: the scalar itself)")
     p.add_argument("--no-color", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--color", choices=COLOR_CHOICES, default="auto", help=argparse.SUPPRESS)
     return p
 
 
@@ -263,7 +294,8 @@ def _run(name: str, resolve: Callable[[], dict], run: Callable[[dict], Any], arg
     """Resolve, check and (if asked) plot one case; errors become the outcome, not an exit."""
     outcome = Outcome(name)
     try:
-        with Ticker(f"checking {name}" if several else "checking", stream=sys.stderr):
+        with Progress(f"checking {name}" if several else "checking", stream=sys.stderr,
+                      enabled=not getattr(args, "no_progress", False)):
             objs = resolve()
             outcome.report = run(objs)
             if args.plot:
@@ -312,7 +344,11 @@ def _json_case(o: Outcome) -> dict:
 
 
 def _use_color(args: argparse.Namespace) -> bool:
-    return not args.no_color and not os.environ.get("NO_COLOR") and _isatty(sys.stdout)
+    """--color=always, or auto on a terminal unless NO_COLOR is set; --no-color is --color=never."""
+    choice = "never" if getattr(args, "no_color", False) else getattr(args, "color", "auto")
+    if choice != "auto":
+        return choice == "always"
+    return not os.environ.get("NO_COLOR") and _isatty(sys.stdout)
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -524,44 +560,8 @@ def _parse_index(text: str) -> tuple:
 
 # --------------------------------------------------------------------------- progress
 
-
-class Ticker:
-    """A spinner with elapsed seconds on a terminal's stderr, shown only once a check takes over `delay` s."""
-
-    FRAMES = "|/-\\"
-
-    def __init__(self, label: str, stream: TextIO | None = None, *, delay: float = 1.0, interval: float = 0.2):
-        self.label, self.stream, self.delay, self.interval = label, stream or sys.stderr, delay, interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._shown = False
-
-    def __enter__(self) -> Ticker:
-        if _isatty(self.stream):
-            self._start = time.monotonic()
-            self._thread = threading.Thread(target=self._tick, name="gradcheck-progress", daemon=True)
-            self._thread.start()
-        return self
-
-    def _tick(self) -> None:
-        if self._stop.wait(self.delay):
-            return
-        n = 0
-        while not self._stop.is_set():
-            elapsed = time.monotonic() - self._start
-            self.stream.write(f"\r{self.FRAMES[n % len(self.FRAMES)]} {self.label}... {elapsed:.0f}s ")
-            self.stream.flush()
-            self._shown = True
-            n += 1
-            self._stop.wait(self.interval)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            if self._shown:
-                self.stream.write("\r\x1b[K")  # erase the ticker line
-                self.stream.flush()
+#: The status line on stderr while a case runs (kept under its first name for callers of the CLI module).
+Ticker = Progress
 
 
 if __name__ == "__main__":  # pragma: no cover

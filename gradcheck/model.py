@@ -180,6 +180,18 @@ class Report:
 
         return render_text(self)
 
+    def _repr_html_(self) -> str:
+        """How Jupyter shows a report: verdict, table, and a heatmap per failing parameter."""
+        from .notebook import report_html
+
+        return report_html(self)
+
+    def _repr_markdown_(self) -> str:
+        """The same for front-ends that render Markdown."""
+        from .notebook import report_markdown
+
+        return report_markdown(self)
+
 
 def _num(x: Any) -> Any:
     """A JSON-safe number: floats stay floats, NaN/inf become strings."""

@@ -27,6 +27,8 @@ from .errors import InvalidCase
 _ACTIVE: contextvars.ContextVar[Progress | None] = contextvars.ContextVar("gradcheck_progress", default=None)
 
 FRAMES = "|/-\\"
+#: Seconds a check runs before its progress line appears: quick checks print nothing.
+DELAY = 1.0
 
 
 def _isatty(stream: Any) -> bool:
@@ -98,9 +100,10 @@ class Progress:
     """
 
     def __init__(self, label: str = "checking", stream: TextIO | None = None, *, enabled: bool = True,
-                 mode: str | None = "auto", delay: float = 1.0, interval: float = 0.2,
+                 mode: str | None = "auto", delay: float | None = None, interval: float = 0.2,
                  display: Callable[[Any], Any] | None = None):
-        self.label, self.stream, self.delay, self.interval = label, stream or sys.stderr, delay, interval
+        self.label, self.stream, self.interval = label, stream or sys.stderr, interval
+        self.delay = DELAY if delay is None else delay
         self.mode = (interactive_mode(self.stream) if mode == "auto" else mode) if enabled else None
         self._display = display or _ipython_display
         self._handle: Any = None

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-WATCHED = ("jax", "sympy", "hypothesis", "numpy", "gradcheck.pytest_plugin", "gradcheck.check")
+WATCHED = ("jax", "sympy", "hypothesis", "numpy", "matplotlib", "tqdm", "gradcheck.pytest_plugin", "gradcheck.check")
 
 
 def pytest_unconfigure(config):
@@ -48,7 +48,15 @@ def test_plugin_is_active(loaded_modules: list) -> None:
 
 
 def test_no_jax_sympy_or_hypothesis(loaded_modules: list) -> None:
-    assert not {"jax", "sympy", "hypothesis"} & set(loaded_modules)
+    assert not {"jax", "sympy", "hypothesis", "matplotlib", "tqdm"} & set(loaded_modules)
+
+
+def test_import_gradcheck_and_its_cli_load_no_heavy_module() -> None:
+    code = ("import sys, gradcheck, gradcheck.cli, gradcheck.progress\n"
+            "print(sorted(m for m in ('jax', 'sympy', 'matplotlib', 'tqdm', 'numpy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 def test_no_numpy_nor_check_machinery(loaded_modules: list) -> None:
