@@ -192,6 +192,10 @@ class Report:
 
         return report_markdown(self)
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's terminal shows the text table, not the dataclass fields."""
+        printer.text(str(self))
+
 
 def _num(x: Any) -> Any:
     """A JSON-safe number: floats stay floats, NaN/inf become strings."""

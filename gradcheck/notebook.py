@@ -21,7 +21,9 @@ from .report import _COLUMNS, _index, _num, _row, headline, verdict
 #: Relative errors are drawn on a log scale from machine precision to the largest possible (2).
 REL_FLOOR, REL_CEIL = 1e-16, 2.0
 #: A heatmap shows at most this many cells a side; larger leaves are pooled by their worst element.
-MAX_CELLS = 48
+MAX_CELLS = 40
+#: At most this many failing parameters get a heatmap (the page stays light); the rest are named.
+MAX_HEATMAPS = 12
 #: Leaves with at most this many cells get their relative error written in each cell.
 ANNOTATE_MAX = 48
 _PASS, _FAIL, _KINK = "#1b7837", "#b2182b", "#b8860b"
@@ -103,7 +105,7 @@ def _cell_name(p: ParamResult, r: int, c: int, br: int, bc: int, grid_shape: tup
 
 def _short(v: float) -> str:
     """1e-3 as '1e-3', 0.25 as '2e-1': the order of magnitude fits a small cell."""
-    return "0" if v <= REL_FLOOR else f"{v:.0e}".replace("e-0", "e-").replace("e+00", "").replace("e+0", "e")
+    return "0" if v <= REL_FLOOR else f"{v:.0e}".replace("e-0", "e-").replace("e+00", "")
 
 
 def heatmap_svg(p: ParamResult) -> str:
@@ -117,27 +119,34 @@ def heatmap_svg(p: ParamResult) -> str:
     rows, cols = cells.shape
     threshold = p.rtol if p.rtol > 0 else 1e-8
     size = int(max(4, min(30, 360 // cols, 240 // rows)))
-    annotate = cells.size <= ANNOTATE_MAX and size >= 26
-    left, top, legend = 26, 16, 34
-    width, height = left + cols * size + 4, top + rows * size + legend
+    left, top, strip = 26, 16, max(cols * size, 150)
+    width, height = left + strip + 4, top + rows * size + 34
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" role="img" class="gc-heatmap" '
            f'font-family="Helvetica,Arial,sans-serif">',
            f"<title>{html.escape(f'relative error per element of {p.name}')}</title>"]
+    names = [[_cell_name(p, r, c, br, bc, grid.shape) for c in range(cols)] for r in range(rows)]
+    out += _cells(cells, names, threshold, size, left, top)
+    out += _axis_labels(rows, cols, size, left, top, br, bc, np.ndim(p.rel_errors))
+    out += _legend(threshold, left, top + rows * size + 6, strip)
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _cells(cells: np.ndarray, names: list, threshold: float, size: int, left: int, top: int) -> list:
+    """One square per cell, its colour the error, its tooltip the element; small grids get the value written in."""
+    annotate = cells.size <= ANNOTATE_MAX and size >= 26
+    out = []
     for (r, c), v in np.ndenumerate(cells):
         x, y = left + c * size, top + r * size
-        name = _cell_name(p, r, c, br, bc, grid.shape)
         out.append(f'<rect x="{x}" y="{y}" width="{size}" height="{size}" fill="{error_colour(v, threshold)}" '
                    f'stroke="#ffffff" stroke-width="{1 if size >= 8 else 0}">'
-                   f"<title>{html.escape(f'{name}: relative error {v:.2e}')}</title></rect>")
+                   f"<title>{html.escape(f'{names[r][c]}: relative error {v:.2e}')}</title></rect>")
         if annotate:
             ink = "#ffffff" if v > threshold * 1e4 else "#222222"
             out.append(f'<text x="{x + size / 2}" y="{y + size / 2 + 3}" font-size="9" text-anchor="middle" '
                        f'fill="{ink}">{_short(v)}</text>')
-    out += _axis_labels(rows, cols, size, left, top, br, bc, np.ndim(p.rel_errors))
-    out += _legend(threshold, left, top + rows * size + 6, max(cols * size, 150))
-    out.append("</svg>")
-    return "".join(out)
+    return out
 
 
 def _axis_labels(rows: int, cols: int, size: int, left: int, top: int, br: int, bc: int, ndim: int) -> list:
@@ -217,6 +226,10 @@ def _notes(report: Report) -> list[str]:
                      f"(seed {report.seed})")
     notes += [f"warning: {w}" for w in report.warnings
               if not any(r.reason and w.endswith(r.reason) for r in skipped)]
+    undrawn = [p.name for p in report.failures[MAX_HEATMAPS:]]
+    if undrawn:
+        notes.append(f"heatmaps are drawn for the first {MAX_HEATMAPS} failing parameters; not for "
+                     f"{', '.join(undrawn)}")
     return notes
 
 
@@ -242,7 +255,7 @@ def worst_line(p: ParamResult) -> str:
             f"{p.reference_name} {_num(p.reference, '.10g')} (rtol {p.rtol:.0e}, atol {p.atol:.1e})")
 
 
-def _finding_html(p: ParamResult) -> str:
+def _finding_html(p: ParamResult, svg: str) -> str:
     title = p.diagnosis + (f" x{p.factor:.8g}" if p.factor is not None else "") + (
         f" \u2194 {p.swapped_with}" if p.swapped_with else "")
     text = [f"<h4>{_e(p.name)}: {_e(title)}</h4>", f'<p class="gc-detail">{_e(p.detail)}</p>']
@@ -254,11 +267,15 @@ def _finding_html(p: ParamResult) -> str:
     if where or source:
         text.append(f'<p class="gc-blame"><b>blamed line:</b> {_e(where)}</p>'
                     + (f'<pre class="gc-line">{_e(source)}</pre>' if source else ""))
-    svg = heatmap_svg(p)
     return (f'<div class="gc-finding" data-parameter="{_e(p.name)}">'
             + (f'<div class="gc-map">{svg}<div class="gc-caption">relative error per element:<br>'
                f'|yours - reference| / max(|yours|, |reference|)</div></div>' if svg else "")
             + f'<div class="gc-text">{"".join(text)}</div></div>')
+
+
+def _heatmaps(report: Report) -> list[tuple[ParamResult, str]]:
+    """Each failing parameter with its heatmap (drawn for the first MAX_HEATMAPS of them only)."""
+    return [(p, heatmap_svg(p) if n < MAX_HEATMAPS else "") for n, p in enumerate(report.failures)]
 
 
 def report_html(report: Report) -> str:
@@ -272,7 +289,7 @@ def report_html(report: Report) -> str:
         parts.append('<ul class="gc-refs">' + "".join(f"<li><b>{_e(r.name)}</b>: {_e(r.method)}</li>" for r in ran)
                      + "</ul>")
     parts.append(_table_html(report))
-    parts += [_finding_html(p) for p in report.parameters if not p.passed]
+    parts += [_finding_html(p, svg) for p, svg in _heatmaps(report)]
     kinks = [p for p in report.parameters if p.passed and p.diagnosis == "nondifferentiable"]
     parts += [f'<p class="gc-kink" style="color:{_KINK}">{_e(p.name)}: {_e(p.detail)}</p>' for p in kinks]
     notes = _notes(report)
@@ -292,6 +309,21 @@ def _md(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(str(value), quote=False)).replace("\n", " ")
 
 
+def _finding_markdown(p: ParamResult, svg: str) -> list[str]:
+    lines = ["", f"**{_md(p.name)}**: {_md(p.detail)}"]
+    if p.cause:
+        lines.append(f"- likely cause: {_md(p.cause)}")
+    if worst_line(p):
+        lines.append(f"- {_md(worst_line(p))}")
+    where, source = blame_parts(p)
+    if where or source:
+        lines.append(f"- blamed line: {_md(where)}" + (f" `{source.replace('`', chr(39))}`" if source else ""))
+    if svg:
+        data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+        lines += ["", f"![relative error per element of {_md(p.name)}](data:image/svg+xml;base64,{data})"]
+    return lines
+
+
 def report_markdown(report: Report) -> str:
     """The report as Markdown, for front-ends that show `_repr_markdown_` (heatmaps as SVG images)."""
     mark = _MARK["PASS" if report.passed else "FAIL"]
@@ -302,19 +334,8 @@ def report_markdown(report: Report) -> str:
         cells = _row(p)
         cells[2] = f"{_MARK[verdict(p)]} {verdict(p)}"
         lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
-    for p in report.failures:
-        lines += ["", f"**{_md(p.name)}**: {_md(p.detail)}"]
-        if p.cause:
-            lines.append(f"- likely cause: {_md(p.cause)}")
-        if worst_line(p):
-            lines.append(f"- {_md(worst_line(p))}")
-        where, source = blame_parts(p)
-        if where or source:
-            lines.append(f"- blamed line: {_md(where)}" + (f" `{source.replace('`', chr(39))}`" if source else ""))
-        svg = heatmap_svg(p)
-        if svg:
-            data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
-            lines += ["", f"![relative error per element of {_md(p.name)}](data:image/svg+xml;base64,{data})"]
+    for p, svg in _heatmaps(report):
+        lines += _finding_markdown(p, svg)
     notes = _notes(report)
     if notes:
         lines += [""] + [f"- {_md(n)}" for n in notes]

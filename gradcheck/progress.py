@@ -217,7 +217,7 @@ def stage(progress: Any, name: str, total: int) -> Iterator[Callable[[int], None
             with active.stage(name, total) as tick:
                 yield tick
         else:
-            with Progress() as line, line.stage(name, total) as tick:
+            with Progress("checking gradients") as line, line.stage(name, total) as tick:
                 yield tick
     else:
         raise InvalidCase(f"progress={progress!r} is not valid: give 'auto', True, False, a gradcheck.progress."

@@ -211,6 +211,48 @@ def test_cells_are_named_by_the_index_in_the_parameters_own_shape(shape, names) 
     assert len(titles) == int(np.prod(shape)) and set(names) <= set(titles)
 
 
+def test_the_svg_is_well_formed_xml_and_wide_enough_for_its_scale(buggy) -> None:
+    import xml.etree.ElementTree as ET
+
+    for p in buggy.failures:
+        svg = ET.fromstring(heatmap_svg(p))  # a standalone image (the Markdown embeds it as a file)
+        assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    tiny = ParamResult(name="b", shape=(2,), dtype="float64", passed=False, diagnosis="wrong", detail="",
+                       rtol=1e-8, rel_errors=np.array([0.5, 1e-12]))
+    svg = ET.fromstring(heatmap_svg(tiny))
+    legend_end = max(float(r.get("x")) + float(r.get("width")) for r in svg.iter("{http://www.w3.org/2000/svg}rect"))
+    assert legend_end <= float(svg.get("width"))
+
+
+def test_only_the_first_failing_parameters_get_a_heatmap() -> None:
+    from gradcheck.notebook import MAX_HEATMAPS
+
+    names = [f"w{i:02d}" for i in range(MAX_HEATMAPS + 2)]
+    params = {n: np.full(3, 0.5) for n in names}
+    report = gradcheck.check(lambda p: float(sum(np.sum(v ** 2) for v in p.values())),
+                             lambda p: {n: 3 * v for n, v in p.items()}, params, against="numeric")
+    assert len(report.failures) == len(names)
+    page = Tree(report._repr_html_()).root
+    assert len(page.find("div", class_="gc-finding")) == len(names)
+    assert len(page.find("svg")) == MAX_HEATMAPS
+    note = page.find("ul", class_="gc-notes")[0].all_text()
+    assert f"not for {names[-2]}, {names[-1]}" in note
+    assert report._repr_markdown_().count("data:image/svg+xml") == MAX_HEATMAPS
+
+
+def test_ipython_terminal_shows_the_text_table(buggy) -> None:
+    class Printer:
+        def __init__(self):
+            self.out = []
+
+        def text(self, t: str) -> None:
+            self.out.append(t)
+
+    printer = Printer()
+    buggy._repr_pretty_(printer, False)
+    assert printer.out == [str(buggy)]
+
+
 def test_no_heatmap_without_relative_errors() -> None:
     p = ParamResult(name="b", shape=(3,), dtype="float64", passed=False, diagnosis="wrong_shape", detail="d")
     assert heatmap_svg(p) == ""
