@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import html
 import os
+import shutil
 import sys
 import threading
 import time
@@ -29,6 +30,8 @@ _ACTIVE: contextvars.ContextVar[Progress | None] = contextvars.ContextVar("gradc
 FRAMES = "|/-\\"
 #: Seconds a check runs before its progress line appears: quick checks print nothing.
 DELAY = 1.0
+#: Seconds between redraws of the line.
+INTERVAL = 0.2
 
 
 def _isatty(stream: Any) -> bool:
@@ -100,10 +103,11 @@ class Progress:
     """
 
     def __init__(self, label: str = "checking", stream: TextIO | None = None, *, enabled: bool = True,
-                 mode: str | None = "auto", delay: float | None = None, interval: float = 0.2,
+                 mode: str | None = "auto", delay: float | None = None, interval: float | None = None,
                  display: Callable[[Any], Any] | None = None):
-        self.label, self.stream, self.interval = label, stream or sys.stderr, interval
+        self.label, self.stream = label, stream or sys.stderr
         self.delay = DELAY if delay is None else delay
+        self.interval = INTERVAL if interval is None else interval
         self.mode = (interactive_mode(self.stream) if mode == "auto" else mode) if enabled else None
         self._display = display or _ipython_display
         self._handle: Any = None
@@ -125,6 +129,7 @@ class Progress:
     def __enter__(self) -> Progress:
         self._token = _ACTIVE.set(self)
         self._start = time.monotonic()
+        self._stop, self._handle, self.shown = threading.Event(), None, False  # a line can be used again
         if self.mode is not None:
             self._thread = threading.Thread(target=self._tick, name="gradcheck-progress", daemon=True)
             self._thread.start()
@@ -176,6 +181,8 @@ class Progress:
     def _draw(self, text: str) -> None:
         try:
             if self.mode == "terminal":
+                # Never wider than the terminal: a wrapped line could not be redrawn in place.
+                text = text[:max(20, shutil.get_terminal_size().columns - 2)]
                 self.stream.write(f"\r{text} \x1b[K")
                 self.stream.flush()
             elif self._handle is None:

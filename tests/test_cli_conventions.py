@@ -196,6 +196,7 @@ def test_the_cli_draws_a_progress_bar_on_a_terminal_and_erases_it(learner, capsy
     tty = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", tty)
     monkeypatch.setattr(progress_mod, "DELAY", 0.0)
+    monkeypatch.setattr(progress_mod, "INTERVAL", 0.002)
     assert main(SLOW + FAST) == 0
     drawn = tty.getvalue()
     assert "checking..." in drawn and "finite differences [" in drawn and "/12 elements" in drawn
@@ -319,3 +320,16 @@ def test_progress_leaves_the_check_unchanged(learner) -> None:
     counted = gradcheck.check(m.loss, m.grad_sign, m.params(), m.data, against="numeric", progress=lambda d, t: 0)
     assert [p.to_dict() for p in quiet.parameters] == [p.to_dict() for p in counted.parameters]
     assert np.array_equal(m.params(), np.linspace(-1.0, 1.0, 12))
+
+
+def test_the_line_fits_the_terminal_and_a_line_can_be_used_twice(monkeypatch) -> None:
+    monkeypatch.setattr("shutil.get_terminal_size", lambda *a: __import__("os").terminal_size((40, 20)))
+    tty = FakeTerminal()
+    line = Progress("a label long enough to wrap a narrow terminal", stream=tty, delay=0.0, interval=0.002)
+    for _ in range(2):
+        with line, line.stage("finite differences", 100) as tick:
+            tick(50)
+            time.sleep(0.02)
+    drawn = [d for d in tty.getvalue().split("\r") if d and d != "\x1b[K"]
+    assert drawn and all(len(d.replace(" \x1b[K", "")) <= 38 for d in drawn)
+    assert tty.getvalue().count("\r\x1b[K") >= 2  # erased after each use
