@@ -196,6 +196,7 @@ def _examples_parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="List the worked examples.")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.add_argument("--no-color", action="store_true", help=argparse.SUPPRESS)  # accepted everywhere, for scripts
+    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--color", choices=COLOR_CHOICES, default="auto", help=argparse.SUPPRESS)
     return p
 
@@ -222,6 +223,7 @@ def _explain_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--leaf", required=True, help="the parameter, as gradcheck names it (W1, layer1.W, weights[0])")
     p.add_argument("--index", default="", help="the element, e.g. 0,2 (default: the scalar itself)")
     p.add_argument("--no-color", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--color", choices=COLOR_CHOICES, default="auto", help=argparse.SUPPRESS)
     return p
 

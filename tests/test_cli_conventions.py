@@ -124,9 +124,10 @@ def test_an_unknown_colour_choice_is_a_usage_error(learner, capsys) -> None:
     assert "--color" in err and "'auto', 'always', 'never'" in err
 
 
-def test_subcommands_accept_the_colour_options_too(capsys) -> None:
-    assert main(["examples", "--color=never"]) == 0
-    assert main(["examples", "--no-color"]) == 0
+def test_subcommands_accept_the_output_options_too(capsys) -> None:
+    for option in ("--color=never", "--no-color", "--no-progress"):
+        assert main(["examples", option]) == 0
+        assert main(["explain", "--example", "mazur", "--leaf", "w5", option]) == 0
 
 
 # ----------------------------------------------------------------- targets that do not exist
@@ -333,3 +334,14 @@ def test_the_line_fits_the_terminal_and_a_line_can_be_used_twice(monkeypatch) ->
     drawn = [d for d in tty.getvalue().split("\r") if d and d != "\x1b[K"]
     assert drawn and all(len(d.replace(" \x1b[K", "")) <= 38 for d in drawn)
     assert tty.getvalue().count("\r\x1b[K") >= 2  # erased after each use
+
+
+def test_the_readmes_first_screen_is_what_the_cli_prints(capsys) -> None:
+    text = README.read_text(encoding="utf-8")
+    excerpt = re.search(r"```text\n\$ check-gradients (example \S+)\n(.*?)\n\$ echo \$\?\n(\d+)\n```", text, re.S)
+    assert excerpt, "the README's first screen shows a check-gradients run and its exit status"
+    command, shown, status = excerpt.groups()
+    assert main(command.split() + ["--no-progress"]) == int(status) == 1
+    out = capsys.readouterr().out.splitlines()
+    lines = [line for line in shown.splitlines() if line != "..."]
+    assert len(lines) > 8 and all(line in out for line in lines), [line for line in lines if line not in out]
