@@ -13,10 +13,10 @@ import numpy as np
 from .compare import Combined, compare_leaf, default_tolerances
 from .consensus import vet
 from .diagnose import diagnose, diagnose_shape
-from .errors import (GradientMismatch, InvalidCase, NondeterministicLoss, ReferenceUnavailable,
-                     UserCodeError)
+from .errors import (GradientMismatch, InvalidCase, NondeterministicGradient, NondeterministicLoss,
+                     ReferenceUnavailable, UserCodeError)
 from .model import ParamResult, ReferenceGradient, ReferenceStatus, Report
-from .objective import Objective, fresh, mutations, user_location, user_traceback, widen
+from .objective import USER_FAILURES, Objective, fresh, mutations, user_error, widen
 from .tree import flatten, flatten_like, validate_leaf
 from .triangulate import combine
 
@@ -77,11 +77,11 @@ def normalize_against(against: Any) -> tuple[tuple[str, ...], bool]:
 
 
 def _call_user(fn: Callable, what: str, *a: Any, **kw: Any) -> Any:
+    """Call the user's `fn`; what it raises (sys.exit included) becomes a UserCodeError with its traceback."""
     try:
         return fn(*a, **kw)
-    except Exception as exc:  # noqa: BLE001 - the user's code, shown with its own traceback
-        raise UserCodeError(f"your {what} raised {type(exc).__name__}: {exc}", where=user_location(exc),
-                            user_traceback=user_traceback(exc)) from exc
+    except USER_FAILURES as exc:  # the user's code, shown with its own traceback
+        raise user_error(exc, what) from exc
 
 
 def _batch_sizes(args: Sequence[Any]) -> list[int]:
@@ -97,14 +97,45 @@ def _batch_sizes(args: Sequence[Any]) -> list[int]:
 
 
 def _as_leaf_array(name: str, value: Any, what: str) -> np.ndarray:
+    """One leaf of the user's gradient as a numeric array (jax arrays, lists and numpy scalars included)."""
     try:
         arr = np.asarray(value)
     except Exception:  # noqa: BLE001
         arr = np.asarray(None, dtype=object)
+    if arr.dtype.kind == "c":
+        raise InvalidCase(f"{what} for parameter '{name}' is complex (dtype {arr.dtype}); the gradient of a real "
+                          f"loss is real. Return its real part, and look for a complex step or np.sqrt of a "
+                          f"negative number left in the gradient function.")
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise InvalidCase(f"{what} for parameter '{name}' is {type(value).__name__} (dtype {arr.dtype}), not an "
                           f"array of numbers. Return a float array of the parameter's shape.")
     return arr
+
+
+def _same_gradient(names: Sequence[str], first: Sequence[np.ndarray], again: Sequence[np.ndarray]) -> None:
+    """Raise NondeterministicGradient unless two calls at the same parameters gave the same gradient."""
+    for name, a, b in zip(names, first, again):
+        if a.shape != b.shape:
+            raise NondeterministicGradient(
+                f"your gradient function returned different shapes for '{name}' on two calls at the same "
+                f"parameters ({a.shape}, then {b.shape}): it keeps state between calls. {_STATE_FIX}")
+        x, y = a.astype(np.float64), b.astype(np.float64)
+        eps = float(np.finfo(a.dtype if a.dtype.kind == "f" else np.float64).eps)
+        scale = float(np.nanmax(np.abs(x), initial=0.0))
+        differ = ~((x == y) | (np.isnan(x) & np.isnan(y)) | (np.abs(x - y) <= 8 * eps * scale))
+        if differ.any():
+            i = tuple(int(j) for j in np.unravel_index(int(np.flatnonzero(differ)[0]), a.shape))
+            where = f"{name}{list(i)}" if i else name
+            raise NondeterministicGradient(
+                f"your gradient function returned different values for the same parameters: {where} was "
+                f"{float(x[i]):.10g} on the first call and {float(y[i]):.10g} on a later one, so no single "
+                f"gradient can be checked (right once and wrong on the next training step is still wrong). "
+                f"{_STATE_FIX}")
+
+
+_STATE_FIX = ("Look for a gradient accumulated into a global or an attribute and never reset to zero (dW += ... "
+              "without dW = 0 first), a step counter or a cache from the previous call; compute the gradient "
+              "from (params, *args) alone.")
 
 
 def prepare(loss: Callable | None, grad: Callable | None, params: Any, args: Sequence[Any] = (), *,
@@ -171,6 +202,14 @@ def prepare(loss: Callable | None, grad: Callable | None, params: Any, args: Seq
                           f"Look for log(0), overflow in exp or division by zero.")
     glist = flatten_like(treedef, g, what="the gradient")
     yours = [_as_leaf_array(n, v, "the gradient") for n, v in zip(names, glist)]
+
+    def grad_at_x0() -> list:
+        g_again = _call_user(grad, "gradient function", objective.params([a.copy() for a in arrays]),
+                             *fresh(objective.user_args), **fresh(objective.user_kwargs))
+        return [_as_leaf_array(n, v, "the gradient") for n, v in zip(names, flatten_like(treedef, g_again))]
+
+    _same_gradient(names, yours, grad_at_x0())
+    objective.after_settle = grad_at_x0  # a check leaves the user's state as loss and grad at x0 would
     if objective.mutates:
         warnings.append(f"your loss modifies its inputs in place ({', '.join(objective.mutates)}); gradcheck gave "
                         f"it copies, but in a training loop this corrupts your data")
@@ -608,6 +647,10 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
         f"{s.name} reference skipped: {s.reason}" for s in ordered if not s.ran]
     # SymPy's formulas are worked out when read: keep its mapping as it is.
     formulas = ChainMap(*(r.formulas for r in refs.values() if r.formulas))
+    if not all(p.passed for p in results):  # the line where each failing gradient goes wrong; never raises
+        from .blame import attach_blame
+
+        results = attach_blame(results, prep, grad, value_and_grad, budget=budget)
     return Report(parameters=tuple(results), references=tuple(ordered), warnings=tuple(warnings),
                   loss_value=prep.loss_value, seed=seed, plan=plan, formulas=formulas, title=title)
 

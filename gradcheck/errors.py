@@ -27,6 +27,10 @@ class NondeterministicLoss(GradcheckError, RuntimeError):
     """The loss gives different values for the same parameters, so no gradient can be checked."""
 
 
+class NondeterministicGradient(NondeterministicLoss):
+    """The gradient function returns different values for the same parameters (state kept between calls)."""
+
+
 class UserCodeError(GradcheckError, RuntimeError):
     """The user's loss, gradient, forward or backward raised; the original is chained as __cause__."""
 

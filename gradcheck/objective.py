@@ -17,6 +17,10 @@ from .errors import InvalidCase, UserCodeError
 from .tree import TreeDef, unflatten
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+#: What the user's code may raise and the check turns into UserCodeError: every Exception, and
+#: SystemExit (a script's sys.exit() left in a function must not end the caller's process).
+#: KeyboardInterrupt and the rest of BaseException propagate as they are.
+USER_FAILURES = (Exception, SystemExit)
 
 
 def user_traceback(exc: BaseException) -> str:
@@ -34,6 +38,16 @@ def user_location(exc: BaseException) -> str:
         return ""
     f = frames[-1]
     return f"{os.path.basename(f.filename)}:{f.lineno}" + (f" ({f.line.strip()})" if f.line else "")
+
+
+def user_error(exc: BaseException, what: str, where: str = "") -> UserCodeError:
+    """The UserCodeError for `exc` raised by the user's `what` ("loss", "gradient function")."""
+    if isinstance(exc, SystemExit):
+        message = (f"your {what} called sys.exit({exc.code!r}){where}: a {what} must return, not end the "
+                   f"program. Remove the exit (raise an exception for a real error).")
+    else:
+        message = f"your {what} raised {type(exc).__name__}: {exc}{where}"
+    return UserCodeError(message, where=user_location(exc), user_traceback=user_traceback(exc))
 
 
 def fresh(tree: Any) -> Any:
@@ -91,6 +105,9 @@ def as_scalar(value: Any, who: str, *, allow_complex: bool = False) -> Any:
     """Check a loss value is one number; return it as float (or complex)."""
     if value is None:
         raise InvalidCase(f"{who} returned None: it must return the loss as a single number (did you forget `return`?).")
+    if isinstance(value, (bool, np.bool_)) or getattr(value, "dtype", None) == np.bool_:
+        raise InvalidCase(f"{who} returned a boolean ({value!r}); it must return the loss as a number "
+                          f"(a comparison such as `loss > 0` returned by mistake?).")
     if isinstance(value, (str, bytes)):
         raise InvalidCase(f"{who} returned a string ({value!r:.40}); it must return the loss as a number.")
     if isinstance(value, (list, tuple, dict)):
@@ -123,6 +140,7 @@ class Objective:
         self.loss = loss
         self.treedef = treedef
         self.x0 = [np.asarray(x, dtype=np.float64, order="C") for x in x0]  # flat index = C order
+        self.x0_user = list(x0)  # private copies in the caller's dtypes (never written: calls get copies)
         try:
             self.user_args = fresh(args)  # private copy in the caller's dtypes: what the user's gradient sees
             self.user_kwargs = fresh(kwargs or {})
@@ -137,6 +155,7 @@ class Objective:
         self.copy_mode = False  # becomes True once the user's code is seen writing into its inputs
         self.mutates: list[str] = []
         self.calls = 0
+        self.after_settle: Callable[[], Any] | None = None  # the user's gradient at x0, run by settle()
 
     def params(self, leaves: Sequence[Any]) -> Any:
         """A pytree of the given leaves, scalars restored to Python numbers."""
@@ -152,18 +171,31 @@ class Objective:
                 return self._scalar(value, allow_complex)
             except InvalidCase:
                 raise
-            except Exception:  # noqa: BLE001 - maybe a write into a read-only input; retry with copies
+            except USER_FAILURES:  # maybe a write into a read-only input; retry with copies
                 self.copy_mode = True
         leaves_c, args_c, kwargs_c = fresh(list(leaves)), fresh(self.args), fresh(self.kwargs)
         try:
             value = self._call(leaves_c, args_c, kwargs_c)
-        except Exception as exc:  # noqa: BLE001
-            raise UserCodeError(
-                f"your {self.name} raised {type(exc).__name__}: {exc}", where=user_location(exc),
-                user_traceback=user_traceback(exc),
-            ) from exc
+        except USER_FAILURES as exc:
+            raise user_error(exc, self.name) from exc
         self._note_mutation(leaves, leaves_c, args_c)
         return self._scalar(value, allow_complex)
+
+    def settle(self) -> None:
+        """Call the user's loss (then gradient) once more at the caller's parameters.
+
+        Finite differences and complex steps call the loss at perturbed points; a loss that keeps
+        state (a module global, a class attribute, a cache on `self`) would otherwise be left
+        holding the last perturbed, possibly complex, value. After a check the user's state is
+        what one call of loss and gradient at their own parameters leaves. Errors are not raised
+        again here: the check has already reported them, or the loss ran at this point before.
+        """
+        try:
+            self._call(fresh(self.x0_user), fresh(self.user_args), fresh(self.user_kwargs))
+            if self.after_settle is not None:
+                self.after_settle()
+        except USER_FAILURES:  # noqa: S110 - see the docstring
+            pass
 
     def _scalar(self, value: Any, allow_complex: bool) -> Any:
         scalar = as_scalar(value, self.name, allow_complex=allow_complex)

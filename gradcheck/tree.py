@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -16,10 +17,11 @@ _CONTAINERS = (dict, list, tuple)
 class TreeDef:
     """The shape of a pytree: its containers, and for each leaf its path."""
 
-    kind: str  # "leaf", "dict", "list", "tuple"
+    kind: str  # "leaf", "dict", "list", "tuple", "dataclass"
     keys: tuple = ()
     children: tuple = ()
     scalar: bool = False  # a Python scalar leaf (returned as float, not 0-d array)
+    cls: Any = None  # a namedtuple's or a dataclass's type, rebuilt as such for the user's code
 
     @property
     def num_leaves(self) -> int:
@@ -34,7 +36,20 @@ def _join(prefix: str, key: Any, in_dict: bool) -> str:
     return f"{prefix}[{key}]"
 
 
+def is_dataclass_instance(value: Any) -> bool:
+    """A dataclass object (not the class itself): its fields are walked like a dict's keys."""
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _is_namedtuple(value: Any) -> bool:
+    return isinstance(value, tuple) and hasattr(type(value), "_fields")
+
+
 def _walk(tree: Any, prefix: str, names: list, leaves: list, origin: str) -> TreeDef:
+    if is_dataclass_instance(tree):
+        keys = tuple(f.name for f in dataclasses.fields(tree))
+        children = tuple(_walk(getattr(tree, k), _join(prefix, k, True), names, leaves, origin) for k in keys)
+        return TreeDef("dataclass", keys, children, cls=type(tree))
     if isinstance(tree, dict):
         keys = tuple(tree.keys())
         children = tuple(_walk(tree[k], _join(prefix, k, True), names, leaves, origin) for k in keys)
@@ -44,7 +59,7 @@ def _walk(tree: Any, prefix: str, names: list, leaves: list, origin: str) -> Tre
         children = tuple(
             _walk(item, _join(prefix, i, False), names, leaves, origin) for i, item in enumerate(tree)
         )
-        return TreeDef(kind, tuple(range(len(tree))), children)
+        return TreeDef(kind, tuple(range(len(tree))), children, cls=type(tree) if _is_namedtuple(tree) else None)
     names.append(prefix or "params")
     leaves.append(tree)
     return TreeDef("leaf", scalar=isinstance(tree, (int, float, np.number)) and not isinstance(tree, bool))
@@ -91,7 +106,19 @@ def _build(treedef: TreeDef, it: Iterator[Any]) -> Any:
     children = [_build(child, it) for child in treedef.children]
     if treedef.kind == "dict":
         return dict(zip(treedef.keys, children))
+    if treedef.kind == "dataclass":
+        return _new_dataclass(treedef.cls, dict(zip(treedef.keys, children)))
+    if treedef.cls is not None:  # a namedtuple: the user's code reads p.W
+        return treedef.cls(*children)
     return tuple(children) if treedef.kind == "tuple" else children
+
+
+def _new_dataclass(cls: type, fields: dict) -> Any:
+    """An instance of `cls` holding `fields`, made without __init__ (which may validate or copy)."""
+    obj = cls.__new__(cls)
+    for key, value in fields.items():
+        object.__setattr__(obj, key, value)  # also for frozen dataclasses
+    return obj
 
 
 def leaf_names(treedef: TreeDef) -> list[str]:
@@ -103,13 +130,15 @@ def leaf_names(treedef: TreeDef) -> list[str]:
             names.append(prefix or "params")
             return
         for key, child in zip(td.keys, td.children):
-            visit(child, _join(prefix, key, td.kind == "dict"))
+            visit(child, _join(prefix, key, td.kind in ("dict", "dataclass")))
 
     visit(treedef, "")
     return names
 
 
 def _describe(value: Any) -> str:
+    if is_dataclass_instance(value):
+        return f"a {type(value).__name__} (a dataclass)"
     if isinstance(value, dict):
         return f"a dict with keys {sorted(map(str, value))}"
     if isinstance(value, (list, tuple)):
@@ -134,6 +163,10 @@ def _match(td: TreeDef, tree: Any, prefix: str, out: list, what: str) -> None:
                 f"{what} for parameter '{prefix or 'params'}' is None: the function returns nothing "
                 f"for it yet. Return an array of the parameter's shape."
             )
+        numbers = _numbers(tree) if isinstance(tree, (list, tuple)) else None
+        if numbers is not None:  # [dw0, dw1, dw2] for a vector parameter: the same numbers
+            out.append(numbers)
+            return
         if isinstance(tree, _CONTAINERS):
             raise StructureMismatch(
                 f"{what} for parameter '{prefix or 'params'}' is {_describe(tree)}, but the parameter "
@@ -141,7 +174,9 @@ def _match(td: TreeDef, tree: Any, prefix: str, out: list, what: str) -> None:
             )
         out.append(tree)
         return
-    if td.kind == "dict":
+    if td.kind == "dataclass" and is_dataclass_instance(tree):
+        tree = {f.name: getattr(tree, f.name) for f in dataclasses.fields(tree)}
+    if td.kind in ("dict", "dataclass"):
         if not isinstance(tree, dict):
             raise StructureMismatch(f"{what} at {here} is {_describe(tree)}; expected a dict with keys {list(map(str, td.keys))}.")
         _match_keys(td.keys, list(tree.keys()), prefix, what)
@@ -157,6 +192,15 @@ def _match(td: TreeDef, tree: Any, prefix: str, out: list, what: str) -> None:
         )
     for i, child in enumerate(td.children):
         _match(child, tree[i], _join(prefix, i, False), out, what)
+
+
+def _numbers(items: list | tuple) -> np.ndarray | None:
+    """A (nested) list of numbers as a float array; None if it holds anything else."""
+    try:
+        arr = np.asarray(items)
+    except Exception:  # noqa: BLE001 - ragged or unconvertible: not a list of numbers
+        return None
+    return arr if arr.dtype.kind in "iuf" and arr.size else None
 
 
 def _match_keys(expected: tuple, got: list, prefix: str, what: str) -> None:
@@ -185,12 +229,18 @@ def validate_leaf(name: str, value: Any) -> np.ndarray:
     """Turn a parameter leaf into a float ndarray (a copy), refusing what cannot be differentiated."""
     if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
         raise InvalidCase(f"parameter '{name}' is {_describe(value)}; parameters must be float arrays or Python floats.")
+    _refuse_subclass(name, value)
     try:
         # C order: every flat index (perturbation, report, sample) means the same element.
         arr = np.array(value, copy=True, order="C")
     except Exception as exc:  # noqa: BLE001 - any conversion failure is the user's input
         raise InvalidCase(f"parameter '{name}' ({_describe(value)}) cannot be turned into an array: {exc}") from None
-    if arr.dtype.kind in "iub":
+    if arr.dtype.kind == "b":
+        raise InvalidCase(
+            f"parameter '{name}' has boolean dtype: a mask or flag has no gradient. Move it to args if it is "
+            f"data, or pass it as floats with .astype(float) if it is a parameter."
+        )
+    if arr.dtype.kind in "iu":
         fix = (f"write it as a float ({value!r} -> {float(value)!r})" if isinstance(value, (int, np.integer))
                else "convert it with .astype(float)")
         raise InvalidCase(
@@ -198,7 +248,33 @@ def validate_leaf(name: str, value: Any) -> np.ndarray:
             f"meaningless. Pass it as floats: {fix}; or move it to args if it is data rather than a parameter."
         )
     if arr.dtype.kind == "c":
-        raise InvalidCase(f"parameter '{name}' is complex; gradcheck checks real-valued parameters only.")
+        raise InvalidCase(
+            f"parameter '{name}' is complex ({arr.dtype}); gradcheck checks real-valued parameters only. "
+            f"Pass its real and imaginary parts as two float parameters ({name}.real, {name}.imag) and "
+            f"combine them inside the loss."
+        )
+    if arr.dtype == object:
+        raise InvalidCase(
+            f"parameter '{name}' is an array of Python objects (dtype object), not of floats. If it holds numbers, "
+            f"pass np.asarray({name}, dtype=float); if it holds several weight arrays, pass them as a list."
+        )
     if arr.dtype.kind != "f":
         raise InvalidCase(f"parameter '{name}' has dtype {arr.dtype}; parameters must be floating point arrays.")
     return arr
+
+
+def _refuse_subclass(name: str, value: Any) -> None:
+    """An ndarray subclass whose arithmetic differs (np.matrix's `*`, a mask) would change the loss."""
+    if not isinstance(value, np.ndarray) or type(value) is np.ndarray or isinstance(value, np.memmap):
+        return
+    if isinstance(value, np.matrix):
+        why = "whose * is a matrix product and whose slices stay 2-d"
+    elif isinstance(value, np.ma.MaskedArray):
+        why = "whose masked entries your code skips"
+    else:
+        why = "whose operations may differ from a plain array's"
+    raise InvalidCase(
+        f"parameter '{name}' is a {type(value).__module__}.{type(value).__name__}, {why}; gradcheck perturbs "
+        f"plain arrays, so your code would compute something else. Pass np.asarray({name}) and write the loss "
+        f"for plain arrays (matrix products with @)."
+    )
