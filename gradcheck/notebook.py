@@ -49,6 +49,7 @@ padding:8px 10px;border-left:4px solid #b2182b;background:rgba(178,24,43,.05)}
 .gradcheck-report svg.gc-heatmap{display:block}
 .gradcheck-report .gc-worst code{white-space:normal;word-break:break-word}
 .gradcheck-report .gc-caption{font-size:11px;opacity:.7;margin-top:2px}
+.gradcheck-report .gc-blame-note{font-size:12px;opacity:.85}
 .gradcheck-report .gc-notes{font-size:12px;opacity:.85;padding-left:18px}
 </style>"""
 
@@ -185,29 +186,35 @@ def _legend(threshold: float, x: int, y: int, width: int) -> list:
 
 
 def _field(blame: Any, *names: str) -> Any:
+    """The first of these attributes (or keys) that is set, else None."""
     for name in names:
         value = blame.get(name) if isinstance(blame, Mapping) else getattr(blame, name, None)
-        if value not in (None, ""):
+        if value is not None and not (isinstance(value, str) and not value):
             return value
     return None
 
 
-def blame_parts(p: ParamResult) -> tuple[str, str]:
-    """(where, source line) of the line blamed for this parameter, ('', '') when none is known."""
+def blame_parts(p: ParamResult) -> tuple[str, str, list[str]]:
+    """(where, source line, what the line computes) of the line blamed for `p`; empty when none is known.
+
+    Read through getattr: a `blame` with file, line, function, source, equals, should_be and
+    reason (gradcheck.blame), a mapping with those keys, or a plain string. Without a line, the
+    reason no line is blamed is the one thing said.
+    """
     blame = getattr(p, "blame", None)
     if blame is None:
-        return "", ""
+        return "", "", []
     if isinstance(blame, str):
-        return "", blame.strip()
-    path = _field(blame, "filename", "file", "path")
-    line = _field(blame, "lineno", "line_number", "line")
-    where = (f"{path}:{line}" if path and isinstance(line, int) else str(path or ""))
-    source = _field(blame, "source", "code", "text", "line") if not isinstance(line, str) else line
-    source = "" if source is None or isinstance(source, int) else str(source).strip()
-    hint = _field(blame, "reason", "message", "why")
-    if not where and not source:
-        return "", str(blame).strip()
-    return where + (f" ({hint})" if hint else ""), source
+        return "", blame.strip(), []
+    line = _field(blame, "line", "lineno")
+    if not isinstance(line, int) or isinstance(line, bool):
+        reason = _field(blame, "reason", "message")
+        return "", "", [f"no line blamed: {reason}"] if reason else []
+    function = _field(blame, "function")
+    where = f"{_field(blame, 'file', 'filename', 'path') or '?'}:{line}" + (f" in {function}" if function else "")
+    equals, should_be = _field(blame, "equals"), _field(blame, "should_be")
+    notes = ([f"there it equals {equals}"] if equals else []) + ([f"it should be {should_be}"] if should_be else [])
+    return where, str(_field(blame, "source", "code") or "").strip(), notes
 
 
 # --------------------------------------------------------------------------- HTML
@@ -263,10 +270,11 @@ def _finding_html(p: ParamResult, svg: str) -> str:
         text.append(f'<p class="gc-cause"><b>likely cause:</b> {_e(p.cause)}</p>')
     if worst_line(p):
         text.append(f'<p class="gc-worst"><code>{_e(worst_line(p))}</code></p>')
-    where, source = blame_parts(p)
+    where, source, notes = blame_parts(p)
     if where or source:
         text.append(f'<p class="gc-blame"><b>blamed line:</b> {_e(where)}</p>'
                     + (f'<pre class="gc-line">{_e(source)}</pre>' if source else ""))
+    text += [f'<p class="gc-blame-note">{_e(n)}</p>' for n in notes]
     return (f'<div class="gc-finding" data-parameter="{_e(p.name)}">'
             + (f'<div class="gc-map">{svg}<div class="gc-caption">relative error per element:<br>'
                f'|yours - reference| / max(|yours|, |reference|)</div></div>' if svg else "")
@@ -315,9 +323,10 @@ def _finding_markdown(p: ParamResult, svg: str) -> list[str]:
         lines.append(f"- likely cause: {_md(p.cause)}")
     if worst_line(p):
         lines.append(f"- {_md(worst_line(p))}")
-    where, source = blame_parts(p)
+    where, source, notes = blame_parts(p)
     if where or source:
         lines.append(f"- blamed line: {_md(where)}" + (f" `{source.replace('`', chr(39))}`" if source else ""))
+    lines += [f"- {_md(n)}" for n in notes]
     if svg:
         data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
         lines += ["", f"![relative error per element of {_md(p.name)}](data:image/svg+xml;base64,{data})"]
