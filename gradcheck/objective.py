@@ -114,6 +114,8 @@ def as_scalar(value: Any, who: str, *, allow_complex: bool = False) -> Any:
         raise InvalidCase(
             f"{who} returned a {type(value).__name__}; it must return the loss as a single number "
             f"(sum or average the per-example losses, e.g. np.mean(losses))."
+            + (" If it returns (loss, grads), pass it as value_and_grad=f instead of loss and grad."
+               if isinstance(value, (tuple, list)) and len(value) == 2 else "")
         )
     try:
         arr = np.asarray(value)

@@ -229,6 +229,9 @@ def validate_leaf(name: str, value: Any) -> np.ndarray:
     """Turn a parameter leaf into a float ndarray (a copy), refusing what cannot be differentiated."""
     if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
         raise InvalidCase(f"parameter '{name}' is {_describe(value)}; parameters must be float arrays or Python floats.")
+    if isinstance(value, (set, frozenset)):
+        raise InvalidCase(f"parameter '{name}' is a {type(value).__name__}, which has no order: pass a list or an "
+                          f"array of floats.")
     _refuse_subclass(name, value)
     try:
         # C order: every flat index (perturbation, report, sample) means the same element.

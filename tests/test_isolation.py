@@ -277,6 +277,7 @@ def test_two_hundred_checks_do_not_grow_memory_without_bound():
     batch(50, 150)
     gc.collect()
     grown = _rss_mb() - warm
-    assert grown < 40.0, f"RSS grew {grown:.1f} MB over 150 checks after warm-up"
+    # measured: about 9 MB over these 150 (caches settling), then flat (+-0.5 MB per 150 more)
+    assert grown < 25.0, f"RSS grew {grown:.1f} MB over 150 checks after warm-up"
     from gradcheck.references import jax_ref
     assert len(jax_ref._CACHE) <= jax_ref._CACHE_SIZE
