@@ -45,6 +45,11 @@ def _is_namedtuple(value: Any) -> bool:
     return isinstance(value, tuple) and hasattr(type(value), "_fields")
 
 
+def _item_name(prefix: str, i: int, cls: Any) -> str:
+    """The name of a list's or tuple's i-th entry: `W[0]`, or a namedtuple's field, `W.bias`."""
+    return _join(prefix, cls._fields[i], True) if cls is not None else _join(prefix, i, False)
+
+
 def _walk(tree: Any, prefix: str, names: list, leaves: list, origin: str) -> TreeDef:
     if is_dataclass_instance(tree):
         keys = tuple(f.name for f in dataclasses.fields(tree))
@@ -56,10 +61,11 @@ def _walk(tree: Any, prefix: str, names: list, leaves: list, origin: str) -> Tre
         return TreeDef("dict", keys, children)
     if isinstance(tree, (list, tuple)):
         kind = "tuple" if isinstance(tree, tuple) else "list"
+        cls = type(tree) if _is_namedtuple(tree) else None
         children = tuple(
-            _walk(item, _join(prefix, i, False), names, leaves, origin) for i, item in enumerate(tree)
+            _walk(item, _item_name(prefix, i, cls), names, leaves, origin) for i, item in enumerate(tree)
         )
-        return TreeDef(kind, tuple(range(len(tree))), children, cls=type(tree) if _is_namedtuple(tree) else None)
+        return TreeDef(kind, tuple(range(len(tree))), children, cls=cls)
     names.append(prefix or "params")
     leaves.append(tree)
     return TreeDef("leaf", scalar=isinstance(tree, (int, float, np.number)) and not isinstance(tree, bool))
@@ -130,7 +136,8 @@ def leaf_names(treedef: TreeDef) -> list[str]:
             names.append(prefix or "params")
             return
         for key, child in zip(td.keys, td.children):
-            visit(child, _join(prefix, key, td.kind in ("dict", "dataclass")))
+            in_dict = td.kind in ("dict", "dataclass")
+            visit(child, _join(prefix, key, True) if in_dict else _item_name(prefix, key, td.cls))
 
     visit(treedef, "")
     return names
@@ -178,7 +185,9 @@ def _match(td: TreeDef, tree: Any, prefix: str, out: list, what: str) -> None:
         tree = {f.name: getattr(tree, f.name) for f in dataclasses.fields(tree)}
     if td.kind in ("dict", "dataclass"):
         if not isinstance(tree, dict):
-            raise StructureMismatch(f"{what} at {here} is {_describe(tree)}; expected a dict with keys {list(map(str, td.keys))}.")
+            expected = f"a {td.cls.__name__} or a dict" if td.kind == "dataclass" else "a dict"
+            raise StructureMismatch(f"{what} at {here} is {_describe(tree)}; expected {expected} with keys "
+                                    f"{list(map(str, td.keys))}.")
         _match_keys(td.keys, list(tree.keys()), prefix, what)
         for key, child in zip(td.keys, td.children):
             _match(child, tree[key], _join(prefix, key, True), out, what)
@@ -191,7 +200,7 @@ def _match(td: TreeDef, tree: Any, prefix: str, out: list, what: str) -> None:
             f"have {len(td.keys)} entries there. Return one gradient per parameter, in the same order."
         )
     for i, child in enumerate(td.children):
-        _match(child, tree[i], _join(prefix, i, False), out, what)
+        _match(child, tree[i], _item_name(prefix, i, td.cls), out, what)
 
 
 def _numbers(items: list | tuple) -> np.ndarray | None:

@@ -425,7 +425,7 @@ def test_namedtuple_and_dataclass_params_reach_the_loss_as_themselves(make, agai
     params = make()
     report = run(attr_loss, attr_grad, params, against=against)
     passes(report)
-    assert [p.name for p in report.parameters] == (["[0]", "[1]"] if isinstance(params, tuple) else ["w", "b"])
+    assert [p.name for p in report.parameters] == ["w", "b"]
     bad = run(attr_loss, lambda p: attr_grad(p, -1.0), params, against=against)
     consistent(bad)
     assert bad.parameters[0].diagnosis == "sign_flipped" and bad.parameters[1].passed
@@ -600,11 +600,11 @@ def test_keyboard_interrupt_propagates_and_the_arrays_are_intact(where, n):
     params = {"W": np.asfortranarray(A), "b": readonly(np.ones(4))}
 
     def loss(p):
-        p["W"][0, 0] = 99.0 if p["W"].flags.writeable else p["W"][0, 0]   # and writes into its inputs
+        p["W"][0, 0] = 99.0                 # writes into its inputs (read-only views make it retry on copies)
         return tree_loss(p)
     for grad in (tree_grad, tree_bad):
         f = Interrupt(loss, n) if where == "loss" else loss
-        g = Interrupt(grad, 1 if n > 2 else n) if where == "grad" else grad
+        g = Interrupt(grad, min(n, 3)) if where == "grad" else grad    # 1st, 2nd (repeat) or 3rd call
         with pytest.raises(KeyboardInterrupt):
             run(f, g, params)
 

@@ -119,7 +119,8 @@ def make_loss(specs: list):
         total = 0.0
         for x, c in zip(_leaves(p), specs):
             u = np.asarray(x) / c["s"]
-            total = total + np.sum(c["a"] * np.sin(u + c["phi"]) + 0.5 * c["b"] * u ** 2) + 0.1 * np.sum(c["w"] * u) ** 2
+            total = (total + np.sum(c["a"] * np.sin(u + c["phi"]) + 0.5 * c["b"] * u ** 2)
+                     + 0.1 * np.sum(c["w"] * u) ** 2)
         return total
     return loss
 
