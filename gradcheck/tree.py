@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -50,37 +51,30 @@ def _item_name(prefix: str, i: int, cls: Any) -> str:
     return _join(prefix, cls._fields[i], True) if cls is not None else _join(prefix, i, False)
 
 
-def _walk(tree: Any, prefix: str, names: list, leaves: list, origin: str) -> TreeDef:
+def _walk(tree: Any, leaves: list) -> TreeDef:
     if is_dataclass_instance(tree):
         keys = tuple(f.name for f in dataclasses.fields(tree))
-        children = tuple(_walk(getattr(tree, k), _join(prefix, k, True), names, leaves, origin) for k in keys)
-        return TreeDef("dataclass", keys, children, cls=type(tree))
+        return TreeDef("dataclass", keys, tuple(_walk(getattr(tree, k), leaves) for k in keys), cls=type(tree))
     if isinstance(tree, dict):
         keys = tuple(tree.keys())
-        children = tuple(_walk(tree[k], _join(prefix, k, True), names, leaves, origin) for k in keys)
-        return TreeDef("dict", keys, children)
+        return TreeDef("dict", keys, tuple(_walk(tree[k], leaves) for k in keys))
     if isinstance(tree, (list, tuple)):
         kind = "tuple" if isinstance(tree, tuple) else "list"
         cls = type(tree) if _is_namedtuple(tree) else None
-        children = tuple(
-            _walk(item, _item_name(prefix, i, cls), names, leaves, origin) for i, item in enumerate(tree)
-        )
-        return TreeDef(kind, tuple(range(len(tree))), children, cls=cls)
-    names.append(prefix or "params")
+        return TreeDef(kind, tuple(range(len(tree))), tuple(_walk(item, leaves) for item in tree), cls=cls)
     leaves.append(tree)
     return TreeDef("leaf", scalar=isinstance(tree, (int, float, np.number)) and not isinstance(tree, bool))
 
 
 def flatten(tree: Any, origin: str = "params") -> tuple[list[str], list[Any], TreeDef]:
     """Return (names, leaves, treedef); leaves are returned as given (not copied)."""
-    names: list[str] = []
     leaves: list[Any] = []
     try:
-        treedef = _walk(tree, "", names, leaves, origin)
+        treedef = _walk(tree, leaves)
+        return leaf_names(treedef), leaves, treedef
     except RecursionError:
         raise InvalidCase(f"{origin} nest too deeply or contain themselves (a list that holds itself?); "
                           f"pass a finite dict, list or tuple of arrays.") from None
-    return names, leaves, treedef
 
 
 def map_data(tree: Any, leaf: Callable[[Any], Any]) -> Any:
@@ -128,19 +122,26 @@ def _new_dataclass(cls: type, fields: dict) -> Any:
 
 
 def leaf_names(treedef: TreeDef) -> list[str]:
-    """The names flatten() gives the leaves of a tree with this structure."""
-    names: list[str] = []
+    """The leaves' names (`W1`, `layer1.W`, `weights[0]`), unique within the tree.
 
-    def visit(td: TreeDef, prefix: str) -> None:
+    Where two leaves would read alike ({"layer.W": a, "layer": {"W": b}}, or keys 0 and "0"),
+    both are named by the reprs of their keys instead (`['layer.W']`, `['layer']['W']`): results
+    are looked up by name, so a shared name would compare one leaf against another's reference.
+    """
+    entries: list[tuple[str, tuple]] = []
+
+    def visit(td: TreeDef, prefix: str, path: tuple) -> None:
         if td.kind == "leaf":
-            names.append(prefix or "params")
+            entries.append((prefix or "params", path))
             return
         for key, child in zip(td.keys, td.children):
             in_dict = td.kind in ("dict", "dataclass")
-            visit(child, _join(prefix, key, True) if in_dict else _item_name(prefix, key, td.cls))
+            name = _join(prefix, key, True) if in_dict else _item_name(prefix, key, td.cls)
+            visit(child, name, path + ((td.cls._fields[key] if td.cls is not None and not in_dict else key),))
 
-    visit(treedef, "")
-    return names
+    visit(treedef, "", ())
+    counts = Counter(name for name, _ in entries)
+    return [name if counts[name] == 1 else "".join(f"[{k!r}]" for k in path) or name for name, path in entries]
 
 
 def _describe(value: Any) -> str:

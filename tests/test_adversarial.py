@@ -413,6 +413,27 @@ def test_same_array_twice_warns_and_blames_the_right_one():
     assert [p.name for p in bad.failures] == ["[1]"]
 
 
+@pytest.mark.parametrize("make,names", [
+    (lambda: {"layer.W": X3, "layer": {"W": X3 + 1}}, ["['layer.W']", "['layer']['W']"]),
+    (lambda: {0: X3, "0": X3 + 1}, ["[0]", "['0']"]),
+], ids=["dotted key beside a nested one", "0 and '0'"])
+def test_leaves_whose_names_would_collide_are_told_apart(make, names):
+    """Results are found by name: one name for two leaves would judge one against the other's reference."""
+    params = make()
+    report = run(tree_loss, tree_grad, params)
+    passes(report)
+    assert [p.name for p in report.parameters] == names
+
+    def second_wrong(p):
+        g = tree_grad(p)
+        key = list(g)[1]
+        g[key] = tree_grad(p[key], 2.0) if not isinstance(g[key], dict) else {"W": tree_grad(p[key]["W"], 2.0)}
+        return g
+    bad = run(tree_loss, second_wrong, params)
+    consistent(bad)
+    assert [p.name for p in bad.failures] == [names[1]] and bad[names[1]].factor == 2.0
+
+
 def test_unusual_keys_name_the_leaves():
     report = run(tree_loss, tree_bad, {0: X3, (1, "W"): X3})
     assert [p.name for p in report.parameters] == ["0", "(1, 'W')"]
