@@ -506,10 +506,17 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     loss, params, data, grad = _explain_case(args)
     index = _parse_index(args.index)
+    grad_fn = grad if callable(grad) else None
     if callable(grad):
         grad = _call_grad(grad, params, data)
     expl = explain(loss, params, data, leaf=args.leaf, index=index, grad=grad)
     _say(render_explanation(expl))
+    if expl.matches is False and grad_fn is not None:  # the line of your backward pass where it goes wrong
+        from .blame import blame
+        from .report import blame_lines
+
+        _say("\n".join(line.strip() for line in blame_lines(blame(loss, grad_fn, params, data,
+                                                                    leaves=[args.leaf])[args.leaf])))
     return OK if expl.matches in (None, True) else MISMATCH
 
 

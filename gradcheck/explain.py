@@ -28,16 +28,15 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import re
 import sys
-import sysconfig
 from dataclasses import dataclass
 from types import FrameType, ModuleType
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .capture import tracing, user_tracer
 from .compare import default_tolerances
 from .errors import InvalidCase, ReferenceUnavailable, UserCodeError
 from .objective import fresh, user_location, user_traceback
@@ -255,25 +254,6 @@ for _name, _derivative in _UNARY.items():
 # --------------------------------------------------------------------------- naming
 
 
-def _dirs(*paths: str) -> tuple[str, ...]:
-    return tuple(os.path.join(p, "") for p in paths if p)
-
-
-_PATHS = sysconfig.get_paths()
-#: Code that is not the learner's: numpy, gradcheck itself, the standard library (but not the
-#: site-packages inside it, where an installed course package may live).
-_NOT_USER = _dirs(os.path.dirname(np.__file__), os.path.dirname(os.path.abspath(__file__)))
-_STDLIB = _dirs(_PATHS.get("stdlib", ""), _PATHS.get("platstdlib", ""))
-_SITE = _dirs(_PATHS.get("purelib", ""), _PATHS.get("platlib", ""))
-
-
-def _is_user_file(filename: str) -> bool:
-    if filename.startswith("<frozen"):
-        return False
-    path = os.path.abspath(filename)
-    return not (path.startswith(_NOT_USER) or (path.startswith(_STDLIB) and not path.startswith(_SITE)))
-
-
 def _element_label(base: str, index: tuple) -> str:
     return f"{base}[{', '.join(map(str, index))}]" if index else base
 
@@ -293,7 +273,6 @@ class _Namer:
         # kept alive so that ids stay unique while we trace.
         self.names: dict[int, tuple] = {}
         self.bindings: dict[tuple[str, str], list[Any]] = {}  # (function, variable) -> values held
-        self._user_code: dict[Any, bool] = {}
         self._owners: dict[str, set[str]] | None = None
 
     def fix(self, node: Node, label: str) -> None:
@@ -340,17 +319,11 @@ class _Namer:
         self.names[id(node)] = (rank, function, var, k, index, node)
         self._owners = None
 
-    # The trace hook: a 'call' into the learner's code gets a local tracer that reads its
-    # locals before each line and on return, and the dict it returns, if any.
+    # The trace hook (gradcheck.capture): each call into the learner's code gets a local tracer
+    # that reads its locals before each line and on return, and the dict it returns, if any.
     def tracer(self, stop: FrameType) -> Callable:
-        def on_call(frame: FrameType, event: str, arg: Any) -> Callable | None:
-            if event != "call" or not self._is_user(frame):
-                return None
-            name = frame.f_code.co_name
-            if name.startswith("<") and name != "<module>":
-                return None  # lambdas and comprehensions: their locals are not the learner's names
-            rank = self._rank(frame, stop)
-            function = name if rank else ""
+        def on_frame(frame: FrameType, rank: int) -> Callable:
+            function = frame.f_code.co_name if rank else ""
 
             def on_event(frame: FrameType, event: str, arg: Any) -> Callable:
                 if event in ("line", "return"):
@@ -361,23 +334,7 @@ class _Namer:
 
             return on_event
 
-        return on_call
-
-    def _is_user(self, frame: FrameType) -> bool:
-        code = frame.f_code
-        known = self._user_code.get(code)
-        if known is None:
-            known = self._user_code[code] = _is_user_file(code.co_filename)
-        return known
-
-    def _rank(self, frame: FrameType, stop: FrameType) -> int:
-        """How many of the learner's named functions enclose this frame."""
-        rank, f = 0, frame.f_back
-        while f is not None and f is not stop:
-            if self._is_user(f) and not f.f_code.co_name.startswith("<"):
-                rank += 1
-            f = f.f_back
-        return rank
+        return user_tracer(stop, on_frame)
 
 
 def _named_nodes(items: Iterator[tuple[str, Any]], depth: int = 0) -> Iterator[tuple[str, Any, tuple, Node]]:
@@ -610,18 +567,14 @@ def _rebind(loss: Callable, namespace: ModuleType | None) -> Callable:
 
 def _run(fn: Callable, tree: Any, plain: Any, args: tuple, namer: _Namer) -> Any:
     """Call the loss on traced parameters with the naming hook on; return its (unwrapped) value."""
-    stop = sys._getframe()
-    previous = sys.gettrace()
     error: Exception | None = None
-    sys.settrace(namer.tracer(stop))
     try:
-        value = fn(tree, *fresh(args))
+        with tracing(namer.tracer(sys._getframe())):
+            value = fn(tree, *fresh(args))
     except InvalidCase:
         raise
     except Exception as exc:  # noqa: BLE001 - the learner's code, or our tracing of it, failed
         error = exc
-    finally:
-        sys.settrace(previous)
     if error is not None:
         raise _failure(fn, plain, args, error) from error
     return _unwrap(value)

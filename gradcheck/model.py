@@ -69,6 +69,30 @@ class ReferenceStatus:
 
 
 @dataclass(frozen=True)
+class Blame:
+    """The line of the backward pass where a parameter's gradient first goes wrong (gradcheck.blame).
+
+    `line` is None when no line is blamed; `reason` then says why.
+    """
+
+    file: str = ""
+    line: Optional[int] = None
+    function: str = ""
+    source: str = ""
+    equals: str = ""        # what the value bound there equals
+    should_be: str = ""     # what it should be, and what is missing or extra
+    reason: str = ""
+
+    @property
+    def located(self) -> bool:
+        return self.line is not None
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "line": self.line, "function": self.function, "source": self.source,
+                "equals": self.equals, "should_be": self.should_be, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class ParamResult:
     """The verdict for one parameter leaf."""
 
@@ -95,6 +119,7 @@ class ParamResult:
     rtol: float = 0.0
     atol: float = 0.0
     rel_errors: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+    blame: Optional[Blame] = None
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {
@@ -126,6 +151,8 @@ class ParamResult:
         if self.expected_shape is not None:
             d["expected_shape"] = list(self.expected_shape)
             d["actual_shape"] = list(self.actual_shape or ())
+        if self.blame is not None:
+            d["blame"] = self.blame.to_dict()
         return d
 
 

@@ -53,6 +53,15 @@ def headline(report: Report) -> str:
     return f"{title}gradient check {state}; references: {', '.join(ran) or 'none'}"
 
 
+def blame_lines(b: Any) -> list[str]:
+    """Where the backward pass goes wrong (gradcheck.blame), or why no line is blamed."""
+    if not b.located:
+        return [f"    blame: no line blamed: {b.reason}"]
+    return [f"    blame: {b.file}:{b.line} in {b.function}: {b.source}",
+            f"        there it equals {b.equals}",
+            f"        it should be {b.should_be}"]
+
+
 def render_text(report: Report, *, color: bool = False) -> str:
     """The report as a table plus one explanation paragraph per finding."""
     rows = [list(_COLUMNS)] + [_row(p) for p in report.parameters]
@@ -73,6 +82,8 @@ def render_text(report: Report, *, color: bool = False) -> str:
         if p.worst_index is not None and not p.passed:
             lines.append(f"    worst element {p.name}{_index(p.worst_index)}: yours {_num(p.yours, '.10g')} vs "
                          f"{p.reference_name} {_num(p.reference, '.10g')} (rtol {p.rtol:.0e}, atol {p.atol:.1e})")
+        if p.blame is not None and not p.passed:
+            lines += blame_lines(p.blame)
     skipped = [r for r in report.references if not r.ran]
     for r in skipped:
         lines.append(f"note: {r.name} reference did not run: {r.reason}")

@@ -1,0 +1,664 @@
+"""Blame the line: where in the learner's backward pass the gradient first goes wrong.
+
+Both passes are recorded line by line (gradcheck.capture). The forward pass (the loss) gives
+the *known quantities*: each named intermediate (`z1`, `h`, `out`), its exact adjoint
+dL/d(intermediate) (by JAX, adding a zero perturbation to each intermediate and taking one
+gradient with respect to all of them; by finite differences on the recorded intermediates
+where JAX cannot run the loss), the parameters and their gradients, the data, and the usual
+local derivatives (`h * (1 - h)`, `1 - h**2`, `(z > 0)`). Every value the backward pass binds
+is matched against them, exactly or up to a pattern (sign, scale, transpose).
+
+The search starts from the failing parameter's gradient, which should equal dL/dparameter,
+and walks back through the statements that computed it. At each statement it asks, for each
+local the statement read: would re-running this statement with that local replaced by
+another known quantity give what the statement should give? If so, that local is where the
+error came from, and it should have held that quantity: the search goes on from the line that
+bound it. A local that holds a correct quantity, computed by a line of its own, is not
+followed (the statement used the wrong variable), unless nothing in the backward pass ever
+held what was needed (then that line computed the wrong quantity). The blamed line is the one
+whose value is wrong while every value it read is a known quantity.
+
+Where the gradient is one expression of the parameters and data, or the values it was made
+of match nothing known, no line is blamed: the Blame says why (`reason`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .capture import Binding, Recording, RecordingTooLarge, environment, is_number, record, substituting
+from .model import Blame
+from .objective import fresh
+from .tree import flatten, flatten_like, unflatten, validate_leaf
+
+#: Seconds blame may spend (recordings, the adjoints, the search), and a size past which it does not try.
+BLAME_SECONDS = 5.0
+MAX_PARAMS = 200_000
+#: Finite differences on the intermediates (where JAX cannot run) visit at most this many elements.
+FD_ELEMENTS = 600
+#: How close a value must be to a known quantity (relative to the quantity's largest entry).
+RTOL = {"exact": 1e-7, "numeric": 1e-5}
+#: Re-runs of statements the search may make.
+MAX_RERUNS = 3_000
+
+
+# --------------------------------------------------------------------------- known quantities
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A value the backward pass may legitimately hold."""
+
+    label: str          # 'dL/dh', 'h', 'h * (1 - h)'
+    what: str           # 'the gradient with respect to h'
+    value: np.ndarray
+    kind: str           # 'adjoint', 'derivative', 'forward', 'param', 'data', 'fix'
+    of: str = ""        # the forward name it belongs to
+    rtol: float = RTOL["exact"]
+
+
+@dataclass(frozen=True)
+class Match:
+    """A value is `factor` x a quantity (pattern 'exact', 'sign', 'scale') or its transpose."""
+
+    quantity: Quantity
+    pattern: str
+    factor: float = 1.0
+
+    def describe(self) -> str:
+        q = self.quantity
+        if self.pattern == "exact":
+            return f"{q.label}, {q.what}" if q.what else q.label
+        if self.pattern == "transposed":
+            return f"the transpose of {q.label} ({q.what})"
+        return f"{_factor(self.factor)} x {q.label} ({q.what})"
+
+
+def _factor(c: float) -> str:
+    return "-1" if c == -1 else f"{c:.6g}"
+
+
+def _array(value: Any) -> np.ndarray:
+    a = np.asarray(value)
+    return a.astype(np.float64) if a.dtype.kind in "bif" else a
+
+
+def close(value: Any, target: np.ndarray, rtol: float = RTOL["exact"]) -> bool:
+    """value == target up to rtol x the target's largest entry."""
+    a, b = _array(value), _array(target)
+    if a.dtype.kind not in "fc" or b.dtype.kind not in "fc":
+        return False
+    if a.shape != b.shape:
+        if a.size != 1 or b.size != 1:
+            return False
+        a, b = a.reshape(()), b.reshape(())
+    scale = float(np.max(np.abs(b))) if b.size else 0.0
+    with np.errstate(all="ignore"):
+        return bool(np.all(np.abs(a - b) <= rtol * max(scale, 1e-12) + 1e-15))
+
+
+def match(value: Any, quantities: Sequence[Quantity]) -> Match | None:
+    """The best description of a value by the known quantities: exact, then sign, transpose, scale."""
+    a = _array(value)
+    if a.dtype.kind not in "fc" or not np.all(np.isfinite(a)) or not np.any(a):
+        return None
+    same = [q for q in quantities if q.value.shape == a.shape or q.value.size == a.size == 1]
+    for q in same:
+        if close(a, q.value, q.rtol):
+            return Match(q, "exact")
+    for q in same:
+        if close(-a, q.value, q.rtol):
+            return Match(q, "sign", -1.0)
+    if a.ndim == 2 and a.shape[0] > 1 and a.shape[1] > 1:
+        for q in quantities:
+            if q.value.shape == a.shape[::-1] and close(a.T, q.value, q.rtol):
+                return Match(q, "transposed")
+    if a.size > 2:
+        for q in same:
+            qq = float(np.vdot(q.value, q.value))
+            c = float(np.vdot(a.reshape(q.value.shape), q.value)) / qq if qq else 0.0
+            if c and abs(c - 1) > 1e-6 and close(a, c * q.value.reshape(a.shape), q.rtol):
+                return Match(q, "scale", float(np.round(c, 9)))
+    return None
+
+
+def _derivatives(name: str, v: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
+    """The local derivatives a backward pass forms from a forward value v (as the activation or
+    as the pre-activation)."""
+    with np.errstate(all="ignore"):
+        s = 1 / (1 + np.exp(-v))
+        return [(f"{name} * (1 - {name})", f"the sigmoid's derivative, if {name} = sigmoid(...)", v * (1 - v)),
+                (f"1 - {name}**2", f"the tanh's derivative, if {name} = tanh(...)", 1 - v ** 2),
+                (f"({name} > 0)", f"the ReLU's derivative at {name}", (v > 0).astype(np.float64)),
+                (f"1 - {name}", "", 1 - v),
+                (f"sigmoid'({name})", f"the sigmoid's derivative at {name}", s * (1 - s)),
+                (f"tanh'({name})", f"the tanh's derivative at {name}", 1 - np.tanh(v) ** 2)]
+
+
+# --------------------------------------------------------------------------- the forward pass
+
+
+@dataclass
+class Case:
+    """What blame needs: the learner's functions, their parameters and data."""
+
+    loss: Callable
+    grad: Callable          # params, *args -> gradient tree (or (loss, grads) with pair=True)
+    names: list
+    leaves: list            # the parameters as the learner gave them (private copies)
+    treedef: Any
+    scalar: list
+    args: tuple
+    kwargs: dict
+    pair: bool = False
+    seconds: float = BLAME_SECONDS
+    deadline: float = math.inf  # set when blame starts, after the array libraries are imported
+
+    def params(self) -> Any:
+        out = [np.asarray(x).item() if s else np.array(x, copy=True) for x, s in zip(self.leaves, self.scalar)]
+        return unflatten(self.treedef, out)
+
+    def call_loss(self, params: Any) -> float:
+        value = self.loss(params, *fresh(self.args), **fresh(self.kwargs))
+        return float(np.real(np.asarray(value, dtype=np.complex128 if np.iscomplexobj(value) else np.float64)
+                             ).reshape(-1)[0])
+
+
+def _intermediates(rec: Recording, leaf_ids: set) -> list[Binding]:
+    """The forward pass's float intermediates: plain names bound by a line, not parameters."""
+    out = []
+    for b in rec.bindings:
+        # A helper's argument computed in the call (`nonlin(np.dot(X, syn0))`) is an intermediate too.
+        made_here = b.kind == "line" or (b.kind == "argument" and b.rank > 0 and b.alias is None)
+        if not made_here or "[" in b.label or id(b.obj) in leaf_ids or not is_number(b.value):
+            continue
+        if _array(b.value).dtype.kind == "f" and np.asarray(b.obj).dtype != bool:
+            out.append(b)
+    return out
+
+
+def _names(bindings: Sequence[Binding]) -> dict[int, str]:
+    """A display name per binding: the variable, h#2 for its second value, helper.var where needed."""
+    owners: dict[str, set] = {}
+    for b in bindings:
+        owners.setdefault(b.label, set()).add(b.function)
+    seen: dict[tuple, int] = {}
+    out = {}
+    for b in bindings:
+        k = seen[(b.function, b.label)] = seen.get((b.function, b.label), 0) + 1
+        base = b.label if k == 1 else f"{b.label}#{k}"
+        out[b.seq] = f"{b.function}.{base}" if len(owners[b.label]) > 1 and b.rank else base
+    return out
+
+
+def adjoints(case: Case, forward: list[Binding], leaf_ids: set) -> tuple[list, dict, str, float]:
+    """(dL/dparameters, {binding key: dL/dintermediate}, method, rtol): JAX, else finite differences."""
+    shapes = {b.key: np.shape(b.value) for b in forward}
+    try:
+        from .references.jax_adjoints import intermediate_adjoints
+
+        value, grads, adj = intermediate_adjoints(case.loss, case.treedef, [np.asarray(x, float) for x in case.leaves],
+                                                  fresh(case.args), fresh(case.kwargs), shapes)
+        f0 = case.call_loss(case.params())
+        if abs(value - f0) <= 1e-6 * max(1.0, abs(f0)):
+            return grads, adj, "jax", RTOL["exact"]
+    except Exception:  # noqa: BLE001 - JAX cannot run this loss: finite differences instead
+        pass
+    return _numeric_adjoints(case, forward)
+
+
+def _numeric_adjoints(case: Case, forward: list[Binding]) -> tuple[list, dict, str, float]:
+    """Central differences on every element of every intermediate and parameter (small problems)."""
+    total = sum(np.size(b.value) for b in forward) + sum(np.size(x) for x in case.leaves)
+    if total > FD_ELEMENTS:
+        raise _NotLocated(f"JAX cannot run the loss, and its {total:,} intermediate and parameter elements are "
+                          f"more than the {FD_ELEMENTS} that finite differences on intermediates visit")
+    adj: dict = {}
+    for b in forward:
+        adj[b.key] = _differences(lambda i, h, b=b: _loss_with(case, b.key, i, h), np.asarray(b.value, float), case)
+    grads = []
+    for k, x in enumerate(case.leaves):
+        grads.append(_differences(lambda i, h, k=k: _loss_moved(case, k, i, h), np.asarray(x, float), case))
+    return grads, adj, "finite differences", RTOL["numeric"]
+
+
+def _differences(f: Callable[[int, float], float], x: np.ndarray, case: Case) -> np.ndarray:
+    out = np.empty(x.size)
+    for i, xi in enumerate(x.reshape(-1)):
+        if time.perf_counter() > case.deadline:
+            raise _NotLocated("the time for blame ran out during finite differences on the intermediates")
+        h = 1e-5 * max(1.0, abs(float(xi)))
+        out[i] = (f(i, h) - f(i, -h)) / (2 * h)
+    return out.reshape(x.shape)
+
+
+def _loss_with(case: Case, key: tuple, i: int, h: float) -> float:
+    """The loss with element i of one intermediate moved by h right after the line that binds it."""
+    def move(k: tuple, value: Any) -> Any:
+        if k != key:
+            return None
+        if isinstance(value, np.ndarray):
+            value = value.astype(np.float64, copy=True)
+            value.reshape(-1)[i] += h
+            return value
+        return value + h
+
+    with substituting(move):
+        return case.call_loss(case.params())
+
+
+def _loss_moved(case: Case, k: int, i: int, h: float) -> float:
+    leaves = [np.array(x, dtype=np.float64, copy=True) for x in case.leaves]
+    leaves[k].reshape(-1)[i] += h
+    out = [x.item() if s else x for x, s in zip(leaves, case.scalar)]
+    return case.call_loss(unflatten(case.treedef, out))
+
+
+def known_quantities(case: Case, fwd: Recording, grads: list, adj: dict, rtol: float,
+                     leaf_ids: set) -> list[Quantity]:
+    """Every quantity the backward pass may hold, adjoints first, duplicates (by value) dropped."""
+    forward = _intermediates(fwd, leaf_ids)
+    names = _names([b for b in fwd.bindings if b.kind in ("line", "argument") and "[" not in b.label])
+    qs: list[Quantity] = []
+    # Only what the loss depends on: a (loss, grads) function's own backward values are no forward quantity.
+    forward = [b for b in forward if b.key in adj and np.any(adj[b.key])]
+    for b in sorted(forward, key=lambda b: (b.kind != "line", b.rank, b.seq)):
+        n = names[b.seq]
+        of = f", the argument of {b.function}(...)" if b.kind == "argument" else ""
+        qs.append(Quantity(f"dL/d{n}", f"the gradient with respect to {n}{of}", adj[b.key], "adjoint", n, rtol))
+    for name, g in zip(case.names, grads):
+        qs.append(Quantity(f"dL/d{name}", f"the gradient of the loss with respect to the parameter {name}",
+                           np.asarray(g, float), "adjoint", name, rtol))
+    for name, x in zip(case.names, case.leaves):
+        qs.append(Quantity(name, f"the parameter {name}", np.asarray(x, float), "param", name))
+    for b in sorted(forward, key=lambda b: (b.kind != "line", b.rank, b.seq)):
+        n = names[b.seq]
+        qs.append(Quantity(n, f"the forward value {n}", _array(b.value), "forward", n))
+    for b in fwd.bindings:
+        if b.kind == "argument" and b.rank == 0 and id(b.obj) not in leaf_ids and is_number(b.value):
+            qs.append(Quantity(b.label, f"the data {b.label}", _array(b.value), "data", b.label))
+    ordered = sorted(forward, key=lambda b: (b.kind != "line", b.rank, b.seq))
+    for i in range(len(_derivatives("v", np.zeros(1)))):  # the activation forms first: h * (1 - h)
+        for b in ordered:
+            label, what, value = _derivatives(names[b.seq], _array(b.value))[i]
+            qs.append(Quantity(label, what, value, "derivative", names[b.seq]))
+    return _distinct(qs)
+
+
+def _distinct(qs: list[Quantity]) -> list[Quantity]:
+    out: list[Quantity] = []
+    by_shape: dict[tuple, list[Quantity]] = {}
+    for q in qs:
+        if not np.all(np.isfinite(q.value)) or not np.any(q.value):
+            continue
+        peers = by_shape.setdefault(q.value.shape, [])
+        if any(close(q.value, p.value, min(p.rtol, q.rtol)) for p in peers):
+            continue
+        peers.append(q)
+        out.append(q)
+    return out
+
+
+# --------------------------------------------------------------------------- the search
+
+
+class _NotLocated(Exception):
+    """No line can be blamed; the message says why."""
+
+
+class _Search:
+    def __init__(self, rec: Recording, quantities: list[Quantity], deadline: float, param_ids: set) -> None:
+        self.rec, self.qs, self.deadline, self.param_ids = rec, quantities, deadline, param_ids
+        self.reruns = 0
+        self._matches: dict[int, Match | None] = {}
+        self.expected: dict[int, Quantity] = {}  # binding -> what the search found it should hold
+        self.blamed: dict[int, tuple] = {}       # binding -> the blame found from it
+
+    def matched(self, b: Binding) -> Match | None:
+        if b.seq not in self._matches:
+            self._matches[b.seq] = match(b.value, self.qs) if is_number(b.value) else None
+        return self._matches[b.seq]
+
+    def origin(self, b: Binding) -> Binding:
+        """The binding that computed this value: through the calls that passed or returned it."""
+        for _ in range(64):
+            if b.alias is not None:
+                b = b.alias
+                continue
+            if b.kind in ("return", "argument"):
+                same = next((o for o in reversed(self.rec.bindings[:b.seq])
+                             if o.call == b.call and o.obj is b.obj and o.kind == "line"), None)
+                if same is not None:
+                    b = same
+                    continue
+            break
+        return b
+
+    def parents(self, b: Binding) -> list[tuple[str, Binding]]:
+        """(label in b's statement, binding) for the numbers b's statement read."""
+        out = []
+        targets = b.statement.target_names()
+        for name in b.statement.reads(b.label):
+            token = b.env.get(name)
+            if isinstance(token, Binding):
+                out.append((name, token))
+            elif token is not None and hasattr(token, "entries") and name not in targets:
+                out.extend((f"{name}{_suffix(path)}", e) for path, e in token.entries.items())
+        return out
+
+    def rerun(self, b: Binding, substitute: dict) -> Any:
+        if time.perf_counter() > self.deadline:
+            raise _NotLocated("the time for blame ran out while following the backward pass")
+        if not b.statement.rerunnable or self.reruns >= MAX_RERUNS:
+            return None
+        self.reruns += 1
+        try:
+            with np.errstate(all="ignore"):
+                return b.statement.rerun(environment(b, substitute), b.globals, b.label)
+        except Exception:  # noqa: BLE001 - a statement that does not run on other values tells nothing
+            return None
+
+    def explained(self, b: Binding) -> bool:
+        """Whether a value is a known quantity (up to a pattern), zero, computed from data alone, or
+        not a number at all."""
+        b = self.origin(b)
+        if not is_number(b.value) or not np.any(_array(b.value)):
+            return True
+        return self.matched(b) is not None or self._data_only(b)
+
+    def _data_only(self, b: Binding, depth: int = 0) -> bool:
+        b = self.origin(b)
+        if not is_number(b.value):
+            return True
+        m = self.matched(b)
+        if m is not None:
+            return m.quantity.kind == "data"
+        if b.kind == "argument":  # the data the gradient function was given, or a parameter
+            return b.rank == 0 and id(b.obj) not in self.param_ids
+        if depth > 30:
+            return False
+        return all(self._data_only(p, depth + 1) for _, p in self.parents(b))
+
+    def copies(self, b: Binding) -> bool:
+        """Whether b's line only renamed or copied a value read on it."""
+        return any(close(b.value, p.value) for _, p in self.parents(b) if is_number(p.value)) if is_number(
+            b.value) else False
+
+    def held(self, q: Quantity, before: int) -> bool:
+        return any(is_number(o.value) and close(o.value, q.value, q.rtol) for o in self.rec.bindings[:before])
+
+    def candidates(self, b: Binding, shape: tuple | None = None) -> list[Quantity]:
+        """Known quantities b could have held instead: of its shape (or `shape`), the one it is a
+        pattern of first."""
+        v = _array(b.value)
+        m = self.matched(b)
+        shapes = {v.shape, shape}
+        out = [q for q in self.qs if q.kind in ("adjoint", "derivative", "forward", "param")
+               and (q.value.shape in shapes or q.value.size == v.size == 1)
+               and (q.value.shape != v.shape or not close(v, q.value, q.rtol))]
+        if m is not None and m.pattern != "exact":
+            out.insert(0, m.quantity)
+        return out
+
+    def locate(self, node: Binding, expected: Quantity, depth: int = 0) -> tuple[Binding, Quantity, str]:
+        """(blamed binding, what it should be, a hint) for a node that should equal `expected`."""
+        node = self.origin(node)
+        self.expected[node.seq] = expected
+        hint = ""
+        for label, p in self.parents(node):
+            po = self.origin(p)
+            m = self.matched(po)
+            if not is_number(po.value) or (m is not None and m.quantity.kind == "data"):
+                continue
+            correct = m is not None and m.pattern == "exact"
+            # a line that passes its input on unchanged may also pass on a wrong shape
+            shape = expected.value.shape if _array(node.value).shape == _array(po.value).shape else None
+            for q in self.candidates(po, shape) + self._scaled(node, label, po, expected):
+                value = self.rerun(node, {label: q.value})
+                if value is None or not close(value, expected.value, expected.rtol):
+                    continue
+                if correct and not self.copies(po) and self.copies(node):
+                    break  # a renaming line: the step that turns one quantity into the next is missing here
+                entry = "[" in label  # a right value taken from the wrong place in a list or dict
+                if correct and (entry or not self.copies(po)) and self.held(q, node.seq):
+                    same = q_label(m) == label
+                    hint = hint or f"it uses {label}{'' if same else f' (= {q_label(m)})'} where {q.label} is needed"
+                    break
+                if depth < 40:
+                    return self._found(self.locate(po, q, depth + 1))
+        unexplained = [(label, p) for label, p in self.parents(node) if not self.explained(p)]
+        if unexplained:
+            joint = self._joint(node, expected, unexplained, depth)
+            if joint is not None:
+                return joint
+            # an input that the search (for another parameter) found should hold something else is wrong:
+            # the first wrong line is at or before the line that bound it
+            wrong = [(self.origin(p), self.expected[self.origin(p).seq]) for _, p in unexplained
+                     if self.origin(p).seq in self.expected and self.origin(p).seq != node.seq]
+            if wrong and depth < 40:
+                found = [self.blamed.get(po.seq) or self.locate(po, q, depth + 1) for po, q in wrong]
+                return min(found, key=lambda r: r[0].seq)
+            names = ", ".join(label for label, _ in unexplained)
+            raise _NotLocated(f"{_where(node)} is wrong, but it is computed from {names}, which "
+                              f"{'match' if len(unexplained) > 1 else 'matches'} no known quantity, so the line "
+                              f"where the error entered cannot be told")
+        return self._found((node, expected, hint))
+
+    def _found(self, result: tuple) -> tuple:
+        self.blamed[result[0].seq] = result
+        return result
+
+    def _scaled(self, node: Binding, label: str, po: Binding, expected: Quantity) -> list[Quantity]:
+        """For a parent that matches nothing: the value it must hold if the line only scales it."""
+        if self.matched(po) is not None or self.copies(node):
+            return []
+        v, e, p = _array(node.value), expected.value, _array(po.value)
+        if v.shape != e.shape or p.shape != v.shape or not np.all(v):
+            return []
+        with np.errstate(all="ignore"):
+            need = p * (e / v)
+        m = match(need, self.qs)
+        return [Quantity(m.describe() if m is not None else f"what {label} must hold for {_where(node)}", "", need,
+                         "fix", label, expected.rtol)]
+
+    def _joint(self, node: Binding, expected: Quantity, unexplained: list, depth: int) -> tuple | None:
+        """Several wrong inputs at once: put in what the search found each should be (for another
+        parameter) or the quantity each is a pattern of; blame the first of their lines."""
+        fixes = {}
+        for label, p in unexplained:
+            po = self.origin(p)
+            m = self.matched(po)
+            q = self.expected.get(po.seq) or (m.quantity if m is not None else None)
+            if q is None:
+                return None
+            fixes[label] = (po, q)
+        value = self.rerun(node, {label: q.value for label, (_, q) in fixes.items()})
+        if value is None or not close(value, expected.value, expected.rtol):
+            return None
+        found = [self.blamed.get(po.seq) or self.locate(po, q, depth + 1) for po, q in fixes.values()]
+        return min(found, key=lambda r: r[0].seq)
+
+def _suffix(path: tuple) -> str:
+    return "".join(f"[{k!r}]" for k in path)
+
+
+def q_label(m: Match | None) -> str:
+    return "?" if m is None else (m.quantity.label if m.pattern == "exact" else m.describe())
+
+
+def _where(b: Binding) -> str:
+    return f"{os.path.basename(b.statement.filename)}:{b.statement.line} ({b.statement.source})"
+
+
+# --------------------------------------------------------------------------- describing the blame
+
+
+def _why(search: _Search, node: Binding, expected: Quantity) -> str:
+    """What is missing or extra, from how the value relates to what it should be."""
+    v = _array(node.value)
+    e = expected.value
+    if v.shape == e.shape or v.size == e.size == 1:
+        if close(-v, e, expected.rtol):
+            return "the sign is flipped"
+        if np.any(e):
+            c = float(np.vdot(v.reshape(e.shape), e) / np.vdot(e, e))
+            # a single number is a multiple of any other: say so only for a whole number or its inverse
+            round_ = any(abs(x - round(x)) < 1e-9 and round(x) > 1 for x in (abs(c), 1 / abs(c) if c else 0))
+            if (v.size > 2 or round_) and close(v, c * e.reshape(v.shape), expected.rtol):
+                return f"it is {c:.6g} times the right value: a factor is missing or extra"
+    if v.ndim == 2 and v.shape[::-1] == e.shape and close(v.T, e, expected.rtol):
+        return "it is transposed"
+    m = search.matched(node)
+    derivs = [q for q in search.qs if q.kind == "derivative" and q.value.shape == e.shape and q.what]
+    if m is not None and m.pattern == "exact" and m.quantity.kind == "adjoint":
+        for d in derivs:
+            if close(m.quantity.value * d.value, e, expected.rtol):
+                return f"{expected.label} = {m.quantity.label} * {_paren(d.label)}: {d.what.split(',')[0]} is missing"
+    for d in derivs:
+        for a in (q for q in search.qs if q.kind == "adjoint" and q.value.shape == e.shape):
+            if close(a.value * d.value, e, expected.rtol):
+                for wrong in derivs:
+                    if wrong is not d and close(a.value * wrong.value, v, expected.rtol):
+                        return (f"{expected.label} = {a.label} * {_paren(d.label)} ({d.what.split(',')[0]}); this "
+                                f"line multiplies by {_paren(wrong.label)} instead")
+                if close(a.value, v, expected.rtol):
+                    return f"{expected.label} = {a.label} * {_paren(d.label)}: {d.what.split(',')[0]} is missing"
+    return ""
+
+
+def _paren(label: str) -> str:
+    return f"({label})" if label.startswith("1 - ") else label
+
+
+def _blame(node: Binding, expected: Quantity, hint: str, search: _Search) -> Blame:
+    m = search.matched(node)
+    equals = m.describe() if m is not None else "none of the forward values, gradients or local derivatives"
+    why = _why(search, node, expected) or hint
+    should = f"{expected.label}" + (f" ({expected.what})" if expected.what else "")
+    if why.startswith(f"{expected.label} ="):
+        should = why
+    elif why:
+        should += f": {why}"
+    return Blame(file=_display_path(node.statement.filename), line=node.statement.line, function=node.function,
+                 source=node.statement.source, equals=equals, should_be=should)
+
+
+def _display_path(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def blame(loss: Callable | None = None, grad: Callable | None = None, params: Any = None, args: Sequence[Any] = (),
+          *, value_and_grad: Callable | None = None, kwargs: dict | None = None,
+          leaves: Sequence[str] | None = None, seconds: float = BLAME_SECONDS) -> dict[str, Blame]:
+    """For each parameter in `leaves` (default: all), the line of `grad` where its gradient goes wrong.
+
+    Every named parameter gets a Blame: `line` is None and `reason` says why when no line is
+    blamed (its gradient is right, it is one expression, the code could not be followed).
+    """
+    names, values, treedef = flatten(params)
+    arrays = [validate_leaf(n, v) for n, v in zip(names, values)]
+    scalar = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in values]
+    pair = value_and_grad is not None
+    case = Case(loss if loss is not None else (lambda p, *a, **k: value_and_grad(p, *a, **k)[0]),
+                value_and_grad if pair else grad, names, arrays, treedef, scalar, tuple(args), dict(kwargs or {}),
+                pair, seconds)
+    return blame_case(case, list(leaves) if leaves is not None else names)
+
+
+def blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
+    """blame() on a prepared Case; never raises for the learner's code (a reason says what failed)."""
+    try:
+        return _blame_case(case, wanted)
+    except _NotLocated as exc:
+        return {n: Blame(reason=str(exc)) for n in wanted}
+    except RecordingTooLarge as exc:
+        return {n: Blame(reason=f"the code binds too many values to record ({exc})") for n in wanted}
+    except Exception as exc:  # noqa: BLE001 - blame never makes a check fail
+        return {n: Blame(reason=f"the backward pass could not be followed ({type(exc).__name__}: {exc})")
+                for n in wanted}
+
+
+def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
+    if sum(np.size(x) for x in case.leaves) > MAX_PARAMS:
+        raise _NotLocated(f"more than {MAX_PARAMS:,} parameters: blame records small and medium problems only")
+    try:  # importing JAX is a one-off cost, not the blame's
+        from .references import jax_adjoints  # noqa: F401
+    except ImportError:
+        pass
+    case.deadline = time.perf_counter() + case.seconds
+    params = case.params()
+    leaf_ids = {id(x) for x in flatten(params)[1]}
+    fwd = record(case.loss, params, *fresh(case.args), **fresh(case.kwargs))
+    grads, adj, method, rtol = adjoints(case, _intermediates(fwd, leaf_ids), leaf_ids)
+    case.deadline = time.perf_counter() + case.seconds  # the clock is for the search: the adjoints are one gradient
+    quantities = known_quantities(case, fwd, grads, adj, rtol, leaf_ids)
+    params = case.params()
+    bwd = record(case.grad, params, *fresh(case.args), **fresh(case.kwargs))
+    returned = bwd.result[1] if case.pair else bwd.result
+    objs = flatten_like(case.treedef, returned)
+    search = _Search(bwd, quantities, case.deadline, {id(x) for x in flatten(params)[1]})
+    out: dict[str, Blame] = {}
+    for _ in range(2):  # a second pass uses what the first found the other parameters' lines should hold
+        for name in wanted:
+            if name not in out or not out[name].located:
+                k = case.names.index(name)
+                expected = Quantity(f"dL/d{name}", "", np.asarray(grads[k], float), "adjoint", name, rtol)
+                out[name] = _blame_leaf(search, bwd, objs[k], expected, name)
+    return out
+
+
+def _blame_leaf(search: _Search, bwd: Recording, obj: Any, expected: Quantity, name: str) -> Blame:
+    final = bwd.by_object(obj)
+    if final is None or not is_number(final.value):
+        return Blame(reason=f"the gradient of {name} is not bound to a name in the learner's code, so its "
+                            f"computation cannot be followed line by line")
+    final = search.origin(final)
+    if close(final.value, expected.value, expected.rtol):
+        return Blame(reason=f"the gradient of {name} matches dL/d{name} as the backward pass computes it")
+    try:
+        node, should, hint = search.locate(final, expected)
+    except _NotLocated as exc:
+        return Blame(reason=str(exc))
+    if node is final and not any(search.matched(search.origin(p)) is not None
+                                 and search.matched(search.origin(p)).quantity.kind not in ("param", "data")
+                                 for _, p in search.parents(node)):
+        return Blame(reason=f"the gradient of {name} is one expression of the parameters and data "
+                            f"({_where(node)}): there is no named intermediate to compare; name its steps "
+                            f"(the error, the deltas) to have the wrong one found")
+    return _blame(node, should, hint, search)
+
+
+def attach_blame(results: Sequence[Any], prep: Any, grad: Callable | None, value_and_grad: Callable | None,
+                 budget: float = 20.0) -> list:
+    """The check's results with a Blame on each failing parameter (unchanged if blame cannot run).
+
+    Blame may spend BLAME_SECONDS, or a quarter of the check's budget if that is less; the
+    learner's state is left as one call of loss and gradient at their parameters leaves it.
+    """
+    failing = [p.name for p in results if not p.passed]
+    if not failing:
+        return list(results)
+    try:
+        obj = prep.objective
+        case = Case(obj.loss, value_and_grad if value_and_grad is not None else grad, list(prep.names),
+                    [np.array(x, copy=True) for x in obj.x0_user], obj.treedef, list(obj.scalar_leaves),
+                    tuple(obj.user_args), dict(obj.user_kwargs), value_and_grad is not None,
+                    min(BLAME_SECONDS, 0.25 * budget))
+        found = blame_case(case, failing)
+        obj.settle()
+        return [replace(p, blame=found[p.name]) if p.name in found else p for p in results]
+    except Exception:  # noqa: BLE001 - blame never makes a check fail
+        return list(results)

@@ -1,0 +1,345 @@
+"""blame: the line of the learner's backward pass where a failing gradient first goes wrong.
+
+The corpus (tests/blame_corpus.py) plants one bug per backward pass in the tutorials' styles
+and marks its line with `# BUG`; the blamed line must be that line in at least 85% of them,
+and no correct implementation may get a blame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradcheck
+from gradcheck.blame import Case, attach_blame, blame, blame_case
+from gradcheck.capture import environment, record, statement_at, substituting
+from gradcheck.model import Blame
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import blame_corpus as corpus  # noqa: E402
+
+HIT_RATE = 0.85
+
+
+def _check(case: corpus.BlameCase) -> gradcheck.Report:
+    kw = dict(value_and_grad=case.value_and_grad) if case.value_and_grad else dict(loss=case.loss, grad=case.grad)
+    return gradcheck.check(params=case.params(), args=case.args, against="numeric", **kw)
+
+
+@pytest.fixture(scope="module")
+def reports() -> dict:
+    """Every corpus case checked once (finite differences judge; blame attaches to the failures)."""
+    return {case.name: _check(case) for case in corpus.CASES}
+
+
+def _hit(case: corpus.BlameCase, report: gradcheck.Report) -> bool:
+    file, line = corpus.bug_line(case.bug)
+    return bool(report.failures) and all(
+        p.blame is not None and p.blame.located and p.blame.line == line
+        and Path(p.blame.file).resolve() == Path(file).resolve() for p in report.failures)
+
+
+def _describe(p) -> str:
+    b = p.blame
+    if b is None:
+        return f"{p.name}: no blame"
+    return f"{p.name}: " + (f"line {b.line} ({b.source})" if b.located else f"not located: {b.reason}")
+
+
+# ----------------------------------------------------------------------------- the corpus
+
+
+def test_corpus_has_twenty_planted_bugs_in_every_style():
+    assert len(corpus.BUGGY) >= 20
+    assert {c.style for c in corpus.BUGGY} == {"mazur", "mlp-mse", "tanh-softmax", "cs231n", "nielsen", "trask"}
+    assert {c.style for c in corpus.CORRECT} == {c.style for c in corpus.BUGGY}
+    for c in corpus.BUGGY:
+        corpus.bug_line(c.bug)  # exactly one marked line each
+
+
+def test_blamed_line_is_the_planted_one(reports, capsys):
+    hits, misses = 0, []
+    for case in corpus.BUGGY:
+        report = reports[case.name]
+        assert not report.passed, f"{case.name}: the planted bug is not caught"
+        if _hit(case, report):
+            hits += 1
+        else:
+            line = corpus.bug_line(case.bug)[1]
+            misses.append(f"{case.name} (bug at line {line}): " + "; ".join(_describe(p) for p in report.failures))
+    rate = hits / len(corpus.BUGGY)
+    with capsys.disabled():
+        print(f"\nblame hit rate {hits}/{len(corpus.BUGGY)} = {rate:.0%}")
+        for m in misses:
+            print("  miss:", m)
+    assert rate >= HIT_RATE, "\n".join(misses)
+
+
+@pytest.mark.parametrize("case", corpus.CORRECT, ids=lambda c: c.name)
+def test_correct_implementations_get_no_blame(case, reports):
+    report = reports[case.name]
+    assert report.passed
+    assert all(p.blame is None for p in report.parameters)
+    found = blame(case.loss, case.grad, case.params(), case.args, value_and_grad=case.value_and_grad)
+    assert set(found) == {p.name for p in report.parameters}
+    for name, b in found.items():
+        assert not b.located, f"{case.name}: {name} blamed at line {b.line} ({b.source})"
+        assert "matches" in b.reason
+
+
+def test_no_wrong_line_is_ever_blamed(reports):
+    """A miss may leave a parameter without a line, never with another line than the bug's."""
+    for case in corpus.BUGGY:
+        line = corpus.bug_line(case.bug)[1]
+        for p in reports[case.name].failures:
+            if p.blame is not None and p.blame.located:
+                assert p.blame.line == line, f"{case.name}: {_describe(p)}"
+
+
+# ----------------------------------------------------------------------------- what a blame says
+
+
+def _case(name: str) -> corpus.BlameCase:
+    return next(c for c in corpus.CASES if c.name == name)
+
+
+def _blame_of(name: str, leaf: str) -> Blame:
+    c = _case(name)
+    return blame(c.loss, c.grad, c.params(), c.args, value_and_grad=c.value_and_grad, leaves=[leaf])[leaf]
+
+
+def test_missing_sigmoid_derivative_is_named():
+    b = _blame_of("mlp-no-derivative", "W1")
+    assert b.source.startswith("dz1 = dh")
+    assert b.function == "mlp_grad_no_derivative"
+    assert b.equals == "dL/dh, the gradient with respect to h"
+    assert b.should_be == "dL/dz1 = dL/dh * h * (1 - h): the sigmoid's derivative is missing"
+
+
+def test_patterns_sign_scale_transpose_and_wrong_derivative():
+    assert "the sign is flipped" in _blame_of("softmax-sign", "W1").should_be
+    assert _blame_of("softmax-no-mean", "W2").equals.startswith("8 x dL/dscores")
+    assert "transposed" in _blame_of("mlp-transposed", "W2").should_be
+    b = _blame_of("softmax-sigmoid-derivative", "W1")
+    assert "(1 - h**2)" in b.should_be and "multiplies by h * (1 - h) instead" in b.should_be
+    b = _blame_of("mlp-wrong-variable", "W1")
+    assert "it uses dh (= dL/dh) where dL/dz1 is needed" in b.should_be
+
+
+def test_blame_inside_a_layers_backward_function():
+    b = _blame_of("cs231n-relu-forgot", "W1")
+    assert (b.function, b.source) == ("relu_backward_forgot", "dx = dout  # BUG")
+    assert "the ReLU's derivative at a1 is missing" in b.should_be
+
+
+def test_finite_differences_serve_where_jax_cannot_run():
+    from gradcheck.references.jax_adjoints import intermediate_adjoints
+
+    c = _case("mazur-float-sign")
+    names, leaves, treedef = gradcheck.tree.flatten(c.params())
+    with pytest.raises(Exception):  # float() of a traced value
+        intermediate_adjoints(c.loss, treedef, [np.asarray(x) for x in leaves], c.args, {}, {})
+    report = _check(c)
+    assert _hit(c, report)
+    assert "the sign is flipped" in report["w7"].blame.should_be
+
+
+def test_regularised_data_part_is_not_blamed_without_evidence():
+    b = _blame_of("cs231n-relu-flipped-reg", "W1")
+    assert not b.located
+    assert "matches no known quantity" in b.reason
+
+
+def test_one_expression_gets_a_reason_not_a_line():
+    def loss(p, X, y):
+        return 0.5 * np.mean((X @ p["w"] - y) ** 2)
+
+    def grad(p, X, y):
+        return {"w": X.T @ (X @ p["w"] - y)}
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(10, 3)), rng.normal(size=10)
+    b = blame(loss, grad, {"w": rng.normal(size=3)}, (X, y))["w"]
+    assert not b.located
+    assert "one expression" in b.reason
+
+
+# ----------------------------------------------------------------------------- the report and the CLI
+
+
+def test_report_text_and_json_carry_the_blame(reports):
+    c = _case("mlp-no-derivative")
+    report = reports[c.name]
+    text = str(report)
+    line = corpus.bug_line(c.bug)[1]
+    assert f"blame_corpus.py:{line} in mlp_grad_no_derivative: dz1 = dh  # BUG" in text
+    assert "it should be dL/dz1 = dL/dh * h * (1 - h)" in text
+    d = json.loads(json.dumps(report.to_dict()))
+    w1 = next(p for p in d["parameters"] if p["name"] == "W1")
+    assert w1["blame"]["line"] == line and w1["blame"]["equals"].startswith("dL/dh")
+    w2 = next(p for p in d["parameters"] if p["name"] == "W2")
+    assert "blame" not in w2  # passing parameters carry none
+
+
+def test_explain_command_shows_the_blamed_line(tmp_path, monkeypatch, capsys):
+    from gradcheck.cli import main
+
+    source = textwrap.dedent('''
+        import numpy as np
+
+        def loss(p, X, y):
+            z = X @ p["W"]
+            h = np.tanh(z)
+            return np.sum((h - y) ** 2)
+
+        def grad(p, X, y):
+            z = X @ p["W"]
+            h = np.tanh(z)
+            dh = 2 * (h - y)
+            dz = dh * h * (1 - h)
+            return {"W": X.T @ dz}
+
+        def params():
+            return {"W": np.array([[0.1, -0.2], [0.3, 0.4]])}
+
+        data = (np.array([[1.0, 2.0], [0.5, -1.0]]), np.array([[0.2, 0.1], [-0.3, 0.5]]))
+    ''')
+    (tmp_path / "blame_learner.py").write_text(source)
+    line = source.splitlines().index("    dz = dh * h * (1 - h)") + 1
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["explain", "blame_learner:loss", "blame_learner:params", "--args", "blame_learner:data",
+                 "--grad", "blame_learner:grad", "--leaf", "W", "--index", "0,0"])
+    out = capsys.readouterr().out
+    sys.modules.pop("blame_learner", None)
+    assert code == 1
+    assert f"blame: blame_learner.py:{line} in grad: dz = dh * h * (1 - h)" in out
+    assert "multiplies by h * (1 - h) instead" in out
+
+
+# ----------------------------------------------------------------------------- never in the way
+
+
+def test_blame_never_raises_and_never_fails_a_check():
+    class Broken:
+        objective = None
+        names = ["w"]
+
+    results = [gradcheck.model.ParamResult("w", (), "float64", False, "wrong", "")]
+    assert attach_blame(results, Broken(), None, None) == results
+
+    def loss(p):
+        return p["w"] ** 2
+
+    def grad(p):
+        if sys.gettrace() is not None:  # fine for the check, raises when blame records it
+            raise RuntimeError("traced")
+        return {"w": 3 * p["w"]}
+
+    report = gradcheck.check(loss, grad, {"w": 1.5}, against="numeric")
+    assert not report.passed and report["w"].diagnosis != "ok"
+    assert report["w"].blame is not None and not report["w"].blame.located
+
+
+def test_blame_leaves_the_callers_arrays_alone():
+    c = _case("mlp-half")
+    params = c.params()
+    before = {k: v.copy() for k, v in params.items()}
+    X = c.args[0].copy()
+    blame(c.loss, c.grad, params, c.args)
+    assert all(np.array_equal(before[k], params[k]) for k in params)
+    assert np.array_equal(X, c.args[0])
+
+
+def test_time_cap_gives_a_reason():
+    c = _case("cs231n-relu-flipped")
+    names, leaves, treedef = gradcheck.tree.flatten(c.params())
+    case = Case(lambda p, *a: c.value_and_grad(p, *a)[0], c.value_and_grad, names, leaves, treedef,
+                [False] * len(names), c.args, {}, True, seconds=0.0)
+    found = blame_case(case, ["W1"])
+    assert not found["W1"].located and "time" in found["W1"].reason
+
+
+# ----------------------------------------------------------------------------- the capturer
+
+
+def _traced(x, y):
+    a = x * 2.0
+    b = np.array(a)
+    b /= 4.0
+    d = {"k": a + y}
+    return {"out": d["k"] * b, "b": b}
+
+
+def test_record_binds_names_entries_in_place_writes_and_returns():
+    x, y = np.arange(3.0), np.ones(3)
+    rec = record(_traced, x, y)
+    lines = {(b.label, b.kind): b for b in rec.bindings}
+    start = _traced.__code__.co_firstlineno
+    assert lines[("a", "line")].statement.line == start + 1
+    b_inplace = [b for b in rec.bindings if b.label == "b"]
+    assert [b.statement.line for b in b_inplace] == [start + 2, start + 3]
+    np.testing.assert_allclose(b_inplace[0].value, 2 * x)  # a private copy: the later /= is not in it
+    assert lines[("d['k']", "line")].statement.line == start + 4
+    ret = lines[("return['out']", "return")]
+    assert set(ret.statement.reads(ret.label)) == {"d", "b"}
+    np.testing.assert_allclose(ret.statement.rerun(environment(ret), ret.globals, ret.label), ret.value)
+    again = ret.statement.rerun(environment(ret, {"b": np.zeros(3)}), ret.globals, ret.label)
+    np.testing.assert_allclose(again, 0.0)
+
+
+def test_substituting_replaces_a_local_after_its_line():
+    def f(x):
+        h = x + 1.0
+        out = h * 3.0
+        return out
+
+    line = f.__code__.co_firstlineno + 1
+
+    def replace(key, value):
+        return value + 10.0 if key[2:4] == (line, "h") else None
+
+    with substituting(replace):
+        got = f(np.ones(2))
+    np.testing.assert_allclose(got, 36.0)
+    with substituting(replace):
+        got = f(1.0)  # Python floats too
+    assert got == 36.0
+    assert f(1.0) == 6.0  # and nothing stays hooked
+
+
+def test_substituting_sees_in_place_writes_as_bindings():
+    def f(x):
+        p = x.copy()
+        p /= 2.0
+        return float(np.sum(p))
+
+    line = f.__code__.co_firstlineno + 2
+    seen = []
+
+    def replace(key, value):
+        seen.append(key[2:])
+        return value * 0 if key[2:4] == (line, "p") else None
+
+    with substituting(replace):
+        assert f(np.ones(3)) == 0.0
+    assert (line, "p", 0) in seen
+
+
+def test_statement_spans_the_whole_multiline_statement():
+    def f(x):
+        y = (x
+             + 1.0)
+        return y
+
+    start = f.__code__.co_firstlineno
+    s = statement_at(f.__code__.co_filename, start + 2)
+    assert (s.line, s.end) == (start + 1, start + 2)
+    assert s.reads("y") == ("x",)
+    assert math.isclose(record(f, 1.0).bindings[1].value, 2.0)
