@@ -434,6 +434,13 @@ def test_leaves_whose_names_would_collide_are_told_apart(make, names):
     assert [p.name for p in bad.failures] == [names[1]] and bad[names[1]].factor == 2.0
 
 
+def test_gradient_dict_in_another_key_order():
+    params = {"W": A.copy(), "b": X3.copy()}
+    passes(run(tree_loss, lambda p: dict(reversed(list(tree_grad(p).items()))), params))
+    bad = run(tree_loss, lambda p: {"b": tree_grad(p)["b"], "W": 2 * tree_grad(p)["W"]}, params)
+    assert [p.name for p in bad.failures] == ["W"]
+
+
 def test_unusual_keys_name_the_leaves():
     report = run(tree_loss, tree_bad, {0: X3, (1, "W"): X3})
     assert [p.name for p in report.parameters] == ["0", "(1, 'W')"]
@@ -755,6 +762,17 @@ def test_exact_reference_that_computes_another_function_is_set_aside():
     assert any("jax" in w and "disagrees with finite differences" in w for w in right.warnings) or \
         not any(r.name == "jax" and r.ran for r in right.references), str(right)
     consistent(run(loss, sq_grad, X3, against="auto"))        # JAX's gradient, not the loss's
+
+
+def test_an_element_that_could_not_be_checked_is_never_a_bare_pass():
+    """sqrt(1 - w) at w a hair below 1: no finite-difference step stays in the domain. A wrong value
+    there may not be passed as if it had been checked: the headline says what was not checked."""
+    w = np.array([0.5, 1 - 1e-12])
+    loss = lambda p: np.sum(np.sqrt(1 - p))  # noqa: E731
+    report = run(loss, lambda p: np.array([-0.5 / np.sqrt(1 - p[0]), 123.0]), w, against="numeric")
+    headline = str(report).splitlines()[0].lower()
+    assert not report.passed or "not checked" in headline, str(report)
+    consistent(run(loss, lambda p: np.array([-0.5 / np.sqrt(1 - p[0]), 123.0]), w, against="auto"))
 
 
 def test_budget_bounds_the_wall_time():
