@@ -97,9 +97,13 @@ def _batch_sizes(args: Sequence[Any]) -> list[int]:
 
 
 def _as_leaf_array(name: str, value: Any, what: str) -> np.ndarray:
-    """One leaf of the user's gradient as a numeric array (jax arrays, lists and numpy scalars included)."""
+    """One leaf of the user's gradient as a numeric array (jax arrays, lists and numpy scalars included).
+
+    Always a copy: a gradient function that returns its own buffer (`dW += ...; return dW`) writes
+    into it again on its next call, which must not change the gradient being checked.
+    """
     try:
-        arr = np.asarray(value)
+        arr = np.array(value, copy=True)
     except Exception:  # noqa: BLE001
         arr = np.asarray(None, dtype=object)
     if arr.dtype.kind == "c":

@@ -683,6 +683,22 @@ def test_accumulating_gradient_is_never_a_pass():
     clear(lambda: run(sq_loss, right_then_wrong, X3))
 
 
+def test_gradient_returning_its_own_accumulating_buffer_is_never_a_pass():
+    """`dW += ...; return dW`: the returned array is the buffer that later calls keep writing into."""
+    dW = np.zeros(3)
+
+    def accumulating(p):
+        dW[...] += sq_grad(p)
+        return dW
+    raises_clearly(NondeterministicGradient, "different values for the same parameters")(
+        lambda: run(sq_loss, accumulating, X3))
+
+    def overwriting(p):                    # the same buffer, reset on every call: a right gradient
+        dW[...] = sq_grad(p)
+        return dW
+    passes(run(sq_loss, overwriting, X3))
+
+
 def test_harmless_state_in_the_gradient_passes():
     calls = []
 
