@@ -89,6 +89,23 @@ def test_warnings_filters_are_untouched():
         assert list(warnings.filters) == before
 
 
+def _process_state() -> dict:
+    import os
+    # (not os.environ: importing jax sets TF_CPP_MIN_LOG_LEVEL for its own C++ logging)
+    return {"printoptions": np.get_printoptions(), "recursionlimit": sys.getrecursionlimit(),
+            "stdout": sys.stdout, "stderr": sys.stderr, "path": list(sys.path), "cwd": os.getcwd(),
+            "floatmode": np.geterr(), "excepthook": sys.excepthook}
+
+
+@pytest.mark.parametrize("against", ["auto", "sympy", "numeric"])
+def test_process_wide_settings_are_untouched(against):
+    """Print options, the recursion limit (SymPy's deep trees), streams, import path, cwd."""
+    before = _process_state()
+    gradcheck.check(loss, grad, P, (X,), against=against)
+    gradcheck.check(loss, lambda p, X: 3 * grad(p, X), P, (X,), against=against)
+    assert _process_state() == before
+
+
 @pytest.mark.parametrize("x64", [False, True])
 def test_jax_x64_flag_is_untouched(x64):
     import jax
