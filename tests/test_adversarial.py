@@ -150,6 +150,27 @@ def test_layouts_pass_right_and_fail_wrong(make):
         assert bad.parameters[0].diagnosis == "scaled" and bad.parameters[0].factor == pytest.approx(1.001, rel=1e-3)
 
 
+def affine_forward(x, w):
+    return x @ w, (x, w)
+
+
+def affine_backward(dout, cache, factor=1.0):
+    x, w = cache
+    return dout @ w.T, factor * x.T @ dout
+
+
+def test_layer_inputs_in_any_layout():
+    rng = np.random.default_rng(0)
+    x = np.broadcast_to(rng.standard_normal((1, 4)), (3, 4))            # one example repeated, read-only
+    w = np.asfortranarray(rng.standard_normal((2, 4)).T)               # a transposed view, F order
+    before = [fingerprint(x), fingerprint(w)]
+    passes(gradcheck.check_layer(affine_forward, affine_backward, (x, w)))
+    bad = gradcheck.check_layer(affine_forward, lambda d, c: affine_backward(d, c, 2.0), (x, w))
+    consistent(bad)
+    assert [p.name for p in bad.failures] == ["[1]"] and bad["[1]"].diagnosis == "scaled"
+    assert [fingerprint(x), fingerprint(w)] == before
+
+
 @pytest.mark.parametrize("make", [lambda: A.T, lambda: np.asfortranarray(A), lambda: A[:, ::2], lambda: A[::-1]],
                          ids=["transposed", "fortran", "strided", "reversed"])
 def test_one_wrong_element_of_a_view_is_found_at_its_own_index(make):
