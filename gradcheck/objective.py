@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import traceback
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -198,6 +199,19 @@ class Objective:
                 self.after_settle()
         except USER_FAILURES:  # noqa: S110 - see the docstring
             pass
+
+    @contextmanager
+    def settled(self) -> Iterator[None]:
+        """Run a check's body, then settle(): on return and on errors, not after Ctrl-C (the user
+        asked to stop, so their code is not called again)."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            self.settle()
+            raise
+        self.settle()
 
     def _scalar(self, value: Any, allow_complex: bool) -> Any:
         scalar = as_scalar(value, self.name, allow_complex=allow_complex)

@@ -189,6 +189,20 @@ def test_module_global_after_a_failure_at_a_perturbed_point(stateful_module):
     assert m.LAST.tobytes() == P.tobytes(), f"left at a perturbed point: {m.LAST!r}"
 
 
+def test_after_ctrl_c_the_users_code_is_not_called_again(stateful_module):
+    m = stateful_module
+    calls = []
+
+    def loss(p, X):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return m.loss(p, X)
+    with pytest.raises(KeyboardInterrupt):
+        gradcheck.check(loss, m.grad, P, (X,), against="numeric")
+    assert len(calls) == 4
+
+
 def test_the_users_functions_and_classes_are_not_replaced(stateful_module):
     """The re-runs work on copies: the module's functions and classes stay the very same objects."""
     m = stateful_module
