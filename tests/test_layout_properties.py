@@ -1,6 +1,7 @@
 """Layouts and scales never change a verdict (Hypothesis).
 
-Random smooth functions over random pytrees (dicts, lists and tuples of arrays and Python floats),
+Random smooth functions over random pytrees (dicts, lists, tuples and namedtuples of arrays and
+Python floats),
 each array in a random memory layout (C or Fortran order, a transposed view, a strided view, a
 reversed view, read-only, `np.broadcast_to`) and with a random scale per element (1e-6 to 1e4,
 mixed within one leaf):
@@ -17,6 +18,7 @@ tests/conftest.py) runs 500 or more.
 
 from __future__ import annotations
 
+import collections
 import warnings
 from typing import Any
 
@@ -89,7 +91,7 @@ def _tree_of(items: list, draw, depth: int = 0) -> Any:
     """The leaves, in this order, in a random nesting of dicts, lists and tuples."""
     if len(items) == 1 and (depth > 0 or draw(st.booleans())):
         return items[0]
-    kind = draw(st.sampled_from(["dict", "list", "tuple"]))
+    kind = draw(st.sampled_from(["dict", "list", "tuple", "namedtuple"]))
     if len(items) > 1 and depth < 2 and draw(st.booleans()):
         cut = draw(st.integers(1, len(items) - 1))
         children = [_tree_of(items[:cut], draw, depth + 1), _tree_of(items[cut:], draw, depth + 1)]
@@ -97,6 +99,8 @@ def _tree_of(items: list, draw, depth: int = 0) -> Any:
         children = list(items)
     if kind == "dict":
         return {f"k{i}": child for i, child in enumerate(children)}
+    if kind == "namedtuple":
+        return collections.namedtuple(f"Layer{len(children)}", [f"p{i}" for i in range(len(children))])(*children)
     return children if kind == "list" else tuple(children)
 
 
