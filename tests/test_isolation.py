@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import sys
 import threading
-import types
 import warnings
 
 import numpy as np
