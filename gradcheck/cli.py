@@ -6,6 +6,7 @@
     check-gradients examples                          list the worked examples
     check-gradients example NAME                      replay one worked example
     check-gradients explain LOSS PARAMS --leaf W1 --index 0,2    the chain rule for one element
+    check-gradients grade SUBMISSIONS_DIR --loss M:N --grad M:N --params M:N   grade a class, one process each
 
 Exit status: 0 every gradient matches, 1 a gradient is wrong, 2 a usage or configuration
 error, 3 your code raised or a required reference could not run, 4 gradcheck itself failed.
@@ -30,7 +31,7 @@ from .progress import Progress
 
 OK, MISMATCH, USAGE, USER_CODE, INTERNAL, INTERRUPTED = 0, 1, 2, 3, 4, 130
 COLOR_CHOICES = ("auto", "always", "never")
-SUBCOMMANDS = ("examples", "example", "explain")
+SUBCOMMANDS = ("examples", "example", "explain", "grade")
 #: Every exit status, as `--help` and the README list them.
 EXIT_CODES = (
     (OK, "every gradient matches (kinks excused)"),
@@ -67,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `check-gradients` with these arguments (default: sys.argv[1:]); return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else "check"
-    handler = {"check": _cmd_check, "examples": _cmd_examples, "example": _cmd_example, "explain": _cmd_explain}
+    handler = {"check": _cmd_check, "examples": _cmd_examples, "example": _cmd_example, "explain": _cmd_explain,
+               "grade": _cmd_grade}
     parser = _parser(command)
     try:
         # Intermixed: targets may come before, between or after the options.
@@ -131,7 +133,7 @@ def _error(text: str, *, prefix: bool = True) -> None:
 def _parser(command: str) -> argparse.ArgumentParser:
     prog = "check-gradients" + ("" if command == "check" else f" {command}")
     builders = {"check": _check_parser, "examples": _examples_parser, "example": _example_parser,
-                "explain": _explain_parser}
+                "explain": _explain_parser, "grade": _grade_parser}
     return builders[command](prog)
 
 
@@ -565,6 +567,25 @@ def _parse_index(text: str) -> tuple:
     if not all(re.fullmatch(r"-?\d+", s) for s in parts):
         raise Usage(f"--index {text!r}: give integers separated by commas, e.g. --index 0,2")
     return tuple(int(s) for s in parts)
+
+
+# --------------------------------------------------------------------------- grade
+
+
+def _grade_parser(prog: str) -> argparse.ArgumentParser:
+    from .grade import add_arguments
+
+    p = argparse.ArgumentParser(prog=prog, description="Grade a class: check every submission (a subfolder each) in "
+                                "its own process, with a timeout and a memory cap; write a gradebook. Exit 0 once "
+                                "grading ran, whatever the students' results; 2 on a usage error.")
+    add_arguments(p)
+    return p
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from .grade import run_command
+
+    return run_command(args, sys.stdout, sys.stderr)
 
 
 # --------------------------------------------------------------------------- progress

@@ -54,7 +54,7 @@ TARGET_KEYS = {
 }
 #: Targets whose value may be given as a zero-argument function returning it.
 DATA_KEYS = ("params", "args", "inputs")
-_TOP_KEYS = OPTION_KEYS + ("cases",)
+_TOP_KEYS = OPTION_KEYS + ("cases", "grade")
 _ALL_TARGETS = tuple(k for req, opt in TARGET_KEYS.values() for k in req + opt)
 _CASE_KEYS = ("name", "kind", "description", "wrt") + OPTION_KEYS + _ALL_TARGETS
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -91,6 +91,7 @@ class Config:
     path: Path | None
     options: dict = field(default_factory=dict)
     cases: list = field(default_factory=list)
+    grade: dict | None = None  # the [tool.gradcheck.grade] table as written (gradcheck.grade reads it)
 
     @property
     def root(self) -> Path:
@@ -149,7 +150,10 @@ def parse_config(text: str, *, path: str | Path | None = None) -> Config:
             raise ConfigError(f"two cases are named {spec.name!r} in [tool.gradcheck]{_where(path)}; "
                               f"give each case its own name.")
         cases.append(spec)
-    return Config(path=path, options=options, cases=cases)
+    grade = table.get("grade")
+    if grade is not None and not isinstance(grade, dict):
+        raise ConfigError(f"[tool.gradcheck.grade]{_where(path)} must be a table, not {_type(grade)}.")
+    return Config(path=path, options=options, cases=cases, grade=grade)
 
 
 def _parse_case(raw: Any, n: int, defaults: dict, path: Path | None) -> CaseSpec:

@@ -95,6 +95,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gradcheck-json", dest="gradcheck_json", metavar="FILE", default=None,
                     help="write a JSON report of every gradient check in the session to FILE; ini: gradcheck_json")
     parser.addini("gradcheck_json", "write a JSON report of every gradient check to this file (relative to rootdir)")
+    group.addoption("--gradcheck-grade", dest="gradcheck_grade", metavar="DIR", default=None,
+                    help="grade a class: one test per subfolder of DIR, each checked in its own process as "
+                         "`check-gradients grade` does, with the rootdir pyproject's [tool.gradcheck.grade]")
 
 
 def _ini_options(config: pytest.Config) -> dict:
@@ -318,6 +321,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "gradcheck(against=..., rtol=..., atol=..., seed=..., budget=...): options for the gradient "
                    "checks this test makes through the gradcheck fixture")
     config.pluginmanager.register(GradcheckSession(config), _PLUGIN_NAME)
+    if config.getoption("gradcheck_grade", None):
+        config.pluginmanager.register(GradePlugin(config), "gradcheck-grade")
 
 
 def _state(config: pytest.Config) -> GradcheckSession:
@@ -422,3 +427,90 @@ class PyprojectCase(pytest.Item):
 
     def reportinfo(self) -> tuple:
         return self.path, None, f"[tool.gradcheck] case {self.name!r}"
+
+
+# --------------------------------------------------------------------------- grading a class (pytest-xdist ready)
+
+
+class GradePlugin:
+    """`--gradcheck-grade=DIR`: one item per submission, each graded by `gradcheck.grade.grade_submission`.
+
+    Items are plain pytest items, so pytest-xdist spreads them (`-n`, `--dist`, `--tx` to other
+    hosts); the student's code never runs in a pytest process, only in its own child.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        from .grade import spec_from_pyproject, submissions_in
+
+        path = config.rootpath / "pyproject.toml"
+        try:
+            if not path.is_file() or _grade_table(path) is None:
+                raise ConfigError(f"--gradcheck-grade needs a [tool.gradcheck.grade] table in {path} (loss, grad, "
+                                  f"params, ...), as `check-gradients grade` reads it")
+            self.spec, _ = spec_from_pyproject(path)
+            self.folder = (config.invocation_params.dir / config.getoption("gradcheck_grade")).resolve()
+            self.students = submissions_in(self.folder)
+        except ConfigError as exc:
+            raise pytest.UsageError(f"gradcheck: {exc}") from None
+
+    def pytest_collect_directory(self, path: Path, parent: pytest.Collector) -> Any:
+        if path.resolve() == self.folder:
+            return SubmissionsFolder.from_parent(parent, path=path)
+        return None
+
+    def pytest_ignore_collect(self, collection_path: Path) -> Any:
+        # never import a student's file into the pytest process
+        return True if self.folder in collection_path.resolve().parents else None
+
+    def pytest_collection_modifyitems(self, session: pytest.Session, items: list) -> None:
+        if not any(isinstance(item, SubmissionItem) for item in items):  # DIR was not among the paths collected
+            items.extend(session.genitems(SubmissionsFolder.from_parent(session, path=self.folder)))
+
+
+def _grade_table(path: Path) -> Any:
+    from .config import load_config
+
+    return load_config(path).grade
+
+
+class SubmissionsFolder(pytest.Directory):
+    """The submissions folder: one item per student, never its files."""
+
+    def collect(self) -> Any:
+        plugin = self.config.pluginmanager.get_plugin("gradcheck-grade")
+        for folder in plugin.students:
+            yield SubmissionItem.from_parent(self, name=folder.name, folder=folder)
+
+
+class SubmissionFailed(Exception):
+    """A submission that did not pass; the message is its feedback."""
+
+
+class SubmissionItem(pytest.Item):
+    """One student's submission, graded in a child process as `check-gradients grade` grades it."""
+
+    def __init__(self, *, folder: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.folder = folder
+
+    def runtest(self) -> None:
+        from .grade import feedback_text, grade_submission
+
+        spec = self.config.pluginmanager.get_plugin("gradcheck-grade").spec
+        row = grade_submission(spec, self.folder)
+        self.user_properties.append(("gradcheck_grade", json.dumps(row.to_dict())))
+        error = None if row.status == "passed" else {"type": row.status, "message": row.feedback}
+        _state(self.config).records.append({
+            "nodeid": self.nodeid, "kind": "submission", "title": row.student, "options": spec.check_options(),
+            "seconds": row.seconds, "passed": row.status == "passed", "max_rel_error": None, "report": row.report,
+            "error": error, "grade": row.to_dict()})
+        if row.status != "passed":
+            raise SubmissionFailed(feedback_text(row, spec, self.folder))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, SubmissionFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple:
+        return self.folder, None, f"submission {self.name!r}"
