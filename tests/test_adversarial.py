@@ -675,6 +675,19 @@ def test_sys_exit_in_the_gradient_is_a_user_error():
     raises_clearly(UserCodeError, "your gradient function called sys.exit(2)")(lambda: run(sq_loss, exits(2), X3))
 
 
+@pytest.mark.parametrize("call", [2, 3, 4])
+def test_sys_exit_in_a_later_call_of_the_gradient(call):
+    """The gradient is called again (repeatability, wider precision): an exit there is the user's error too."""
+    calls = []
+
+    def grad(p):
+        calls.append(1)
+        if len(calls) == call:
+            sys.exit(4)
+        return sq_grad(p)
+    raises_clearly(UserCodeError, "your gradient function called sys.exit(4)")(lambda: run(sq_loss, grad, X3))
+
+
 def test_sys_exit_only_at_a_perturbed_point():
     def loss(p):
         if p[0] > X3[0]:
