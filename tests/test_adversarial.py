@@ -786,16 +786,23 @@ def test_user_code_raising_keeps_its_traceback_and_type():
 #    budget as wall time
 # ---------------------------------------------------------------------------------------------
 
-def test_a_kink_is_declared_only_with_evidence():
-    """ReLU exactly at 0 excuses that element; a wrong value elsewhere in the leaf is still caught."""
+@pytest.mark.parametrize("against", ["auto", "numeric"])
+@pytest.mark.parametrize("traceable", [True, False], ids=["array loss", "float() loss"])
+def test_a_kink_is_declared_only_with_evidence(against, traceable):
+    """ReLU exactly at 0 excuses that element (0 is a valid subgradient there, whatever the method:
+    central differences, a complex step, JAX); a wrong value elsewhere in the leaf is still caught."""
     w = np.array([0.0, 0.7, -0.4, 1.3])
-    loss = lambda p: float(np.sum(np.maximum(p, 0.0) ** 1.5 + np.maximum(p, 0.0)))  # noqa: E731
+
+    def loss(p):
+        value = np.sum(np.maximum(p, 0.0) ** 1.5 + np.maximum(p, 0.0))
+        return value if traceable else float(value)
 
     def grad(p):
         return np.where(p > 0, 1.5 * np.sqrt(np.maximum(p, 0.0)) + 1.0, 0.0)
-    report = run(loss, grad, w)
+    report = run(loss, grad, w, against=against)
     passes(report)
-    bad = run(loss, lambda p: grad(p) * np.array([1.0, 1.0, 1.0, 0.9]), w)
+    assert report.parameters[0].nondifferentiable_indices == ((0,),), str(report)
+    bad = run(loss, lambda p: grad(p) * np.array([1.0, 1.0, 1.0, 0.9]), w, against=against)
     consistent(bad)
     p = bad.parameters[0]
     assert p.worst_index == (3,) and (3,) not in p.nondifferentiable_indices
