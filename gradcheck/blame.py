@@ -24,11 +24,12 @@ of match nothing known, no line is blamed: the Blame says why (`reason`).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from .objective import fresh
 from .tree import flatten, flatten_like, unflatten, validate_leaf
 
 #: Seconds blame may spend (recordings, the adjoints, the search), and a size past which it does not try.
-BLAME_SECONDS = 5.0
+BLAME_SECONDS = 2.0
 MAX_PARAMS = 200_000
 #: Finite differences on the intermediates (where JAX cannot run) visit at most this many elements.
 FD_ELEMENTS = 600
@@ -319,6 +320,7 @@ class _Search:
         self._matches: dict[int, Match | None] = {}
         self.expected: dict[int, Quantity] = {}  # binding -> what the search found it should hold
         self.blamed: dict[int, tuple] = {}       # binding -> the blame found from it
+        self._held: dict[tuple, bool] = {}
 
     def matched(self, b: Binding) -> Match | None:
         if b.seq not in self._matches:
@@ -355,7 +357,9 @@ class _Search:
     def rerun(self, b: Binding, substitute: dict) -> Any:
         if time.perf_counter() > self.deadline:
             raise _NotLocated("the time for blame ran out while following the backward pass")
-        if not b.statement.rerunnable or self.reruns >= MAX_RERUNS:
+        if self.reruns >= MAX_RERUNS:
+            raise _NotLocated(f"following the backward pass took more than {MAX_RERUNS:,} re-runs of its statements")
+        if not b.statement.rerunnable:
             return None
         self.reruns += 1
         try:
@@ -391,7 +395,13 @@ class _Search:
             b.value) else False
 
     def held(self, q: Quantity, before: int) -> bool:
-        return any(is_number(o.value) and close(o.value, q.value, q.rtol) for o in self.rec.bindings[:before])
+        """Whether some value bound before binding `before` is this quantity."""
+        key = (id(q), before)
+        if key not in self._held:
+            shape = q.value.shape
+            self._held[key] = any(is_number(o.value) and np.shape(o.value) == shape and close(o.value, q.value, q.rtol)
+                                  for o in self.rec.bindings[:before])
+        return self._held[key]
 
     def candidates(self, b: Binding, shape: tuple | None = None) -> list[Quantity]:
         """Known quantities b could have held instead: of its shape (or `shape`), the one it is a
@@ -419,7 +429,7 @@ class _Search:
             correct = m is not None and m.pattern == "exact"
             # a line that passes its input on unchanged may also pass on a wrong shape
             shape = expected.value.shape if _array(node.value).shape == _array(po.value).shape else None
-            for q in self.candidates(po, shape) + self._scaled(node, label, po, expected):
+            for q in itertools.chain(self.candidates(po, shape), _lazy(self._scaled, node, label, po, expected)):
                 value = self.rerun(node, {label: q.value})
                 if value is None or not close(value, expected.value, expected.rtol):
                     continue
@@ -448,6 +458,11 @@ class _Search:
             raise _NotLocated(f"{_where(node)} is wrong, but it is computed from {names}, which "
                               f"{'match' if len(unexplained) > 1 else 'matches'} no known quantity, so the line "
                               f"where the error entered cannot be told")
+        if not node.statement.rerunnable and any(
+                self.matched(self.origin(p)) is not None and self.matched(self.origin(p)).pattern != "exact"
+                for _, p in self.parents(node)):
+            raise _NotLocated(f"{_where(node)} is wrong, but it cannot be re-run to tell whether the error "
+                              f"entered there or in a value it read")
         return self._found((node, expected, hint))
 
     def _found(self, result: tuple) -> tuple:
@@ -470,6 +485,8 @@ class _Search:
     def _joint(self, node: Binding, expected: Quantity, unexplained: list, depth: int) -> tuple | None:
         """Several wrong inputs at once: put in what the search found each should be (for another
         parameter) or the quantity each is a pattern of; blame the first of their lines."""
+        if depth >= 40:
+            return None
         fixes = {}
         for label, p in unexplained:
             po = self.origin(p)
@@ -483,6 +500,11 @@ class _Search:
             return None
         found = [self.blamed.get(po.seq) or self.locate(po, q, depth + 1) for po, q in fixes.values()]
         return min(found, key=lambda r: r[0].seq)
+
+def _lazy(fn: Callable, *args: Any) -> Iterator[Any]:
+    """fn(*args)'s items, computed only if the loop gets that far."""
+    yield from fn(*args)
+
 
 def _suffix(path: tuple) -> str:
     return "".join(f"[{k!r}]" for k in path)

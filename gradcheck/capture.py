@@ -148,6 +148,13 @@ class Statement:
     def reads(self, label: str = "") -> tuple[str, ...]:
         """The local names this statement reads to compute `label` (narrowed to the element of a
         tuple or dict the label names, where the statement builds one)."""
+        key = (self, label)
+        found = _READS.get(key)
+        if found is None:
+            found = _READS[key] = self._reads(label)
+        return found
+
+    def _reads(self, label: str) -> tuple[str, ...]:
         if self.node is None:
             return ()
         node = _narrow(self.node, label)
@@ -160,6 +167,13 @@ class Statement:
 
     def target_names(self) -> tuple[str, ...]:
         """The local names this statement assigns to (or into)."""
+        key = (self, None)
+        found = _READS.get(key)
+        if found is None:
+            found = _READS[key] = self._target_names()
+        return found
+
+    def _target_names(self) -> tuple[str, ...]:
         if self.node is None:
             return ()
         out = []
@@ -177,11 +191,21 @@ class Statement:
         scope = dict(globals_)
         scope.update(env)
         if isinstance(self.node, ast.Return):
-            value = eval(compile(ast.Expression(self.node.value), self.filename, "eval"), scope)  # noqa: S307
+            value = eval(self._code(), scope)  # noqa: S307 - the learner's own statement
             return _item(value, _path(label)[1:]) if label.startswith("return") else value
-        exec(compile(ast.Module([self.node], []), self.filename, "exec"), scope)  # noqa: S102
+        exec(self._code(), scope)  # noqa: S102 - the learner's own statement
         base, path = _split_label(label)
         return _item(scope[base], path)
+
+    def _code(self) -> Any:
+        code = _CODE.get(self)
+        if code is None:
+            if isinstance(self.node, ast.Return):
+                code = compile(ast.Expression(self.node.value), self.filename, "eval")
+            else:
+                code = compile(ast.Module([self.node], []), self.filename, "exec")
+            _CODE[self] = code
+        return code
 
 
 def _targets(node: ast.stmt) -> list[ast.expr]:
@@ -229,6 +253,8 @@ def _narrow(node: ast.stmt, label: str) -> ast.AST:
 
 
 _TREES: dict[str, Any] = {}
+_CODE: dict[Statement, Any] = {}
+_READS: dict[tuple, tuple] = {}
 _STATEMENTS: dict[tuple[str, int], Statement] = {}
 
 
@@ -487,14 +513,22 @@ def record(fn: Callable, *args: Any, max_bindings: int = MAX_BINDINGS, max_eleme
 
 
 def environment(b: Binding, substitute: dict | None = None) -> dict:
-    """Private copies of the locals statement `b` read, with `substitute` {label: value} swapped in."""
+    """The locals statement `b` reads, as private copies, with `substitute` {label: value} swapped in.
+
+    Only what the statement names is built; containers it assigns into are deep copies, the
+    others shallow ones (their arrays copied), so re-running it changes no recorded value.
+    """
     substitute = substitute or {}
+    targets = b.statement.target_names()
     out: dict[str, Any] = {}
-    for name, token in b.env.items():
+    for name in b.statement.reads():
+        token = b.env.get(name, _MISSING)
+        if token is _MISSING:
+            continue
         if isinstance(token, Binding):
             out[name] = private(substitute.get(name, token.value))
         elif isinstance(token, _Container):
-            value = private(token.value)
+            value = private(token.value) if name in targets else _shallow(token.value)
             for path, entry in token.entries.items():
                 try:
                     _set(value, path, private(substitute.get(label_of(name, path), entry.value)))
@@ -504,6 +538,18 @@ def environment(b: Binding, substitute: dict | None = None) -> dict:
         else:
             out[name] = token
     return out
+
+
+_MISSING = object()
+
+
+def _shallow(value: Any) -> Any:
+    """A copy of a container whose nested lists and dicts are copies too (not the leaves)."""
+    if isinstance(value, dict):
+        return {k: _shallow(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shallow(v) for v in value]
+    return value
 
 
 def _set(container: Any, path: tuple, value: Any) -> None:
