@@ -24,6 +24,7 @@ of match nothing known, no line is blamed: the Blame says why (`reason`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -63,6 +64,16 @@ class Quantity:
     of: str = ""        # the forward name it belongs to
     rtol: float = RTOL["exact"]
 
+    @functools.cached_property
+    def norm(self) -> float:
+        return float(np.linalg.norm(self.value))
+
+    def may_equal(self, a: np.ndarray, norm: float) -> bool:
+        """False when a cannot be close to this quantity: | |a| - |q| | <= |a - q| bounds it cheaply."""
+        n = max(self.value.size, 1)
+        scale = float(np.max(np.abs(self.value))) if self.value.size else 0.0
+        return abs(norm - self.norm) <= math.sqrt(n) * (self.rtol * max(scale, 1e-12) + 1e-15) * 1.01
+
 
 @dataclass(frozen=True)
 class Match:
@@ -87,7 +98,7 @@ def _factor(c: float) -> str:
 
 def _array(value: Any) -> np.ndarray:
     a = np.asarray(value)
-    return a.astype(np.float64) if a.dtype.kind in "bif" else a
+    return a if a.dtype == np.float64 or a.dtype.kind not in "bif" else a.astype(np.float64)
 
 
 def close(value: Any, target: np.ndarray, rtol: float = RTOL["exact"]) -> bool:
@@ -110,10 +121,12 @@ def match(value: Any, quantities: Sequence[Quantity]) -> Match | None:
     if a.dtype.kind not in "fc" or not np.all(np.isfinite(a)) or not np.any(a):
         return None
     same = [q for q in quantities if q.value.shape == a.shape or q.value.size == a.size == 1]
-    for q in same:
+    norm = float(np.linalg.norm(a))
+    plausible = [q for q in same if q.may_equal(a, norm)]  # the same norm: exact or sign-flipped
+    for q in plausible:
         if close(a, q.value, q.rtol):
             return Match(q, "exact")
-    for q in same:
+    for q in plausible:
         if close(-a, q.value, q.rtol):
             return Match(q, "sign", -1.0)
     if a.ndim == 2 and a.shape[0] > 1 and a.shape[1] > 1:
@@ -299,7 +312,7 @@ def _distinct(qs: list[Quantity]) -> list[Quantity]:
         if not np.all(np.isfinite(q.value)) or not np.any(q.value):
             continue
         peers = by_shape.setdefault(q.value.shape, [])
-        if any(close(q.value, p.value, min(p.rtol, q.rtol)) for p in peers):
+        if any(p.may_equal(q.value, q.norm) and close(q.value, p.value, min(p.rtol, q.rtol)) for p in peers):
             continue
         peers.append(q)
         out.append(q)
