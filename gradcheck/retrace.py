@@ -24,6 +24,7 @@ globals as they were when rebound; `rebind_guarded` says when that is stale.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
 import inspect
@@ -120,6 +121,54 @@ class _Missing:
         return getattr(self._resolve(), name)
 
 
+_MISSING = object()
+#: Values rebound code sees as they are (the fast path of Rebinder.convert).
+_ATOMS = frozenset({float, int, bool, str, bytes, complex, type(None), np.ndarray, np.float64, np.int64})
+#: Lists and dicts longer than this are not copied for the re-run (data, not model state).
+CONTAINER_LIMIT = 4096
+
+
+class _Items:
+    """The items of a list, dict or SimpleNamespace when it was copied, to tell if it changed since."""
+
+    def __init__(self, value: Any) -> None:
+        self.items = list(_item_pairs(value))
+
+    def same(self, value: Any) -> bool:
+        now = list(_item_pairs(value))
+        return len(now) == len(self.items) and all(k1 == k2 and v1 is v2 for (k1, v1), (k2, v2)
+                                                    in zip(now, self.items))
+
+
+def _item_pairs(value: Any) -> Any:
+    if isinstance(value, list):
+        return enumerate(value)
+    return (value if isinstance(value, dict) else vars(value)).items()
+
+
+class _ModuleProxy(types.ModuleType):
+    """One of the user's modules as rebound code sees it: attributes are read from (and written
+    to) the rebound globals its functions share, so `module.w = p["w"]` reaches `module.forward`."""
+
+    def __init__(self, rebinder: "Rebinder", module: types.ModuleType) -> None:
+        super().__init__(module.__name__, module.__doc__)
+        self.__dict__["_gradcheck_source"] = (rebinder, module)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") and attr.endswith("__") and attr not in ("__file__", "__all__"):
+            raise AttributeError(attr)
+        rebinder, module = self.__dict__["_gradcheck_source"]
+        return rebinder.module_attribute(module, attr)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        rebinder, module = self.__dict__["_gradcheck_source"]
+        rebinder.module_write(module, attr, value)
+
+    def __delattr__(self, attr: str) -> None:
+        rebinder, module = self.__dict__["_gradcheck_source"]
+        rebinder.module_write(module, attr, None, delete=True)
+
+
 class Rebinder:
     """One rebinding: the namespace, the identity mapping, and a memo shared by all copies."""
 
@@ -135,11 +184,15 @@ class Rebinder:
         self.user_globals: set[int] = set()
         # (globals dict, attribute dict or cell, name, value seen, a copy of it if an array)
         self.reads: list[tuple[Any, str, Any, Any]] = []
+        # (id of rebound globals, name) -> (those globals, value before the run's first write)
+        self.writes: dict[tuple[int, str], tuple[dict, Any]] = {}
 
     # -- values ------------------------------------------------------------------------------
 
     def convert(self, value: Any, name: str = "") -> Any:
         """The value as it should be seen by rebound code."""
+        if type(value) in _ATOMS:
+            return value
         key = id(value)
         if key in self.memo:
             return self.memo[key]
@@ -175,7 +228,29 @@ class Rebinder:
             return self.cls(value)
         if _is_user_class(type(value)):
             return self.instance(value)  # a model object in a global, a closure or an attribute
+        if type(value) in (list, dict, tuple, types.SimpleNamespace):
+            return self.container(value)
         return value
+
+    def container(self, value: Any) -> Any:
+        """A list, dict or SimpleNamespace as rebound code sees it: a copy (writes into it stay
+        in the re-run) holding converted items (`layer.neurons`, a list of Neuron objects).
+        Long containers (a data set held as lists) stay as they are."""
+        if len(value if not isinstance(value, types.SimpleNamespace) else vars(value)) > CONTAINER_LIMIT:
+            return value
+        if type(value) is tuple:
+            items = tuple(self.convert(v) for v in value)
+            return value if all(a is b for a, b in zip(items, value)) else items
+        clone = copy.copy(value)
+        self._keep.append(value)
+        self.memo[id(value)] = clone  # before the items: a container may hold itself
+        if isinstance(value, list):
+            clone[:] = [self.convert(v) for v in value]
+        else:
+            target = clone if isinstance(clone, dict) else vars(clone)
+            for key, item in list(target.items()):
+                target[key] = self.convert(item, key if isinstance(key, str) else "")
+        return clone
 
     def _numpy_object(self, value: Any, sub: str, names: tuple, name: str) -> Any:
         attr = name if name in names else names[0]
@@ -205,11 +280,40 @@ class Rebinder:
         return proxy
 
     def _module_proxy(self, module: types.ModuleType) -> types.ModuleType:
-        proxy = types.ModuleType(module.__name__, module.__doc__)
+        proxy = _ModuleProxy(self, module)
         self.memo[id(module)] = proxy
         self.user_globals.add(id(vars(module)))
-        proxy.__dict__["__getattr__"] = lambda attr: self.convert(getattr(module, attr), attr)
         return proxy
+
+    def module_attribute(self, module: types.ModuleType, attr: str) -> Any:
+        """`module.attr` as rebound code sees it: the rebound globals of that module, where the
+        functions rebound from it read their globals and where writes through the proxy land."""
+        namespace = self._globals(vars(module))
+        value = namespace.get(attr, _MISSING)
+        if value is _MISSING:
+            return self.convert(getattr(module, attr), attr)  # a module-level __getattr__ (PEP 562)
+        if value is vars(module).get(attr, _MISSING):  # not converted or written yet
+            self._read(vars(module), attr, value)
+            value = namespace[attr] = self.convert(value, attr)
+        return value
+
+    def module_write(self, module: types.ModuleType, attr: str, value: Any, delete: bool = False) -> None:
+        """`module.attr = value` in rebound code: into the rebound globals, never the user's module."""
+        namespace = self._globals(vars(module))
+        self.writes.setdefault((id(namespace), attr), (namespace, namespace.get(attr, _MISSING)))
+        if delete:
+            namespace.pop(attr, None)
+        else:
+            namespace[attr] = value
+
+    def begin_run(self) -> None:
+        """Undo the previous run's writes into modules: each run starts from the user's state."""
+        for (_, attr), (namespace, before) in self.writes.items():
+            if before is _MISSING:
+                namespace.pop(attr, None)
+            else:
+                namespace[attr] = before
+        self.writes.clear()
 
     # -- callables ---------------------------------------------------------------------------
 
@@ -244,8 +348,11 @@ class Rebinder:
         for name in _global_names(code):
             if name in fn.__globals__:
                 value = fn.__globals__[name]
-                self._read(fn.__globals__, name, value)
-                new_globals[name] = self.convert(value, name)
+                # Already converted, or written by rebound code (`module.w = p["w"]`): kept.
+                current = new_globals.get(name, _MISSING)
+                if current is value or current is _MISSING:
+                    self._read(fn.__globals__, name, value)
+                    new_globals[name] = self.convert(value, name)
             elif name in self.builtins:  # a builtin the namespace needs replaced, e.g. range
                 new_globals[name] = self.builtins[name]
         return clone
@@ -272,13 +379,21 @@ class Rebinder:
                 return False
             if current is not value:
                 return False
-            if copy is not None and not np.array_equal(current, copy, equal_nan=current.dtype.kind in "fc"):
+            if isinstance(copy, _Items):
+                if not copy.same(current):
+                    return False
+            elif copy is not None and not np.array_equal(current, copy, equal_nan=current.dtype.kind in "fc"):
                 return False  # written in place: the copies (and what JAX compiled) hold the old values
         return True
 
     def _read(self, source: Any, name: str, value: Any) -> None:
         """Remember a value the copies were built from, to tell later whether it changed."""
-        copy = value.copy() if isinstance(value, np.ndarray) and value.dtype.kind in "biufc" else None
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
+            copy = value.copy()
+        elif type(value) in (list, dict, types.SimpleNamespace):
+            copy = _Items(value)  # the copies hold its items as they were
+        else:
+            copy = None
         self.reads.append((source, name, value, copy))
 
     def _globals(self, original: dict) -> dict:
@@ -495,8 +610,76 @@ def rebind_guarded(fn: Callable, namespace: Any, *, mapping: dict | None = None,
         out: tuple = (functools.partial(fn, xp=namespace), lambda: True)
         return out if data is None else (*out, data)
     rebinder = Rebinder(namespace, mapping, builtins, functional_writes)
-    out = (rebinder.callable(fn), rebinder.unchanged)
+    out = (_runner(rebinder, rebinder.callable(fn)), rebinder.unchanged)
     return out if data is None else (*out, rebinder.data(data))
+
+
+class UnseededDraw(AttributeError):
+    """A re-run's loss draws from numpy's global generator without having fixed its seed."""
+
+    def __init__(self, op: str) -> None:
+        self.op = op
+        super().__init__(f"numpy function np.random.{op} draws random numbers inside the loss without a fixed "
+                         f"seed, so the draws differ from those of the run being checked; call np.random.seed(0) "
+                         f"at the top of the loss (or draw them outside and pass them in args)")
+
+
+#: Whether the loss running now has fixed the global generator's seed (reset per run).
+_SEEDED: contextvars.ContextVar[bool] = contextvars.ContextVar("gradcheck_seeded", default=False)
+#: np.random names that make a generator: seeded only when given a seed.
+_GENERATORS = ("default_rng", "RandomState", "Generator", "PCG64", "MT19937", "SeedSequence")
+
+
+class SeededRandom(types.ModuleType):
+    """np.random for a re-run: numpy's own draws (they do not depend on the parameters, so they
+    are constants to the derivative), once the loss has fixed the seed (`np.random.seed(0)`)
+    or from a generator given a seed (`np.random.default_rng(0)`); other draws raise UnseededDraw."""
+
+    def __init__(self) -> None:
+        super().__init__("numpy.random", __doc__)
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(np.random, name)
+        if name.startswith("_") or not callable(target) or name in ("get_state", "set_state"):
+            return target
+        if name == "seed":
+            return _seed
+        if name in _GENERATORS:
+            return functools.partial(_generator, target, name)
+        return functools.partial(_draw, target, name)
+
+
+def _seed(seed: Any = None) -> None:
+    np.random.seed(seed)
+    _SEEDED.set(seed is not None)
+
+
+def _generator(make: Callable, name: str, *args: Any, **kwargs: Any) -> Any:
+    if not args and kwargs.get("seed") is None and name != "Generator":
+        raise UnseededDraw(f"{name}()")
+    return make(*args, **kwargs)
+
+
+def _draw(draw: Callable, name: str, *args: Any, **kwargs: Any) -> Any:
+    if not _SEEDED.get():
+        raise UnseededDraw(name)
+    return draw(*args, **kwargs)
+
+
+def _runner(rebinder: Rebinder, clone: Callable) -> Callable:
+    """The rebound function, run from the user's state each time, numpy's global random state
+    left as it was (draws inside the loss are taken from numpy: they are constants to a derivative)."""
+    def run(*args: Any, **kwargs: Any) -> Any:
+        rebinder.begin_run()
+        state, token = np.random.get_state(), _SEEDED.set(False)
+        try:
+            return clone(*args, **kwargs)
+        finally:
+            np.random.set_state(state)
+            _SEEDED.reset(token)
+
+    run.__wrapped__ = clone  # type: ignore[attr-defined]
+    return run
 
 
 def user_location(exc: BaseException) -> str:

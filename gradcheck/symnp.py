@@ -754,9 +754,16 @@ class _Unavailable:
         raise NoSymbolicCounterpart(f"{self._module}.{name}", self._hint)
 
 
+def _seeded_random() -> Any:
+    from .retrace import SeededRandom  # retrace imports no sympy: no cycle at import time
+
+    return SeededRandom()
+
+
 linalg = _Linalg()
-random = _Unavailable("random", "a loss that draws random numbers cannot be differentiated symbolically; "
-                      "draw them outside the loss and pass them in args")
+# Draws do not depend on the parameters: numpy's own once the loss fixes the seed, constants to
+# the derivative (gradcheck.retrace.SeededRandom).
+random = _seeded_random()
 fft = _Unavailable("fft", "")
 
 _PASSTHROUGH = [

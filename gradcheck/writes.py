@@ -13,6 +13,11 @@ The rewrite is used only when the source compiles, unmodified, to the function's
 bytecode (so a file edited since it was imported is never mistaken for the running code).
 Assignments through attributes (`self.W[i] = v`), to several targets, to nested subscripts
 or into a global's or an enclosing function's array are left as they are.
+
+Scalar conversions are rewritten too: `x.item()`, `float(x)` and `int(x)` give Python's number
+for a numpy value and the value itself for a JAX tracer or a SymPy expression, as they mean to
+a derivative (`return float(np.sum(...))` is the sum). The names `float` and `int` themselves
+(`astype(int)`, `isinstance(v, float)`) are left as they are, and so is `round` (a step).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import dis
 import functools
 import inspect
 import operator
+import sys
 import textwrap
 import types
 from typing import Any, Callable
@@ -31,6 +37,9 @@ import numpy as np
 #: Names the rewritten code calls; they are added to the copy's globals.
 SETITEM = "__gradcheck_setitem__"
 SLICE = "__gradcheck_slice__"
+ITEM = "__gradcheck_item__"
+#: Python's scalar conversions, called in rewritten code as these names (see `scalar`).
+SCALARS = {"float": "__gradcheck_float__", "int": "__gradcheck_int__"}
 
 _OPERATORS: dict[str, tuple[Callable, Callable]] = {
     "Add": (operator.add, operator.iadd), "Sub": (operator.sub, operator.isub),
@@ -60,6 +69,54 @@ def setitem(target: Any, index: Any, value: Any, op: str | None = None) -> Any:
     return target
 
 
+def item(x: Any) -> Any:
+    """`x.item()` in rewritten code: numpy's Python number, or for a traced or symbolic value
+    the value itself (to a derivative, `.item()` is the identity)."""
+    if isinstance(x, (np.ndarray, np.generic)) and x.dtype != object:
+        return x.item()
+    traced = _traced_value(x)
+    if traced is not None:
+        return traced
+    method = getattr(x, "item", None)
+    return method() if method is not None else x
+
+
+def to_float(x: Any = 0.0, *rest: Any) -> Any:
+    """`float(x)` in rewritten code: Python's, except that a traced or symbolic x stays the value."""
+    traced = _traced_value(x) if not rest else None
+    if traced is None:
+        return float(x, *rest)
+    if _is_tracer(traced) and not np.issubdtype(traced.dtype, np.inexact):
+        return traced.astype(np.float64)
+    return traced
+
+
+def to_int(x: Any = 0, *rest: Any) -> Any:
+    """`int(x)` in rewritten code: Python's, except that a traced or symbolic x stays the value
+    (an index or a shape made from it then fails where it is used, naming the line)."""
+    traced = _traced_value(x) if not rest else None
+    return int(x, *rest) if traced is None else traced
+
+
+def _traced_value(x: Any) -> Any:
+    """A JAX tracer or SymPy value as a one-element value of its kind, or None for anything else."""
+    if _is_tracer(x):
+        return x.reshape(())
+    sympy = sys.modules.get("sympy")  # never imported here: a SymPy value exists only once it is loaded
+    if sympy is None:
+        return None
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        if x.size != 1 or not isinstance(x.reshape(-1)[0], sympy.Basic):
+            return None
+        x = x.reshape(-1)[0]
+    return x if isinstance(x, sympy.Basic) else None
+
+
+def _is_tracer(x: Any) -> bool:
+    jax = sys.modules.get("jax")  # never imported here: a tracer exists only once jax is loaded
+    return jax is not None and isinstance(x, jax.core.Tracer)
+
+
 def _is_mask(index: Any, target: Any) -> bool:
     """Whether index is a boolean array of target's shape."""
     dtype = getattr(index, "dtype", None)
@@ -68,7 +125,7 @@ def _is_mask(index: Any, target: Any) -> bool:
 
 def helpers() -> dict[str, Any]:
     """The globals the rewritten code needs."""
-    return {SETITEM: setitem, SLICE: slice}
+    return {SETITEM: setitem, SLICE: slice, ITEM: item, SCALARS["float"]: to_float, SCALARS["int"]: to_int}
 
 
 def _writes_into_items(code: types.CodeType) -> bool:
@@ -76,6 +133,12 @@ def _writes_into_items(code: types.CodeType) -> bool:
     if any(i.opname == "STORE_SUBSCR" for i in dis.get_instructions(code)):
         return True
     return any(isinstance(c, types.CodeType) and _writes_into_items(c) for c in code.co_consts)
+
+
+def _converts_scalars(code: types.CodeType) -> bool:
+    """Whether the code (or a function nested in it) may call `.item()`, `float()` or `int()`."""
+    return not {"item", *SCALARS}.isdisjoint(code.co_names) or any(
+        isinstance(c, types.CodeType) and _converts_scalars(c) for c in code.co_consts)
 
 
 def _index(node: ast.expr) -> ast.expr:
@@ -141,6 +204,15 @@ class _Rewrite(ast.NodeTransformer):
         self.generic_visit(node)
         return self._update(node, node.targets[0], node.value, None) if len(node.targets) == 1 else node
 
+    def visit_Call(self, node: ast.Call) -> ast.expr:
+        self.generic_visit(node)
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr == "item" and not node.args and not node.keywords:
+            return ast.copy_location(ast.Call(ast.Name(ITEM, ast.Load()), [func.value], []), node)
+        if isinstance(func, ast.Name) and func.id in SCALARS and not (self.scopes and func.id in self.scopes[-1]):
+            node.func = ast.copy_location(ast.Name(SCALARS[func.id], ast.Load()), func)
+        return node
+
     def visit_AugAssign(self, node: ast.AugAssign) -> ast.stmt:
         self.generic_visit(node)
         op = type(node.op).__name__
@@ -205,7 +277,8 @@ def _same_bytecode(a: types.CodeType, b: types.CodeType) -> bool:
 def functional_code(code: types.CodeType) -> types.CodeType | None:
     """`code` with assignments into items rewritten (see the module docstring), or None when
     there are none, the source cannot be read or does not match, or it is not a plain def."""
-    if not _writes_into_items(code) or "__class__" in code.co_freevars or code.co_name == "<lambda>":
+    if not (_writes_into_items(code) or _converts_scalars(code)) or "__class__" in code.co_freevars \
+            or code.co_name == "<lambda>":
         return None
     try:
         source = textwrap.dedent(inspect.getsource(code))

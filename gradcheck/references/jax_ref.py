@@ -12,9 +12,11 @@ so the tutorials' `probs[range(n), y]` works.
 vectorised (jax.vmap) over many one-element perturbations of the parameters per call.
 
 Assignment into a local array (`dscores[range(N), y] -= 1`) is recompiled as a functional
-update (gradcheck.writes). Code JAX cannot run at all (assignment through an attribute,
-`np.random`, a numpy function jax.numpy lacks) raises `ReferenceUnavailable` naming the
-operation and the line of the user's code.
+update (gradcheck.writes). `float(...)`, `int(...)` and `.item()` of a parameter-dependent
+value are that value, traced. `np.random` is numpy's own once the loss fixes the seed: draws
+inside a loss (a dropout mask after `np.random.seed(0)`) are constants to the derivative. Code JAX cannot run at all
+(assignment through an attribute, a numpy function jax.numpy lacks) raises
+`ReferenceUnavailable` naming the operation and the line of the user's code.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from ..errors import ReferenceUnavailable
 from ..model import ReferenceGradient
 from . import unavailable
 from ..objective import Objective
-from ..retrace import rebind_guarded, user_location
+from ..retrace import SeededRandom, UnseededDraw, rebind_guarded, user_location
 from ..tree import map_data, unflatten
 
 EPS = float(np.finfo(np.float64).eps)
@@ -66,14 +68,6 @@ class JaxUnsupported(AttributeError):
         super().__init__(f"JAX reference: numpy function np.{op} {reason}")
 
 
-class _Random:
-    """np.random under JAX: any use raises a clear error."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise JaxUnsupported(f"random.{name}", "draws random numbers inside the loss, which cannot be "
-                                               "differentiated; draw them outside and pass them in args")
-
-
 #: numpy helpers with no numerical content that jax.numpy lacks; numpy's own are harmless.
 _NUMPY_HELPERS = ("errstate", "seterr", "geterr", "printoptions", "set_printoptions", "ndim", "shape",
                   "isscalar", "newaxis")
@@ -86,7 +80,9 @@ def namespace() -> types.ModuleType:
     ns.__dict__.update({k: getattr(jnp, k) for k in dir(jnp) if not k.startswith("_")})
     for name in _NUMPY_HELPERS:
         ns.__dict__.setdefault(name, getattr(np, name))
-    ns.__dict__["random"] = _Random()
+    # Draws do not depend on the parameters: numpy's own, constants to the derivative. A loss
+    # that draws without a fixed seed is refused before any reference runs (NondeterministicLoss).
+    ns.__dict__["random"] = SeededRandom()
 
     def missing(name: str) -> Any:
         if name.startswith("__"):
@@ -214,8 +210,7 @@ def _compile(objective: Objective, template: tuple) -> _Compiled:
         return cached
     # The data's objects (a model passed in args, an activation function) are rebound with the loss.
     fn, unchanged, template = rebind_guarded(objective.loss, namespace(), mapping=_scipy_mapping(),
-                                             builtins={"range": _index_range}, data=template,
-                                             functional_writes=True)
+                                             builtins={"range": _index_range}, data=template, functional_writes=True)
     treedef = objective.treedef
 
     def loss(leaves: Sequence[Any], arrays: Sequence[Any]) -> Any:
@@ -248,7 +243,7 @@ def _explain(exc: BaseException) -> str:
     where = user_location(exc)
     at = f" at {where}" if where else ""
     text = str(exc).split("\n")[0]
-    if isinstance(exc, JaxUnsupported):
+    if isinstance(exc, (JaxUnsupported, UnseededDraw)):
         return f"{text}{at}"
     if isinstance(exc, TypeError) and ("does not support item assignment" in text or "immutable" in text):
         return (f"in-place assignment into an array{at}: JAX arrays are immutable. gradcheck rewrites "

@@ -51,7 +51,7 @@ from ..errors import ReferenceUnavailable
 from ..model import ReferenceGradient
 from . import unavailable
 from ..objective import Objective
-from ..retrace import rebind, user_location
+from ..retrace import UnseededDraw, rebind, user_location
 from ..tree import leaf_names, map_data, unflatten
 
 #: Extra working digits beyond the requested ones: data and constants carry these.
@@ -298,7 +298,8 @@ _STATES: "weakref.WeakKeyDictionary[Objective, _State]" = weakref.WeakKeyDiction
 def _state(objective: Objective) -> _State:
     state = _STATES.get(objective)
     if state is None:
-        fn, data = rebind(objective.loss, symnp, data=(objective.args, objective.kwargs))
+        fn, data = rebind(objective.loss, symnp, data=(objective.args, objective.kwargs),
+                          functional_writes=True)  # for float(), .item(); writes stay in place on object arrays
         state = _State(fn=fn, data=data, names=leaf_names(objective.treedef))
         _STATES[objective] = state
     return state
@@ -380,7 +381,7 @@ def _explain(exc: BaseException) -> str:
     where = user_location(exc)
     at = f" at {where}" if where else ""
     text = str(exc).split("\n")[0]
-    if isinstance(exc, symnp.NoSymbolicCounterpart):
+    if isinstance(exc, (symnp.NoSymbolicCounterpart, UnseededDraw)):
         return f"{text}{at}"
     if isinstance(exc, TypeError) and "truth value of Relational" in text:
         return (f"Python control flow on a value that depends on the parameters{at} (an `if`, `while`, "
