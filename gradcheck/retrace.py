@@ -122,6 +122,11 @@ class _Missing:
 
 
 _MISSING = object()
+#: The way out when a scalar conversion of a traced value could not be followed.
+SCALAR_REWRITE = ("float(x), int(x) and x.item() on the loss's value are followed only in functions whose source "
+                  "file can be read (not in exec'd strings); there, return the value itself "
+                  "(`return np.sum(...)`, not `return float(np.sum(...))`), and take shapes, indices and "
+                  "range() bounds from the data, not from the parameters")
 #: Values rebound code sees as they are (the fast path of Rebinder.convert).
 _ATOMS = frozenset({float, int, bool, str, bytes, complex, type(None), np.ndarray, np.float64, np.int64})
 #: Lists and dicts longer than this are not copied for the re-run (data, not model state).

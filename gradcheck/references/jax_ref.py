@@ -38,7 +38,7 @@ from ..errors import ReferenceUnavailable
 from ..model import ReferenceGradient
 from . import unavailable
 from ..objective import Objective
-from ..retrace import SeededRandom, UnseededDraw, rebind_guarded, user_location
+from ..retrace import SCALAR_REWRITE, SeededRandom, UnseededDraw, rebind_guarded, user_location
 from ..tree import map_data, unflatten
 
 EPS = float(np.finfo(np.float64).eps)
@@ -256,7 +256,7 @@ def _explain(exc: BaseException) -> str:
                 f"`or` or `max()` on a traced value); use np.where / np.maximum instead")
     if isinstance(exc, (jax.errors.TracerIntegerConversionError, jax.errors.ConcretizationTypeError)):
         return (f"a parameter-dependent value is used where a concrete number is needed{at} (int(), float(), "
-                f"range(), a shape or an index): {text}")
+                f"range(), a shape or an index): {text}. {SCALAR_REWRITE}")
     if isinstance(exc, jax.errors.TracerArrayConversionError):
         return (f"a parameter-dependent value is passed to plain numpy{at} (np.asarray, a numpy function that "
                 f"could not be swapped for jax.numpy, or a library written in numpy)")

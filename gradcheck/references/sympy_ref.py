@@ -51,7 +51,7 @@ from ..errors import ReferenceUnavailable
 from ..model import ReferenceGradient
 from . import unavailable
 from ..objective import Objective
-from ..retrace import UnseededDraw, rebind, user_location
+from ..retrace import SCALAR_REWRITE, UnseededDraw, rebind, user_location
 from ..tree import leaf_names, map_data, unflatten
 
 #: Extra working digits beyond the requested ones: data and constants carry these.
@@ -388,7 +388,7 @@ def _explain(exc: BaseException) -> str:
                 f"`and`/`or`, `max()` or `min()` on a symbolic value); use np.where / np.maximum instead")
     if isinstance(exc, TypeError) and "convert expression to" in text:
         return (f"a parameter-dependent value is converted to a Python number{at} (float(), int(), .item(), "
-                f"or writing it into a float array made outside np.zeros/np.empty)")
+                f"or writing it into a float array made outside np.zeros/np.empty). {SCALAR_REWRITE}")
     if isinstance(exc, TypeError) and ("loop of ufunc does not support" in text or "has no callable" in text):
         return (f"a numpy function was called on symbolic values without being swapped for its symbolic "
                 f"counterpart{at} (a numpy call reached through an object or a library): {text}")
