@@ -3,8 +3,8 @@
     python benchmarks/grade.py                 # the class as its pyproject says (numeric), then --against auto
     python benchmarks/grade.py --skip-auto     # the configured run only
 
-The class is tests/grade_class.py with 10 correct submissions (30 in all): planted bugs, an
-import error, sys.exit and os._exit, os.abort, a memory hog, a missing file, an endless loop
+The class is tests/grade_class.py with 9 correct submissions (30 in all): planted bugs, an
+import error, sys.exit and os._exit, os.abort, a segfault, a memory hog, a missing file, an endless loop
 and a sleep at import (the last two each cost the whole timeout). It is graded with
 `--timeout 10 --jobs 2` in a fresh `check-gradients` process, timed from outside. The target
 is under 60 s on 2 cores.
@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import grade_class  # noqa: E402
 
 TARGET_SECONDS = 60.0
-TIMEOUT, JOBS, CORRECT = 10, 2, 10
+TIMEOUT, JOBS, CORRECT = 10, 2, 9
 #: A child's imports: what `python -m gradcheck.grade_worker` loads before the student's code.
 CHILD_IMPORTS = "import gradcheck.grade_worker, gradcheck.config, gradcheck.check, gradcheck.report"
 PEAK = '''

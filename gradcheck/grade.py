@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -56,6 +57,10 @@ DEFAULT_POINTS = 100.0
 OUTPUT_CHARS = 4000
 TARGET_ROLES = ("loss", "grad", "value_and_grad", "params", "args")
 _TABLE_KEYS = TARGET_ROLES + ("submissions", "timeout", "memory_mb", "points", "jobs") + OPTION_KEYS
+#: The children running now, so an interrupt (Ctrl-C does not reach their own sessions) can stop them.
+_LIVE: set = set()
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
 
 
 # --------------------------------------------------------------------------- the spec
@@ -236,13 +241,29 @@ def _run_child(job: Path, folder: Path, log: Path, timeout: float) -> tuple[int 
         proc = subprocess.Popen([sys.executable, "-m", "gradcheck.grade_worker", str(job)], cwd=folder, env=env,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=posix)
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
         try:
+            if _STOPPING.is_set():  # interrupted while this one started
+                _kill_group(proc, posix)
             returncode, timed_out = proc.wait(timeout=timeout), False
         except subprocess.TimeoutExpired:
             returncode, timed_out = None, True
-        _kill_group(proc, posix)  # also what the submission left running in the background
-        proc.wait()
+        finally:
+            _kill_group(proc, posix)  # also what the submission left running in the background
+            proc.wait()
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
     return returncode, timed_out
+
+
+def stop_children() -> None:
+    """Kill every running child's process group (on an interrupt); later children are killed as they start."""
+    _STOPPING.set()
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for proc in live:
+        _kill_group(proc, hasattr(os, "killpg"))
 
 
 def _kill_group(proc: subprocess.Popen, posix: bool) -> None:
@@ -374,13 +395,21 @@ def grade_class(spec: GradeSpec, folders: Sequence[Path], *, jobs: int | None = 
     """Grade every folder, `jobs` children at a time (default: the cores); rows in the folders' order."""
     jobs = max(1, min(jobs or cpu_count(), len(folders)))
     rows: dict[str, Row] = {}
-    with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads only wait on their child processes
+    _STOPPING.clear()
+    pool = ThreadPoolExecutor(max_workers=jobs)  # threads only wait on their child processes
+    try:
         futures = {pool.submit(grade_submission, spec, f): f for f in folders}
         for future in as_completed(futures):
             row = future.result()
             rows[futures[future].name] = row
             if on_done is not None:
                 on_done(row, len(rows), len(folders))
+    except BaseException:  # Ctrl-C (or a bug): no child outlives the grading
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_children()
+        raise
+    finally:
+        pool.shutdown(wait=True)
     return [rows[f.name] for f in folders]
 
 
@@ -614,7 +643,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--points", type=float, metavar="X", help="points per submission, shared equally by the "
                    "parameters (default 100; per parameter: points = {W1 = 40, ...} in the table)")
     for key, kind in (("against", str), ("rtol", float), ("atol", float), ("seed", int), ("budget", float)):
-        r.add_argument(f"--{key}", type=kind, metavar=key.upper(), help=f"check option {key} for every submission")
+        r.add_argument(f"--{key}", type=kind, metavar=key.upper(), help=f"check option {key} for every submission"
+                       + (" (default: half the timeout, at most 20 s)" if key == "budget" else ""))
     o = p.add_argument_group("output")
     o.add_argument("--csv", metavar="FILE", help="the gradebook: one row per submission")
     o.add_argument("--json", metavar="FILE", help="everything as JSON, reports included")
@@ -623,7 +653,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--feedback-dir", metavar="DIR", help="a STUDENT.txt feedback file per submission")
     o.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     o.add_argument("--no-color", action="store_true", help=argparse.SUPPRESS)
-    o.add_argument("--color", default="auto", help=argparse.SUPPRESS)
+    o.add_argument("--color", choices=("auto", "always", "never"), default="auto", help=argparse.SUPPRESS)
 
 
 def _spec_from_args(args: argparse.Namespace) -> tuple[GradeSpec, int | None]:

@@ -9,7 +9,9 @@
 
 Cases declared under `[tool.gradcheck]` in the rootdir's pyproject.toml are collected as test
 items, the terminal summary gets one line, and `--gradcheck-json=FILE` writes every check of the
-session (also under pytest-xdist) to a file for graders.
+session (also under pytest-xdist) to a file for graders. `--gradcheck-grade=DIR` grades a class
+as `check-gradients grade` does, one item per submission (each in its own process), so
+pytest-xdist can spread a course over cores and hosts.
 
 Options, from weakest to strongest: gradcheck's defaults, `[tool.gradcheck]` defaults, ini
 (`gradcheck_rtol = 1e-6`), command line (`--gradcheck-rtol=1e-6`), the marker (or a case's own

@@ -4,7 +4,7 @@ The course hands out `course_data.py` (parameters and a batch of 8 examples of a
 network with a mean squared error); each student writes `backprop.py` with `loss` and `grad`.
 The class holds correct submissions written the ways learners write them, planted bugs with the
 diagnosis each must get, and submissions that misbehave (an import error, `sys.exit` at import,
-a raise, `os.abort`, `os._exit`, a memory hog, a missing file, an endless loop that leaves a
+a raise, `os.abort`, a segfault, `os._exit`, a memory hog, a missing file, an endless loop that leaves a
 process behind, a sleep at import). `make_class(root)` writes it and returns what each student
 must get.
 """
@@ -183,6 +183,9 @@ def _misbehaving(memory_hog: bool) -> list[Student]:
         Student("aborts", {"backprop.py": "import os\n" + good.replace("    d_out = (out - y) / len(X)",
                                                                        "    os.abort()")}, "error",
                 error_words=("SIGABRT",)),
+        Student("segfaults", {"backprop.py": "import ctypes\n" + good.replace("    d_out = (out - y) / len(X)",
+                                                                             "    ctypes.string_at(0)")}, "error",
+                error_words=("SIGSEGV",)),
         Student("os_exit", {"backprop.py": "import os\n" + good + "\nos._exit(7)\n"}, "error",
                 error_words=("exit status 7",)),
         Student("no_file", {"my_backprop.py": good}, "error", error_words=("backprop",)),

@@ -436,3 +436,31 @@ def test_a_terminal_shows_one_bar_that_fits_it(monkeypatch) -> None:
     assert "\n" not in tty.getvalue() and len(drawn) == 3 and all(len(d) <= 49 for d in drawn)
     assert drawn[1].startswith("grading [################........] 2/3")
     assert tty.getvalue().endswith("\r")  # erased at the end, for the summary
+
+
+def test_an_interrupt_stops_every_running_child(tmp_path: Path) -> None:
+    from gradcheck.grade import grade_class, submissions_in
+
+    (tmp_path / "handout.py").write_text(HANDOUT)
+    for name, source in {"ana": STUDENT, "zoe": "import os, time\nopen('pid', 'w').write(str(os.getpid()))\n"
+                                                "time.sleep(600)\n"}.items():
+        (tmp_path / "subs" / name).mkdir(parents=True)
+        (tmp_path / "subs" / name / "lin.py").write_text(source)
+    spec, _ = spec_from({"loss": "lin:loss", "grad": "lin:grad", "params": "course:handout:params",
+                         "args": "course:handout:data", "against": "numeric", "timeout": 120},
+                        where="test", course_root=tmp_path)
+
+    def interrupt(row, done, total):  # Ctrl-C once the sleeper is surely asleep
+        for _ in range(200):
+            if (tmp_path / "subs" / "zoe" / "pid").is_file():
+                break
+            time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        grade_class(spec, submissions_in(tmp_path / "subs"), jobs=2, on_done=interrupt)
+    assert time.perf_counter() - start < 30  # not the sleeper's 120 s timeout
+    pid = int((tmp_path / "subs" / "zoe" / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
