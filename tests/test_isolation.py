@@ -175,6 +175,24 @@ def test_module_global_holds_the_value_at_the_callers_parameters(stateful_module
     assert type(last) is np.ndarray and last.dtype == np.float64 and np.array_equal(last, m.grad(P, X))
 
 
+def test_settle_puts_the_users_state_back_at_their_parameters(stateful_module):
+    """The building block a check ends with: after calls at perturbed and complex points, settle()."""
+    import importlib
+    m = stateful_module
+    prep = importlib.import_module("gradcheck.check").prepare(m.loss, m.grad, P, (X,))
+    obj = prep.objective
+    obj(obj.perturb(obj.x0, 0, 1, complex(P[1], 1e-30)), allow_complex=True)
+    assert m.LAST.dtype == np.complex128
+    with obj.settled():
+        obj(obj.perturb(obj.x0, 0, 0, P[0] + 1e-3))
+    assert m.LAST.dtype == np.float64 and m.LAST.tobytes() == P.tobytes()
+    assert m.Model.seen == P[0] and np.array_equal(m.Model.last_grad, m.grad(P, X))
+    with pytest.raises(KeyboardInterrupt), obj.settled():   # after Ctrl-C the user's code is not called
+        obj(obj.perturb(obj.x0, 0, 0, P[0] + 1e-3))
+        raise KeyboardInterrupt
+    assert m.LAST[0] == P[0] + 1e-3
+
+
 def test_module_global_after_a_failure_at_a_perturbed_point(stateful_module):
     m = stateful_module
 
