@@ -143,7 +143,7 @@ def test_finite_differences_serve_where_jax_cannot_run():
 
     c = _case("mazur-float-sign")
     names, leaves, treedef = gradcheck.tree.flatten(c.params())
-    with pytest.raises(Exception):  # float() of a traced value
+    with pytest.raises(Exception):  # math.fsum of traced values
         intermediate_adjoints(c.loss, treedef, [np.asarray(x) for x in leaves], c.args, {}, {})
     report = _check(c)
     assert _hit(c, report)
