@@ -636,6 +636,33 @@ def std(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: int 
     return sqrt(var(a, axis=axis, ddof=ddof, keepdims=keepdims))
 
 
+def _all_finite(a: Any, op: str) -> None:
+    """The nan-handling functions have a derivative only where every value is finite."""
+    if not builtins.all(np.isfinite(_values_at_point(a)).flat):
+        raise NoSymbolicCounterpart(op, "a value is not finite at the parameters, where the loss has no derivative")
+
+
+def nan_to_num(x: Any, copy: bool = True, nan: Any = 0.0, posinf: Any = None, neginf: Any = None) -> Any:
+    """np.nan_to_num: x itself where every value is finite at the point (the case with a derivative)."""
+    if isinstance(x, np.ndarray) and x.dtype != object:
+        return np.nan_to_num(x, copy=copy, nan=nan, posinf=posinf, neginf=neginf)
+    _all_finite(x, "nan_to_num")
+    return x
+
+
+def nansum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False, **kwargs: Any) -> Any:
+    """np.nansum: the sum, where every value is finite at the point."""
+    _all_finite(a, "nansum")
+    return _sum(_sym(a), axis=axis, keepdims=keepdims)
+
+
+def nanmean(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False, **kwargs: Any
+            ) -> Any:
+    """np.nanmean: the mean, where every value is finite at the point."""
+    _all_finite(a, "nanmean")
+    return globals()["mean"](_sym(a), axis=axis, keepdims=keepdims)
+
+
 def argmax(a: Any, axis: Any = None, **kwargs: Any) -> Any:
     """Index of the largest value at the point being differentiated."""
     return np.argmax(_values_at_point(a), axis=axis, **kwargs) if is_symbolic(a) else np.argmax(a, axis=axis,
@@ -772,7 +799,7 @@ _PASSTHROUGH = [
     "indices", "meshgrid", "nonzero", "flatnonzero", "argwhere", "unique", "bincount", "isscalar", "ndim",
     "shape", "size", "errstate", "seterr", "geterr", "broadcast_shapes", "result_type", "iterable",
     "logical_and", "logical_or", "logical_not", "logical_xor", "any", "all", "count_nonzero",
-    "integer", "floating", "number", "bool", "ravel_multi_index", "unravel_index", "ix_",
+    "integer", "floating", "number", "bool", "ravel_multi_index", "unravel_index", "ix_", "c_", "r_",
 ]
 for _name in _PASSTHROUGH:
     if hasattr(np, _name):

@@ -11,8 +11,9 @@ do (a repeated index is updated once, not accumulated).
 
 The rewrite is used only when the source compiles, unmodified, to the function's own
 bytecode (so a file edited since it was imported is never mistaken for the running code).
-Assignments through attributes (`self.W[i] = v`), to several targets, to nested subscripts
-or into a global's or an enclosing function's array are left as they are.
+Nested subscripts of a local name (`xs[t][i] = 1`, an array in a dict) update each level in
+turn. Assignments through attributes (`self.W[i] = v`), to several targets, or into a global's
+or an enclosing function's array are left as they are.
 
 Scalar conversions are rewritten too: `x.item()`, `float(x)` and `int(x)` give Python's number
 for a numpy value and the value itself for a JAX tracer or a SymPy expression, as they mean to
@@ -23,6 +24,7 @@ a derivative (`return float(np.sum(...))` is the sum). The names `float` and `in
 from __future__ import annotations
 
 import ast
+import copy
 import dis
 import functools
 import inspect
@@ -141,6 +143,11 @@ def _converts_scalars(code: types.CodeType) -> bool:
         isinstance(c, types.CodeType) and _converts_scalars(c) for c in code.co_consts)
 
 
+def _load(node: ast.expr) -> ast.expr:
+    """A copy of an assignment target's inner part (`xs[t]` in `xs[t][i] = v`), read again."""
+    return copy.deepcopy(node)  # inner parts of a target are already loads; the user's line numbers kept
+
+
 def _index(node: ast.expr) -> ast.expr:
     """An index as an ordinary expression: slices `a:b:c` become `slice(a, b, c)` calls."""
     if isinstance(node, ast.Slice):
@@ -190,15 +197,20 @@ class _Rewrite(ast.NodeTransformer):
         return node
 
     def _update(self, node: ast.stmt, target: ast.expr, value: ast.expr, op: str | None) -> ast.stmt:
-        if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
-                and self.scopes and target.value.id in self.scopes[-1]):
+        chain = []  # the subscripts, innermost (the one written) first: xs[t][i] -> [xs[t][i], xs[t]]
+        root = target
+        while isinstance(root, ast.Subscript):
+            chain.append(root)
+            root = root.value
+        if not (chain and isinstance(root, ast.Name) and self.scopes and root.id in self.scopes[-1]):
             return node
-        name = target.value.id
-        args = [ast.Name(name, ast.Load()), _index(target.slice), value]
-        if op is not None:
-            args.append(ast.Constant(op))
-        call = ast.Call(ast.Name(SETITEM, ast.Load()), args, [])
-        return ast.copy_location(ast.Assign([ast.Name(name, ast.Store())], call), node)
+        # `xs[t][i] = v` is `xs = setitem(xs, t, setitem(xs[t], i, v))`: each level updated in turn.
+        for level, sub in enumerate(chain):
+            args = [_load(sub.value), _index(sub.slice), value]
+            if op is not None and level == 0:
+                args.append(ast.Constant(op))
+            value = ast.Call(ast.Name(SETITEM, ast.Load()), args, [])
+        return ast.copy_location(ast.Assign([ast.Name(root.id, ast.Store())], value), node)
 
     def visit_Assign(self, node: ast.Assign) -> ast.stmt:
         self.generic_visit(node)

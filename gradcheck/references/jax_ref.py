@@ -248,7 +248,7 @@ def _explain(exc: BaseException) -> str:
     if isinstance(exc, TypeError) and ("does not support item assignment" in text or "immutable" in text):
         return (f"in-place assignment into an array{at}: JAX arrays are immutable. gradcheck rewrites "
                 f"`name[i] = v` for JAX when `name` is a local variable, but not through an attribute "
-                f"(`self.a[i] = v`), a nested index (`a[i][j] = v`), into a global's array or in code whose "
+                f"(`self.a[i] = v`), into a global's array or in code whose "
                 f"source file it cannot read. Work on a local copy (`a = self.a.copy(); a[i] = v`), or "
                 f"accept the other references' results")
     if isinstance(exc, jax.errors.TracerBoolConversionError):
