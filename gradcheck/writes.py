@@ -277,6 +277,8 @@ def _signature(code: types.CodeType) -> tuple:
             arg = _signature(arg)
         elif ins.opcode in _JUMPS or ins.opname == "CACHE":
             arg = None
+        if ins.opname == "EXTENDED_ARG":  # a prefix for a long jump: differs with the jump's length only
+            continue
         out.append((_SAME_OP.get(ins.opname, ins.opname), repr(arg)))
     return (code.co_varnames, code.co_freevars, tuple(out))
 
