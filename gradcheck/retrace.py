@@ -151,6 +151,29 @@ def _item_pairs(value: Any) -> Any:
     return (value if isinstance(value, dict) else vars(value)).items()
 
 
+_NUMBERS = (float, int, bool, complex)
+
+
+def _equal_number(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and type(a) in _NUMBERS and a == b
+
+
+def _equal_state(current: Any, value: Any, copy: Any) -> bool:
+    """Whether `current`, another object than the `value` the copies were built from, holds the
+    same thing: an equal Python number, an equal array of the same dtype, or a list or dict of
+    the same items (each the same object or an equal number)."""
+    if _equal_number(current, value):
+        return True
+    if isinstance(copy, np.ndarray):
+        return (type(current) is np.ndarray and current.dtype == copy.dtype and current.shape == copy.shape
+                and np.array_equal(current, copy, equal_nan=copy.dtype.kind in "fc"))
+    if isinstance(copy, _Items) and type(current) is type(value):
+        now = list(_item_pairs(current))
+        return len(now) == len(copy.items) and all(
+            k1 == k2 and (v1 is v2 or _equal_number(v1, v2)) for (k1, v1), (k2, v2) in zip(now, copy.items))
+    return False
+
+
 class _ModuleProxy(types.ModuleType):
     """One of the user's modules as rebound code sees it: attributes are read from (and written
     to) the rebound globals its functions share, so `module.w = p["w"]` reaches `module.forward`."""
@@ -375,19 +398,21 @@ class Rebinder:
         return rewritten
 
     def unchanged(self) -> bool:
-        """Whether every global, closure value and attribute the copies were built from is still
-        the same object, and every array among them still holds the same values."""
+        """Whether every global, closure value and attribute the copies were built from still
+        holds what it held: the same object, or (state a loss sets from its parameters, such as
+        `neuron.weights = ws[:2]`, settled back at the same point) an equal number, list or array;
+        and every array or list among them still the same values."""
         for source, name, value, copy in self.reads:
             try:
                 current = source.cell_contents if isinstance(source, types.CellType) else source[name]
             except (KeyError, ValueError):
                 return False
-            if current is not value:
+            if current is not value and not _equal_state(current, value, copy):
                 return False
             if isinstance(copy, _Items):
-                if not copy.same(current):
+                if not copy.same(value):
                     return False
-            elif copy is not None and not np.array_equal(current, copy, equal_nan=current.dtype.kind in "fc"):
+            elif copy is not None and not np.array_equal(value, copy, equal_nan=value.dtype.kind in "fc"):
                 return False  # written in place: the copies (and what JAX compiled) hold the old values
         return True
 
