@@ -25,6 +25,9 @@ TOLERANCES = {
 TINY = 1e-290
 #: The reference error bar is widened by this factor before it excuses a difference.
 ERROR_BAR = 3.0
+#: An element whose reference error bar (times ERROR_BAR) exceeds this fraction of the reference
+#: (plus atol) cannot be judged: it is reported as not checked, never as a pass.
+RESOLVE = 0.1
 #: atol is at least ROUNDOFF eps(dtype) times the largest reference entry over all leaves: the
 #: user's own round-off (1 - tanh^2 of a saturated unit cancels) is relative to the gradient's
 #: overall size, not to a leaf that is tiny throughout.
@@ -53,6 +56,7 @@ class Combined:
     high: np.ndarray
     source: str           # name of the reference the value mostly comes from
     scale: float = 0.0    # largest reference entry over ALL leaves (the gradient's overall size)
+    lost: np.ndarray | None = None  # bool: meant to be checked, but no reference could estimate it
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,16 @@ class Comparison:
     rel_error: np.ndarray    # |y - r| / max(|y|, |r|, floor) (at a kink: the part outside the interval), 0 where unchecked
     rtol: float
     atol: float              # absolute atol actually used
+    unresolved: np.ndarray | None = None  # bool: passes only because the reference's error bar is wide
+
+    @property
+    def unchecked(self) -> np.ndarray:
+        """Elements meant to be checked that were not: no estimate, or an error bar too wide to judge."""
+        out = np.zeros(self.yours.shape, bool)
+        for m in (self.ref.lost, self.unresolved):
+            if m is not None and m.shape == out.shape:
+                out |= m
+        return out
 
     @property
     def mask(self) -> np.ndarray:
@@ -118,7 +132,10 @@ def compare_leaf(yours: np.ndarray, ref: Combined, dtype, rtol: float | None = N
     rel = np.where(ref.kink, np.nan_to_num(rel_kink, nan=np.inf), np.nan_to_num(rel, nan=np.inf))
     rel = np.where(ref.checked, rel, 0.0)
     rel = np.where(np.isfinite(y) | ~ref.checked, rel, np.inf)
-    return Comparison(yours=y, ref=ref, tol=tol, ok=ok, rel_error=rel, rtol=rtol, atol=atol)
+    # A pass that rests on an error bar wider than RESOLVE of the reference proves nothing.
+    with np.errstate(invalid="ignore"):
+        unresolved = ok & ref.checked & ~ref.kink & (ERROR_BAR * ref.error > RESOLVE * np.abs(r) + atol)
+    return Comparison(yours=y, ref=ref, tol=tol, ok=ok, rel_error=rel, rtol=rtol, atol=atol, unresolved=unresolved)
 
 
 def worst_index(cmp: Comparison) -> tuple | None:

@@ -96,8 +96,9 @@ def _result(name: str, cmp: Comparison, diagnosis: str, detail: str, cause: str,
         passed=diagnosis in ("ok", "nondifferentiable"), diagnosis=diagnosis, detail=detail, cause=cause,
         max_rel_error=float(counted.max()) if counted.size else 0.0, worst_index=index, yours=yours,
         reference=ref, reference_name=cmp.ref.source, nondifferentiable_indices=nondiff[:100],
-        checked=int(cmp.ref.checked.sum()), total=int(cmp.yours.size), rtol=cmp.rtol, atol=cmp.atol,
-        rel_errors=cmp.rel_error, **extra,
+        checked=int((cmp.ref.checked & ~cmp.unchecked).sum()), total=int(cmp.yours.size), rtol=cmp.rtol,
+        atol=cmp.atol, rel_errors=cmp.rel_error,
+        unchecked_indices=tuple(tuple(int(i) for i in ix) for ix in np.argwhere(cmp.unchecked))[:100], **extra,
     )
 
 

@@ -112,6 +112,7 @@ class ParamResult:
     swapped_with: Optional[str] = None
     wrong_indices: tuple = ()
     nondifferentiable_indices: tuple = ()
+    unchecked_indices: tuple = ()  # meant to be checked, but no reference could judge them
     expected_shape: Optional[tuple] = None
     actual_shape: Optional[tuple] = None
     checked: int = 0
@@ -148,6 +149,8 @@ class ParamResult:
             d["wrong_indices"] = [list(i) for i in self.wrong_indices]
         if self.nondifferentiable_indices:
             d["nondifferentiable_indices"] = [list(i) for i in self.nondifferentiable_indices]
+        if self.unchecked_indices:
+            d["unchecked_indices"] = [list(i) for i in self.unchecked_indices]
         if self.expected_shape is not None:
             d["expected_shape"] = list(self.expected_shape)
             d["actual_shape"] = list(self.actual_shape or ())

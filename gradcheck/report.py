@@ -49,6 +49,9 @@ def headline(report: Report) -> str:
     ran = [r.name for r in report.references if r.ran]
     n_bad = len(report.failures)
     state = "PASSED" if report.passed else f"FAILED ({n_bad} of {len(report.parameters)} parameters wrong)"
+    unchecked = sum(len(p.unchecked_indices) for p in report.parameters)
+    if unchecked:
+        state += f", but {unchecked} element(s) not checked (see the notes)"
     title = f"{report.title}: " if report.title else ""
     return f"{title}gradient check {state}; references: {', '.join(ran) or 'none'}"
 

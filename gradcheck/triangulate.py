@@ -80,8 +80,11 @@ def combine(refs: Sequence[ReferenceGradient], k: int, shape: tuple) -> tuple[Co
             ok = ref.checked[k] & np.isfinite(bound)
             low = np.where(ok, np.minimum(low, bound), low)
             high = np.where(ok, np.maximum(high, bound), high)
+    lost = None
+    if numeric is not None and numeric.steps is not None:
+        lost = np.isfinite(numeric.steps[k]) & ~numeric.checked[k] & ~checked
     return Combined(value=value, error=error, checked=checked, kink=kink & checked, low=low, high=high,
-                    source=source, scale=_overall_scale(trusted)), warnings
+                    source=source, scale=_overall_scale(trusted), lost=lost), warnings
 
 
 def _overall_scale(refs: Sequence[ReferenceGradient]) -> float:

@@ -113,7 +113,10 @@ def loss_noise(objective: Objective, leaves: list, f0: float, points: int = 4) -
     their mean square, scaled by (6!)^2 / 12!, estimates the noise variance.
     """
     rng = np.random.default_rng(0)
-    v = [rng.choice((-1.0, 1.0), size=x.shape) * element_steps(x, 1e-5).reshape(x.shape) for x in leaves]
+    # Each element moves by a fraction of its own size (of its leaf's where it is 0): a tiny element
+    # beside large ones moved by the leaf's scale would make the loss look noisy where it only varies fast.
+    v = [rng.choice((-1.0, 1.0), size=x.shape) * np.where(x != 0, 1e-5 * np.abs(x), element_steps(x, 1e-5).reshape(x.shape))
+         for x in leaves]
     values = []
     try:
         with np.errstate(all="ignore"):
@@ -168,8 +171,10 @@ def _complex_safe(objective: Objective, leaves: list, probes: list, f0: float) -
 #: and this fraction of its size is retried at shorter steps: the loss varies along that element
 #: on a scale shorter than the step (a small element beside large ones in its leaf).
 REFINE_RTOL = 1e-9
-#: Each retry divides the step by this; at most REFINE_ROUNDS retries per element.
+#: Each rung of the retry ladder divides the step by this; at most LADDER rungs above the
+#: element's own scale, in at most REFINE_ROUNDS rounds.
 SHRINK = 100.0
+LADDER = 4
 REFINE_ROUNDS = 2
 #: Elements this much smaller than their leaf's typical size also try a step of their own scale.
 SMALL_ELEMENT = 1e-2
@@ -375,13 +380,22 @@ def _refine(evaluate, est: _Estimates, k: int, idx: np.ndarray, x: np.ndarray, h
         if not suspect.any():
             return
         sel, h_sel = idx[suspect], h[suspect]
-        if deadline is not None and time.perf_counter() + 2 * per_element * sel.size > deadline:
+        if deadline is not None and time.perf_counter() + (LADDER + 1) * per_element * sel.size > deadline:
             return
-        # Two shorter steps: the element's own scale (when far shorter) and the step / SHRINK.
+        # A ladder of shorter steps, SHRINK apart, down to the element's own scale (when that is
+        # far shorter): the one that straddles no kink with the smallest error wins.
         own = np.where(mag[suspect] * base_step < h_sel / 10, mag[suspect] * base_step, 0.0)
-        candidates = [h_sel / SHRINK] + ([np.where(own > 0, own, h_sel / SHRINK)] if own.any() else [])
-        for h_new in candidates:
-            _keep_better(est, k, sel, evaluate(k, sel, h_new), h_new)
+        for rung in range(1, LADDER + 1):
+            h_new = h_sel / SHRINK ** rung
+            if rung > 1:
+                h_new = np.maximum(h_new, own)
+            # Above the element's own scale; an element at exactly 0 has none: two rungs suffice.
+            live = np.where(own > 0, h_new > own, rung <= 2)
+            if live.any():
+                _keep_better(est, k, sel[live], evaluate(k, sel[live], h_new[live]), h_new[live])
+        if own.any():
+            live = own > 0
+            _keep_better(est, k, sel[live], evaluate(k, sel[live], own[live]), own[live])
         small_only = small & ~(truncated | kink | ~np.isfinite(value))
         idx = idx[suspect & ~small_only]  # an element retried for its size alone is settled
         if not idx.size:
@@ -398,13 +412,21 @@ def _keep_better(est: _Estimates, k: int, sel: np.ndarray, new: tuple, h_new: np
         # The gap held up at the shorter step: a kink after all (a small gap the finer noise floor hides).
         held = o_kink & (n_gap > 0.5 * o_gap) & (n_gap > 4 * n_err)
         n_kink = np.isfinite(n_val) & (n_kink | held)
-        better = np.isfinite(n_val) & (~np.isfinite(o_val) | (o_kink & ~n_kink) | (n_kink & o_kink)
-                                       | (~o_kink & ~n_kink & (n_err < o_err)))
+        # Only a step precise enough to have seen the gap can say it is gone.
+        sees = 4 * n_err < o_gap
+        # Two smooth estimates that disagree beyond their error bars: the longer step's truncation
+        # error was underestimated (aliasing can fool Richardson's gap, round-off does not fool the
+        # noise term), so the shorter step stands. Otherwise the smaller error wins.
+        o_h = est.steps[k].reshape(-1)[sel]
+        apart = np.abs(n_val - o_val) > 3 * (n_err + o_err)
+        smooth_better = np.where(apart, h_new < o_h, n_err < o_err)
+        better = np.isfinite(n_val) & (~np.isfinite(o_val) | (o_kink & ~n_kink & sees) | (n_kink & o_kink)
+                                       | (~o_kink & ~n_kink & smooth_better))
     if better.any():
         est.store(k, sel[better], tuple(np.asarray(a)[better] for a in (n_val, n_err, n_left, n_right, n_kink,
                                                                              new[5])), h_new[better])
     # A kink seen at the longer step that the shorter one does not confirm was not one.
-    unconfirmed = o_kink & ~better & np.isfinite(n_val) & ~n_kink
+    unconfirmed = o_kink & ~better & np.isfinite(n_val) & ~n_kink & sees
     est.kinks[k].reshape(-1)[sel[unconfirmed]] = False
 
 
