@@ -621,7 +621,7 @@ def blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
         return {n: Blame(reason=str(exc)) for n in wanted}
     except RecordingTooLarge as exc:
         return {n: Blame(reason=f"the code binds too many values to record ({exc})") for n in wanted}
-    except Exception as exc:  # noqa: BLE001 - blame never makes a check fail
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - blame never makes a check fail (sys.exit included)
         return {n: Blame(reason=f"the backward pass could not be followed ({type(exc).__name__}: {exc})")
                 for n in wanted}
 
@@ -695,5 +695,5 @@ def attach_blame(results: Sequence[Any], prep: Any, grad: Callable | None, value
         found = blame_case(case, failing)
         obj.settle()
         return [replace(p, blame=found[p.name]) if p.name in found else p for p in results]
-    except Exception:  # noqa: BLE001 - blame never makes a check fail
+    except (Exception, SystemExit):  # noqa: BLE001 - blame never makes a check fail
         return list(results)

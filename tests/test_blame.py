@@ -246,6 +246,14 @@ def test_blame_never_raises_and_never_fails_a_check():
     assert not report.passed and report["w"].diagnosis != "ok"
     assert report["w"].blame is not None and not report["w"].blame.located
 
+    def grad_exits(p):
+        if sys.gettrace() is not None:  # sys.exit while blame records it
+            sys.exit(3)
+        return {"w": 3 * p["w"]}
+
+    report = gradcheck.check(loss, grad_exits, {"w": 1.5}, against="numeric")
+    assert "SystemExit" in report["w"].blame.reason
+
 
 def test_blame_leaves_the_callers_arrays_alone():
     c = _case("mlp-half")
