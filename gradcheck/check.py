@@ -264,6 +264,8 @@ def _own_roundoff(grad: Callable, objective: Objective, arrays: list, treedef: A
                 cap = ROUNDOFF_CAP * scale
                 out.append(np.minimum(np.nan_to_num(np.abs(y - w), nan=0.0, posinf=0.0), cap))
             return out
+    except SystemExit as exc:  # a later call of the gradient that ends the program is the user's error
+        raise user_error(exc, "gradient function") from exc
     except Exception:  # noqa: BLE001 - code that cannot run wider simply gets no allowance
         return None
 
@@ -589,81 +591,83 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     budget = DEFAULT_BUDGET if budget is None else float(budget)
     deadline = started + budget
     prep = prepare(loss, grad, params, args, value_and_grad=value_and_grad, kwargs=kwargs)
-    refs: dict[str, ReferenceGradient] = {}
-    statuses: dict[str, ReferenceStatus] = {}
-    everything = [np.arange(x.size) for x in prep.x0]
-    not_afforded: list[str] = []
+    # The user's state (a global the loss sets) is left at their parameters, not a perturbed point.
+    with prep.objective.settled():
+        refs: dict[str, ReferenceGradient] = {}
+        statuses: dict[str, ReferenceStatus] = {}
+        everything = [np.arange(x.size) for x in prep.x0]
+        not_afforded: list[str] = []
 
-    def left() -> float:
-        return max(0.0, deadline - time.perf_counter())
+        def left() -> float:
+            return max(0.0, deadline - time.perf_counter())
 
-    def run(name: str, selection: list, **options: Any) -> None:
-        ref, statuses[name] = run_reference(name, prep, selection, explicit, seed, left(), **options)
-        if ref is not None:
-            refs[name] = ref
+        def run(name: str, selection: list, **options: Any) -> None:
+            ref, statuses[name] = run_reference(name, prep, selection, explicit, seed, left(), **options)
+            if ref is not None:
+                refs[name] = ref
 
-    if "jax" in names:
-        run("jax", everything)
-    numeric = NumericPlan(selection=everything, plan={}, projections=[], failed_leaves=[False] * len(prep.x0),
-                          warnings=[])
-    total = total_elements(prep)
-    sympy_next = "sympy" in names and (explicit or (total <= SYMPY_AUTO_LIMIT and left() >= 2 * sympy_seconds(prep)))
-    # Kept back from the differences: SymPy's share, and a directional test for each exact reference.
-    reserve = min(SYMPY_SAMPLE_SECONDS, SYMPY_BUDGET_SHARE * budget) if sympy_next else 0.0
-    if "numeric" in names:
-        numeric = plan_numeric(prep, refs, statuses, max(left() - reserve, 0.0), max_elements, seed)
-        tests = sum(1 for n in refs if n not in numeric.validated) + int(sympy_next)
-        reserve += tests * VET_CALLS * max(prep.t_loss, 2e-5)
-        # With no exact reference beside them, the differences are the verdict: the planned
-        # minimum (a sample, after projections sized to the budget) runs whatever the clock says.
-        judge_alone = not any(r.exact for r in refs.values())
-        from .progress import stage
+        if "jax" in names:
+            run("jax", everything)
+        numeric = NumericPlan(selection=everything, plan={}, projections=[], failed_leaves=[False] * len(prep.x0),
+                              warnings=[])
+        total = total_elements(prep)
+        sympy_next = "sympy" in names and (explicit or (total <= SYMPY_AUTO_LIMIT and left() >= 2 * sympy_seconds(prep)))
+        # Kept back from the differences: SymPy's share, and a directional test for each exact reference.
+        reserve = min(SYMPY_SAMPLE_SECONDS, SYMPY_BUDGET_SHARE * budget) if sympy_next else 0.0
+        if "numeric" in names:
+            numeric = plan_numeric(prep, refs, statuses, max(left() - reserve, 0.0), max_elements, seed)
+            tests = sum(1 for n in refs if n not in numeric.validated) + int(sympy_next)
+            reserve += tests * VET_CALLS * max(prep.t_loss, 2e-5)
+            # With no exact reference beside them, the differences are the verdict: the planned
+            # minimum (a sample, after projections sized to the budget) runs whatever the clock says.
+            judge_alone = not any(r.exact for r in refs.values())
+            from .progress import stage
 
-        with stage(progress, "finite differences", numeric.plan["numeric_elements"]) as tick:
-            run("numeric", numeric.selection, batched=numeric.batched,
-                deadline=None if judge_alone else deadline - reserve, progress=tick)
-        not_afforded += numeric.plan.pop("not_afforded", [])
-        done = statuses["numeric"].elements if statuses["numeric"].ran else 0
-        if done == 0 and "numeric" in refs and total:
-            _set_aside(refs, statuses, "numeric", " ".join(refs["numeric"].notes) or "no element could be differenced")
-        if done < numeric.plan["numeric_elements"]:
-            not_afforded.append(f"finite differences on {numeric.plan['numeric_elements'] - done} of the "
-                                f"{numeric.plan['numeric_elements']} planned elements (6 calls of your loss each)")
-    if "sympy" in names and not explicit and total > SYMPY_AUTO_LIMIT:
-        statuses["sympy"] = ReferenceStatus(
-            name="sympy", ran=False, reason=f"{total} parameters is more than the {SYMPY_AUTO_LIMIT} that auto gives "
-            f"SymPy; ask for it with against=('sympy', ...) to sample a few elements symbolically")
-    elif "sympy" in names and not explicit and left() < sympy_seconds(prep):
-        statuses["sympy"] = ReferenceStatus(name="sympy", ran=False, reason=f"not affordable: SymPy needs about "
-                                            f"{sympy_seconds(prep):.2g} s and the time budget (budget={budget:g} s) "
-                                            f"had {left():.2g} s left")
-        not_afforded.append("the SymPy reference")
-    elif "sympy" in names:
-        run("sympy", numeric.selection)
-    vetted = vet(prep.objective, prep.x0, prep.loss_value, refs, statuses, prep.names, seed,
-                 skip=numeric.validated, deadline=deadline, call_seconds=prep.t_loss, not_afforded=not_afforded)
-    ordered = [statuses[n] for n in names if n in statuses]
-    if not refs:
-        raise ReferenceUnavailable("no reference could run: " + "; ".join(f"{s.name}: {s.reason}" for s in ordered))
-    results, warnings = compare_all(prep, list(refs.values()), rtol, atol)
-    results = _projection_failures(results, numeric.failed_leaves, numeric.projections)
-    plan = dict(numeric.plan)
-    if numeric.projections:
-        plan["projections"] = [p.to_dict() for p in numeric.projections]
-    plan["elements"] = total
-    if not_afforded:
-        plan["not_afforded"] = not_afforded
-    plan["seconds"] = round(time.perf_counter() - started, 4)
-    warnings = prep.warnings + numeric.warnings + vetted + warnings + [
-        f"{s.name} reference skipped: {s.reason}" for s in ordered if not s.ran]
-    # SymPy's formulas are worked out when read: keep its mapping as it is.
-    formulas = ChainMap(*(r.formulas for r in refs.values() if r.formulas))
-    if not all(p.passed for p in results):  # the line where each failing gradient goes wrong; never raises
-        from .blame import attach_blame
+            with stage(progress, "finite differences", numeric.plan["numeric_elements"]) as tick:
+                run("numeric", numeric.selection, batched=numeric.batched,
+                    deadline=None if judge_alone else deadline - reserve, progress=tick)
+            not_afforded += numeric.plan.pop("not_afforded", [])
+            done = statuses["numeric"].elements if statuses["numeric"].ran else 0
+            if done == 0 and "numeric" in refs and total:
+                _set_aside(refs, statuses, "numeric", " ".join(refs["numeric"].notes) or "no element could be differenced")
+            if done < numeric.plan["numeric_elements"]:
+                not_afforded.append(f"finite differences on {numeric.plan['numeric_elements'] - done} of the "
+                                    f"{numeric.plan['numeric_elements']} planned elements (6 calls of your loss each)")
+        if "sympy" in names and not explicit and total > SYMPY_AUTO_LIMIT:
+            statuses["sympy"] = ReferenceStatus(
+                name="sympy", ran=False, reason=f"{total} parameters is more than the {SYMPY_AUTO_LIMIT} that auto gives "
+                f"SymPy; ask for it with against=('sympy', ...) to sample a few elements symbolically")
+        elif "sympy" in names and not explicit and left() < sympy_seconds(prep):
+            statuses["sympy"] = ReferenceStatus(name="sympy", ran=False, reason=f"not affordable: SymPy needs about "
+                                                f"{sympy_seconds(prep):.2g} s and the time budget (budget={budget:g} s) "
+                                                f"had {left():.2g} s left")
+            not_afforded.append("the SymPy reference")
+        elif "sympy" in names:
+            run("sympy", numeric.selection)
+        vetted = vet(prep.objective, prep.x0, prep.loss_value, refs, statuses, prep.names, seed,
+                     skip=numeric.validated, deadline=deadline, call_seconds=prep.t_loss, not_afforded=not_afforded)
+        ordered = [statuses[n] for n in names if n in statuses]
+        if not refs:
+            raise ReferenceUnavailable("no reference could run: " + "; ".join(f"{s.name}: {s.reason}" for s in ordered))
+        results, warnings = compare_all(prep, list(refs.values()), rtol, atol)
+        results = _projection_failures(results, numeric.failed_leaves, numeric.projections)
+        plan = dict(numeric.plan)
+        if numeric.projections:
+            plan["projections"] = [p.to_dict() for p in numeric.projections]
+        plan["elements"] = total
+        if not_afforded:
+            plan["not_afforded"] = not_afforded
+        plan["seconds"] = round(time.perf_counter() - started, 4)
+        warnings = prep.warnings + numeric.warnings + vetted + warnings + [
+            f"{s.name} reference skipped: {s.reason}" for s in ordered if not s.ran]
+        # SymPy's formulas are worked out when read: keep its mapping as it is.
+        formulas = ChainMap(*(r.formulas for r in refs.values() if r.formulas))
+        if not all(p.passed for p in results):  # the line where each failing gradient goes wrong; never raises
+            from .blame import attach_blame
 
-        results = attach_blame(results, prep, grad, value_and_grad, budget=budget)
-    return Report(parameters=tuple(results), references=tuple(ordered), warnings=tuple(warnings),
-                  loss_value=prep.loss_value, seed=seed, plan=plan, formulas=formulas, title=title)
+            results = attach_blame(results, prep, grad, value_and_grad, budget=budget)
+        return Report(parameters=tuple(results), references=tuple(ordered), warnings=tuple(warnings),
+                      loss_value=prep.loss_value, seed=seed, plan=plan, formulas=formulas, title=title)
 
 
 #: Seconds importing SymPy takes, paid by the first check that uses it in a process.

@@ -58,9 +58,9 @@ def test_a_slow_loss_with_a_planted_bug_is_still_caught_within_the_budget():
         return {"w": 2 * grad(p, X, y)["w"]}
 
     gradcheck.check(loss, grad, params, args, against=("jax",))
-    report, seconds = timed(loss, doubled, params, args, budget=1.5)
+    report, seconds = timed(loss, doubled, params, args, budget=2.5)
     assert not report.passed and report["w"].diagnosis == "scaled" and report["w"].factor == 2.0, str(report)
-    assert seconds <= 1.1 * 1.5 + 0.1
+    assert seconds <= 1.1 * 2.5 + 0.1
 
 
 def test_differences_alone_still_give_a_verdict_on_a_tiny_budget():

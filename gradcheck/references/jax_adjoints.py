@@ -17,9 +17,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from .jax_ref import jax, jnp  # jax_ref imports jax leaving numpy's global random state as it was
 
 from ..capture import substituting
 from ..retrace import rebind_guarded

@@ -30,11 +30,15 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ..errors import ReferenceUnavailable
+_RANDOM_STATE = np.random.get_state()  # importing jax draws from numpy's global generator: put it back
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+np.random.set_state(_RANDOM_STATE)
+
+from ..errors import ReferenceUnavailable  # noqa: E402
 from ..model import ReferenceGradient
 from . import unavailable
 from ..objective import Objective
