@@ -122,6 +122,11 @@ class _Missing:
 
 
 _MISSING = object()
+#: Error texts of an index, slice bound or length computed from a parameter-dependent value.
+INDEX_ERRORS = ("Slice entries must be static", "indices must be integers", "cannot be interpreted as an integer")
+INDEX_REWRITE = ("an index, slice bound or length is computed from a value that depends on the parameters "
+                 "(int(...) of it, or the value itself); a derivative cannot follow it: take it from the data "
+                 "(len(y), X.shape[0]) or compute it with np.where / a mask")
 #: The way out when a scalar conversion of a traced value could not be followed.
 SCALAR_REWRITE = ("float(x), int(x) and x.item() on the loss's value are followed only in functions whose source "
                   "file can be read (not in exec'd strings); there, return the value itself "

@@ -259,3 +259,21 @@ def test_control_flow_runs_under_jax_and_fails_fast_under_sympy():
     assert not sympy_status.ran
     assert "test_rerun_idioms.py" in sympy_status.reason and "if v > 0" in sympy_status.reason
     assert "np.where" in sympy_status.reason
+
+
+def int_as_a_slice_bound(p, X, y):
+    n = int(np.sum(np.abs(p["w"])) * 3)        # a length computed from the parameters
+    return float(np.sum(p["w"][:n] ** 2) + p["b"])
+
+
+def test_an_index_from_the_parameters_fails_fast_naming_line_and_rewrite():
+    grad = lambda p, X, y: {"w": 2 * p["w"] * (np.arange(3) < 1), "b": 1.0}   # n = int(0.6 * 3) = 1
+    gradcheck.check(int_as_a_slice_bound, grad, W0, args=(X, Y))
+    start = time.perf_counter()
+    report = gradcheck.check(int_as_a_slice_bound, grad, W0, args=(X, Y))
+    assert time.perf_counter() - start < 1.0
+    assert report.passed and ran(report) == {"numeric"}, why(report)
+    for status in report.references:
+        if not status.ran:
+            assert "return float(np.sum(p[\"w\"][:n] ** 2)" in status.reason, status.reason
+            assert "take it from the data" in status.reason and "test_rerun_idioms.py:" in status.reason

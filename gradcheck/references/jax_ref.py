@@ -42,7 +42,7 @@ from ..errors import ReferenceUnavailable  # noqa: E402
 from ..model import ReferenceGradient
 from . import unavailable
 from ..objective import Objective
-from ..retrace import SCALAR_REWRITE, SeededRandom, UnseededDraw, rebind_guarded, user_location
+from ..retrace import INDEX_ERRORS, INDEX_REWRITE, SCALAR_REWRITE, SeededRandom, UnseededDraw, rebind_guarded, user_location
 from ..tree import map_data, unflatten
 
 EPS = float(np.finfo(np.float64).eps)
@@ -264,6 +264,8 @@ def _explain(exc: BaseException) -> str:
     if isinstance(exc, jax.errors.TracerArrayConversionError):
         return (f"a parameter-dependent value is passed to plain numpy{at} (np.asarray, a numpy function that "
                 f"could not be swapped for jax.numpy, or a library written in numpy)")
+    if isinstance(exc, (IndexError, TypeError)) and any(e in text for e in INDEX_ERRORS):
+        return f"{INDEX_REWRITE}{at}: {text}"
     return f"the loss raised {type(exc).__name__} under JAX{at}: {text}"
 
 

@@ -51,7 +51,7 @@ from ..errors import ReferenceUnavailable
 from ..model import ReferenceGradient
 from . import unavailable
 from ..objective import Objective
-from ..retrace import SCALAR_REWRITE, UnseededDraw, rebind, user_location
+from ..retrace import INDEX_ERRORS, INDEX_REWRITE, SCALAR_REWRITE, UnseededDraw, rebind, user_location
 from ..tree import leaf_names, map_data, unflatten
 
 #: Extra working digits beyond the requested ones: data and constants carry these.
@@ -392,6 +392,8 @@ def _explain(exc: BaseException) -> str:
     if isinstance(exc, TypeError) and ("loop of ufunc does not support" in text or "has no callable" in text):
         return (f"a numpy function was called on symbolic values without being swapped for its symbolic "
                 f"counterpart{at} (a numpy call reached through an object or a library): {text}")
+    if isinstance(exc, (IndexError, TypeError)) and any(e in text for e in INDEX_ERRORS):
+        return f"{INDEX_REWRITE}{at}: {text}"
     return f"the loss raised {type(exc).__name__} under SymPy{at}: {text}"
 
 
