@@ -338,7 +338,7 @@ def test_the_line_fits_the_terminal_and_a_line_can_be_used_twice(monkeypatch) ->
 
 def test_the_readmes_first_screen_is_what_the_cli_prints(capsys) -> None:
     text = README.read_text(encoding="utf-8")
-    excerpt = re.search(r"```text\n\$ check-gradients (example \S+)\n(.*?)\n\$ echo \$\?\n(\d+)\n```", text, re.S)
+    excerpt = re.search(r"```console\n\$ check-gradients (example \S+)\n(.*?)\n\$ echo \$\?\n(\d+)\n```", text, re.S)
     assert excerpt, "the README's first screen shows a check-gradients run and its exit status"
     command, shown, status = excerpt.groups()
     assert main(command.split() + ["--no-progress"]) == int(status) == 1
