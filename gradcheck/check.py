@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .compare import Combined, compare_leaf, default_tolerances
-from .consensus import vet
+from .consensus import set_aside, vet
 from .diagnose import diagnose, diagnose_shape
 from .errors import (GradientMismatch, InvalidCase, NondeterministicGradient, NondeterministicLoss,
                      ReferenceUnavailable, UserCodeError)
@@ -545,8 +545,7 @@ def plan_numeric(prep: Prepared, refs: dict, statuses: dict, budget: float, max_
         else:
             out.warnings.append("the jax gradient failed its finite-difference projections; it was set aside and "
                                 "the check fell back to projections and localisation")
-            refs.pop("jax")
-            statuses["jax"] = replace(statuses["jax"], ran=False, reason="disagrees with finite differences")
+            set_aside(refs, statuses, "jax", "disagrees with finite differences")
             batched = None  # the same re-run of the loss: not to be trusted either
     if total > affordable and "jax" not in refs:
         # Each projection is 4 calls of the loss: as many as half of the budget pays for.
@@ -629,7 +628,7 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
             not_afforded += numeric.plan.pop("not_afforded", [])
             done = statuses["numeric"].elements if statuses["numeric"].ran else 0
             if done == 0 and "numeric" in refs and total:
-                _set_aside(refs, statuses, "numeric", " ".join(refs["numeric"].notes) or "no element could be differenced")
+                set_aside(refs, statuses, "numeric", " ".join(refs["numeric"].notes) or "no element could be differenced")
             if done < numeric.plan["numeric_elements"]:
                 not_afforded.append(f"finite differences on {numeric.plan['numeric_elements'] - done} of the "
                                     f"{numeric.plan['numeric_elements']} planned elements (6 calls of your loss each)")
@@ -685,12 +684,6 @@ def sympy_seconds(prep: Prepared) -> float:
 def total_elements(prep: Prepared) -> int:
     """How many scalars the parameters hold."""
     return int(sum(x.size for x in prep.x0))
-
-
-def _set_aside(refs: dict, statuses: dict, name: str, reason: str) -> None:
-    """Drop a reference from the judging ones, its status saying why."""
-    refs.pop(name, None)
-    statuses[name] = replace(statuses[name], ran=False, reason=reason)
 
 
 def _projection_failures(results: list, failed_leaves: list, projections: list) -> list:

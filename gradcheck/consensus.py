@@ -117,12 +117,12 @@ def vet(objective: Objective, x0: list, f0: float, refs: dict, statuses: dict, n
         if not affordable(f"a directional test of the {name} gradient against finite differences (6 calls of "
                           f"your loss)"):
             if not agrees_elementwise(ref, numeric):
-                _drop(refs, statuses, name, "not validated within the time budget: no directional test was "
+                set_aside(refs, statuses, name, "not validated within the time budget: no directional test was "
                       "affordable, and no finite-difference element confirmed it")
             continue
         t = direction_test(objective, x0, f0, ref, direction(x0, masks, steps, rng), "a random direction")
         if t.failed:
-            _drop(refs, statuses, name, f"its gradient disagrees with finite differences of your loss along a random "
+            set_aside(refs, statuses, name, f"its gradient disagrees with finite differences of your loss along a random "
                   f"direction ({t.theirs:.6g} vs {t.numeric:.6g}): the re-run does not compute your loss's "
                   f"gradient (does the loss read state, such as a global set from the parameters, that the "
                   f"re-run cannot follow?)")
@@ -146,7 +146,7 @@ def agrees_elementwise(ref: ReferenceGradient, numeric: ReferenceGradient | None
     return seen
 
 
-def _drop(refs: dict, statuses: dict, name: str, reason: str) -> None:
+def set_aside(refs: dict, statuses: dict, name: str, reason: str) -> None:
     """Take `name` out of the judging references; its status says why."""
     refs.pop(name, None)
     statuses[name] = replace(statuses[name], ran=False, reason=reason) if name in statuses else \
