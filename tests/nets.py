@@ -474,3 +474,20 @@ def batchnorm_layer_backward(dout, cache, bug=None):
         dxhat = dout * gamma
     dx = inv_std / N * (N * dxhat - dxhat.sum(axis=0) - xhat * np.sum(dxhat * xhat, axis=0))
     return dx, dgamma, (None if bug == "stub" else dbeta)
+
+
+# --------------------------------------------------------------------------------------------
+# A small element beside large ones in one leaf: a step scaled to the leaf is far too long for it.
+# --------------------------------------------------------------------------------------------
+
+W_MIXED = np.array([1e-8, 1e4, 1e4, -1e4, 2e4, 1e4])
+
+
+def mixed_loss(w):
+    return np.sin(1e8 * w[0]) + 1e-8 * np.sum(w[1:] ** 2)
+
+
+def mixed_grad(w):
+    g = 2e-8 * w
+    g[0] = 1e8 * np.cos(1e8 * w[0])
+    return g

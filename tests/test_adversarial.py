@@ -27,6 +27,8 @@ from gradcheck.errors import (GradcheckError, InvalidCase, NondeterministicGradi
                               UserCodeError)
 from gradcheck.tree import flatten, is_dataclass_instance, unflatten
 
+from nets import W_MIXED, mixed_grad, mixed_loss  # a small element beside large ones
+
 # The hostile inputs' own warnings (np.matrix is pending deprecation; one loss warns on purpose).
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning", "ignore:deprecated activation")
 
@@ -260,17 +262,6 @@ def test_nan_at_the_start_point():
 # 2. Scales: mixed within one leaf, a large constant offset, large logits, saturated float32
 # ---------------------------------------------------------------------------------------------
 
-W_MIXED = np.array([1e-8, 1e4, 1e4, -1e4, 2e4, 1e4])
-
-
-def mixed_loss(w):
-    return np.sin(1e8 * w[0]) + 1e-8 * np.sum(w[1:] ** 2)
-
-
-def mixed_grad(w):
-    g = 2e-8 * w
-    g[0] = 1e8 * np.cos(1e8 * w[0])
-    return g
 
 
 @pytest.mark.parametrize("against", ["auto", "numeric"])
