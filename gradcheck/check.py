@@ -158,6 +158,8 @@ def prepare(loss: Callable | None, grad: Callable | None, params: Any, args: Seq
 
         def grad(p: Any, *a: Any, **kw: Any) -> Any:
             return _pair(vag(p, *a, **kw))[1]
+
+        loss.gradcheck_part_of = grad.gradcheck_part_of = vag  # type: ignore[attr-defined]
     for fn, what in ((loss, "loss"), (grad, "grad")):
         if not callable(fn):
             raise InvalidCase(f"{what} must be a function {what}(params, *args), got {type(fn).__name__}.")

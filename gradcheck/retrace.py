@@ -143,6 +143,8 @@ class _Items:
 
     def __init__(self, value: Any) -> None:
         self.items = list(_item_pairs(value))
+        # The values of its arrays, to tell an equal array put in their place since.
+        self.arrays = {k: v.copy() for k, v in self.items if isinstance(v, np.ndarray) and v.dtype.kind in "biufc"}
 
     def same(self, value: Any) -> bool:
         now = list(_item_pairs(value))
@@ -163,19 +165,26 @@ def _equal_number(a: Any, b: Any) -> bool:
     return type(a) is type(b) and type(a) in _NUMBERS and a == b
 
 
+def _equal_array(current: Any, copy: np.ndarray) -> bool:
+    return (type(current) is np.ndarray and current.dtype == copy.dtype and current.shape == copy.shape
+            and np.array_equal(current, copy, equal_nan=copy.dtype.kind in "fc"))
+
+
 def _equal_state(current: Any, value: Any, copy: Any) -> bool:
     """Whether `current`, another object than the `value` the copies were built from, holds the
     same thing: an equal Python number, an equal array of the same dtype, or a list or dict of
-    the same items (each the same object or an equal number)."""
+    the same items (each the same object, an equal number or an equal array: a net's
+    `self.params = params`, set back to the caller's parameters after each check)."""
     if _equal_number(current, value):
         return True
     if isinstance(copy, np.ndarray):
-        return (type(current) is np.ndarray and current.dtype == copy.dtype and current.shape == copy.shape
-                and np.array_equal(current, copy, equal_nan=copy.dtype.kind in "fc"))
+        return _equal_array(current, copy)
     if isinstance(copy, _Items) and type(current) is type(value):
         now = list(_item_pairs(current))
         return len(now) == len(copy.items) and all(
-            k1 == k2 and (v1 is v2 or _equal_number(v1, v2)) for (k1, v1), (k2, v2) in zip(now, copy.items))
+            k1 == k2 and (v1 is v2 or _equal_number(v1, v2)
+                          or (k2 in copy.arrays and _equal_array(v1, copy.arrays[k2])))
+            for (k1, v1), (k2, v2) in zip(now, copy.items))
     return False
 
 

@@ -76,10 +76,41 @@ def evaluation(point: dict | None = None, dps: int = 50, evaluate: Callable | No
     state = Evaluation(dps=dps, point=point, evaluate=evaluate)
     token = _EVALUATION.set(state)
     try:
-        with mpmath.workdps(dps):  # numbers are mpmath mpf: arithmetic rounds at dps digits
+        with mpmath.workdps(dps), _quiet_conversions():  # mpf arithmetic rounds at dps digits
             yield state
     finally:
         _EVALUATION.reset(token)
+
+
+def _refuse_symbolic(fallback: Callable) -> Callable:
+    """mpmath's conversion of unknown operands, refusing SymPy values without printing them."""
+
+    def convert(x: Any, strings: Any) -> Any:
+        if isinstance(x, sympy.Basic):
+            raise TypeError("cannot create mpf from a SymPy expression")
+        return fallback(x, strings)
+
+    return convert
+
+
+@contextlib.contextmanager
+def _quiet_conversions() -> Iterator[None]:
+    """`mpf * expr`, while the evaluation lasts, without mpmath formatting expr into a message.
+
+    mpmath tries to convert the SymPy operand, fails, and builds its TypeError from repr(expr)
+    before Python hands the product to SymPy: printing a network's expression cost seconds.
+    mpmath's context is global (as its working precision is), so the hook is undone on exit.
+    """
+    ctx = mpmath.mp
+    before = vars(ctx).get("_convert_fallback")
+    ctx._convert_fallback = _refuse_symbolic(type(ctx)._convert_fallback.__get__(ctx))
+    try:
+        yield
+    finally:
+        if before is None:
+            vars(ctx).pop("_convert_fallback", None)
+        else:
+            ctx._convert_fallback = before
 
 
 # --- lifting numbers and arrays -------------------------------------------------------------
