@@ -330,6 +330,8 @@ def _union(a: list, b: list) -> list:
 #: Share of the budget element-wise finite differences may spend on every element: small when
 #: an exact reference (JAX) already compares every element, larger when differences are the reference.
 EXHAUSTIVE_SHARE = {True: 0.1, False: 0.4}
+#: Seconds the element-wise sample beside a validated JAX gradient may take (2 per leaf at least).
+VALIDATION_SECONDS = 0.1
 #: Element-wise differences expected to take longer than this (seconds) are worth compiling a
 #: batched loss for; a batch call costs at least this fraction of a numpy loss call per row.
 BATCH_WORTH = 0.5
@@ -540,7 +542,10 @@ def plan_numeric(prep: Prepared, refs: dict, statuses: dict, budget: float, max_
                 f"{8 * call:.2g} s)")
         if all(p.ok for p in out.projections):
             # At least 2 per leaf: the time budget (the differences' deadline) cuts a costly loss short.
-            per_leaf = max(2, min(8, affordable // (3 * len(prep.x0))))
+            # The sample confirms a validated gradient element-wise: a learner waits for it, so it
+            # costs at most VALIDATION_SECONDS beyond those two.
+            quick = int(VALIDATION_SECONDS / (element_seconds(prep, batched) * len(prep.x0)))
+            per_leaf = max(2, min(8, affordable // (3 * len(prep.x0)), quick))
             sample = _per_leaf_sample([x.size for x in prep.x0], per_leaf, rng)
             out.selection = _union(sample, disagreeing(prep, refs["jax"], per_leaf))
             out.plan["numeric"] = "validation sample (every element compared against jax)"

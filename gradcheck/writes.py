@@ -19,6 +19,10 @@ Scalar conversions are rewritten too: `x.item()`, `float(x)` and `int(x)` give P
 for a numpy value and the value itself for a JAX tracer or a SymPy expression, as they mean to
 a derivative (`return float(np.sum(...))` is the sum). The names `float` and `int` themselves
 (`astype(int)`, `isinstance(v, float)`) are left as they are, and so is `round` (a step).
+
+A call written for its effect on a local array, `np.clip(dparam, -5, 5, out=dparam)`, becomes
+`dparam = into(np.clip, dparam, dparam, -5, 5)`: numpy's in-place call on a numpy array, and
+on a JAX array the call without `out=`, its result bound to the name.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy as np
 SETITEM = "__gradcheck_setitem__"
 SLICE = "__gradcheck_slice__"
 ITEM = "__gradcheck_item__"
+INTO = "__gradcheck_into__"
 #: Python's scalar conversions, called in rewritten code as these names (see `scalar`).
 SCALARS = {"float": "__gradcheck_float__", "int": "__gradcheck_int__"}
 
@@ -69,6 +74,15 @@ def setitem(target: Any, index: Any, value: Any, op: str | None = None) -> Any:
         value = _OPERATORS[op][1](target[index], value)
     target[index] = value
     return target
+
+
+def into(function: Callable, out: Any, *args: Any, **kwargs: Any) -> Any:
+    """`function(*args, out=out, **kwargs)` in rewritten code, returning what `out` then holds:
+    out itself, written in place, when it allows it; else (a JAX array) the result."""
+    if hasattr(out, "at") and not isinstance(out, np.ndarray):  # a JAX array or tracer
+        return function(*args, **kwargs)
+    function(*args, out=out, **kwargs)
+    return out
 
 
 def item(x: Any) -> Any:
@@ -127,7 +141,8 @@ def _is_mask(index: Any, target: Any) -> bool:
 
 def helpers() -> dict[str, Any]:
     """The globals the rewritten code needs."""
-    return {SETITEM: setitem, SLICE: slice, ITEM: item, SCALARS["float"]: to_float, SCALARS["int"]: to_int}
+    return {SETITEM: setitem, SLICE: slice, ITEM: item, INTO: into, SCALARS["float"]: to_float,
+            SCALARS["int"]: to_int}
 
 
 def _writes_into_items(code: types.CodeType) -> bool:
@@ -141,6 +156,12 @@ def _converts_scalars(code: types.CodeType) -> bool:
     """Whether the code (or a function nested in it) may call `.item()`, `float()` or `int()`."""
     return not {"item", *SCALARS}.isdisjoint(code.co_names) or any(
         isinstance(c, types.CodeType) and _converts_scalars(c) for c in code.co_consts)
+
+
+def _writes_out(code: types.CodeType) -> bool:
+    """Whether the code (or a function nested in it) may pass `out=` to a call."""
+    return any(isinstance(c, tuple) and "out" in c for c in code.co_consts) or any(
+        isinstance(c, types.CodeType) and _writes_out(c) for c in code.co_consts)
 
 
 def _load(node: ast.expr) -> ast.expr:
@@ -225,6 +246,21 @@ class _Rewrite(ast.NodeTransformer):
             node.func = ast.copy_location(ast.Name(SCALARS[func.id], ast.Load()), func)
         return node
 
+    def visit_Expr(self, node: ast.Expr) -> ast.stmt:
+        """`f(..., out=name)` as a statement, name a local: `name = into(f, name, ...)`."""
+        self.generic_visit(node)
+        call = node.value
+        if not isinstance(call, ast.Call):
+            return node
+        outs = [k for k in call.keywords if k.arg == "out"]
+        if len(outs) != 1 or not isinstance(outs[0].value, ast.Name) or not self.scopes \
+                or outs[0].value.id not in self.scopes[-1]:
+            return node
+        name = outs[0].value.id
+        keywords = [k for k in call.keywords if k.arg != "out"]
+        value = ast.Call(ast.Name(INTO, ast.Load()), [call.func, ast.Name(name, ast.Load()), *call.args], keywords)
+        return ast.copy_location(ast.Assign([ast.Name(name, ast.Store())], value), node)
+
     def visit_AugAssign(self, node: ast.AugAssign) -> ast.stmt:
         self.generic_visit(node)
         op = type(node.op).__name__
@@ -291,7 +327,8 @@ def _same_bytecode(a: types.CodeType, b: types.CodeType) -> bool:
 def functional_code(code: types.CodeType) -> types.CodeType | None:
     """`code` with assignments into items rewritten (see the module docstring), or None when
     there are none, the source cannot be read or does not match, or it is not a plain def."""
-    if not (_writes_into_items(code) or _converts_scalars(code)) or "__class__" in code.co_freevars \
+    if not (_writes_into_items(code) or _converts_scalars(code) or _writes_out(code)) \
+            or "__class__" in code.co_freevars \
             or code.co_name == "<lambda>":
         return None
     try:

@@ -915,16 +915,12 @@ MINCHAR_ARGS = ([0, 1, 2], [1, 2, 1], 0.1 * RNN_P_RS.randn(hidden_size, 1))
 add(name="minchar_rnn_clip", style="Karpathy min-char-rnn lossFun: dicts of steps, dy[targets[t]] -= 1, np.clip(out=)",
     bug="gradients clipped at 0.9 inside the backward pass (a bound that bites; 5 never does here)",
     params=MINCHAR_PARAMS, args=MINCHAR_ARGS, value_and_grad=True, grad=minchar_value_and_grad,
-    references=frozenset({"numeric", "sympy"}),
-    reason="jax: np.clip(dparam, -5, 5, out=dparam) clips in place, and jax.numpy.clip has no out= argument",
     buggy=lambda p, *a: minchar_value_and_grad(p, *a, clip=0.9),
     expect=every(["Wxh", "Whh", "Why", "bh", "by"], "clipped"))   # each has two or more entries beyond 0.9
 
 add(name="minchar_rnn_no_dhnext", style="Karpathy min-char-rnn lossFun, backprop through time",
     bug="dhnext (the gradient from the next time step) left out of dh",
     params=MINCHAR_PARAMS, args=MINCHAR_ARGS, value_and_grad=True, grad=minchar_value_and_grad,
-    references=frozenset({"numeric", "sympy"}),
-    reason="jax: np.clip(dparam, -5, 5, out=dparam) clips in place, and jax.numpy.clip has no out= argument",
     buggy=lambda p, *a: minchar_value_and_grad(p, *a, bug="no_dhnext"), expect=every(["Wxh", "Whh", "bh"], "wrong"))
 
 

@@ -98,6 +98,25 @@ def raises_on_line(w):
     raise ValueError("from the learner's line")
 
 
+def clips_in_place(w, bound=5.0):
+    """min-char-rnn's habit: the gradients clipped in place, for their effect, inside the loss."""
+    hidden = np.tanh(w[:6].reshape(2, 3))
+    scaled = hidden * 3.0
+    np.clip(scaled, -bound, bound, out=scaled)
+    total = np.zeros(1)
+    np.add(total, np.sum(scaled ** 2), out=total)
+    for piece in [scaled]:
+        np.clip(piece, -bound, bound, out=piece)   # a loop variable: rebound, the list unchanged
+    return float(total[0]) + np.sum(w[6:] ** 2)
+
+
+def clips_into_another_array(w):
+    hidden = np.tanh(w[:6])
+    kept = np.empty(6)
+    np.clip(hidden, -0.5, 0.5, out=kept)   # out= another array: rewritten the same way
+    return np.sum(kept ** 2) + np.sum(hidden)
+
+
 W = np.linspace(-1.0, 1.0, 12) * 0.7
 
 
@@ -113,6 +132,38 @@ def test_rewritten_code_computes_the_same_on_numpy_and_jax(fn):
     assert float(jax_copy(jnp.asarray(W))) == pytest.approx(expected, rel=1e-6)
     with pytest.raises(TypeError):  # without the rewrite, JAX refuses the first write
         rebind(fn, jnp)(jnp.asarray(W))
+
+
+@pytest.mark.parametrize("bound", [5.0, 1.5])
+def test_out_arguments_write_in_place_on_numpy_and_bind_the_result_on_jax(bound):
+    expected = clips_in_place(W.copy(), bound)
+    jax_copy = rebind(clips_in_place, jnp, functional_writes=True)
+    assert float(jax_copy(jnp.asarray(W), bound)) == pytest.approx(expected, rel=1e-6)
+    assert rebind(clips_in_place, np, functional_writes=True)(W.copy(), bound) == pytest.approx(expected, rel=1e-15)
+    assert float(rebind(clips_into_another_array, jnp, functional_writes=True)(jnp.asarray(W))) == \
+        pytest.approx(clips_into_another_array(W), rel=1e-6)
+    with pytest.raises(TypeError):  # jax.numpy takes no out=: without the rewrite JAX stops at the clip
+        rebind(clips_in_place, jnp)(jnp.asarray(W), bound)
+
+
+def test_a_loss_that_clips_in_place_is_checked_three_ways():
+    def grad(w):
+        g = np.zeros_like(w)
+        h = np.tanh(w[:6])
+        s = np.clip(3.0 * h, -1.5, 1.5)
+        g[:6] = 2 * s * 3.0 * (np.abs(3.0 * h) < 1.5) * (1 - h ** 2)
+        g[6:] = 2 * w[6:]
+        return g
+
+    def wrong(w):
+        return -grad(w)
+
+    kwargs = dict(loss=lambda w: clips_in_place(w, 1.5), params=W.copy())
+    report = gradcheck.check(grad=grad, **kwargs)
+    assert report.passed, str(report)
+    assert {r.name for r in report.references if r.ran} == {"numeric", "jax", "sympy"}, str(report)
+    bad = gradcheck.check(grad=wrong, **kwargs)
+    assert not bad.passed and bad.parameters[0].diagnosis == "sign_flipped", str(bad)
 
 
 def test_only_local_names_are_rewritten():
