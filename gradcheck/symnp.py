@@ -612,10 +612,14 @@ for _name in sorted(set(_ELEMENTWISE)):
         globals()[_name] = _elementwise(_name)
 
 
-def clip(a: Any, a_min: Any = None, a_max: Any = None, **kwargs: Any) -> Any:
-    """Elementwise Min(Max(a, a_min), a_max); either bound may be None."""
-    return _wrap(np.frompyfunc(_clip, 3, 1)(_operand(_sym(a)), _operand(a_min) if a_min is not None else None,
-                                            _operand(a_max) if a_max is not None else None))
+def clip(a: Any, a_min: Any = None, a_max: Any = None, out: Any = None, **kwargs: Any) -> Any:
+    """Elementwise Min(Max(a, a_min), a_max); either bound may be None; into `out` if given."""
+    result = np.frompyfunc(_clip, 3, 1)(_operand(_sym(a)), _operand(a_min) if a_min is not None else None,
+                                        _operand(a_max) if a_max is not None else None)
+    if out is None:
+        return _wrap(result)
+    (out.view(np.ndarray) if isinstance(out, SymArray) else out)[...] = result
+    return out
 
 
 def where(condition: Any, x: Any = None, y: Any = None) -> Any:
