@@ -10,10 +10,20 @@ arrays come back bitwise unchanged.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+#: The golden facts, kept with the tests (tests/golden/README.md says where they come from).
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def mazur_golden() -> dict:
+    """Matt Mazur's set-up and printed numbers, with what does and does not reproduce."""
+    return json.loads((GOLDEN / "mazur.json").read_text())
 
 
 @dataclass

@@ -1,32 +1,26 @@
 """Golden test: Matt Mazur's "A Step by Step Backpropagation Example", replayed number by number.
 
-The printed numbers and what they follow from are in shared/golden/mazur.json, beside the
-repository. Rows 1-29 follow from correct backprop and are asserted to half a unit in their last
-printed digit (the back-solved row dEo2_dout_h1 to 1.5e-9, as the file says). The last four do
-not: they come from the post's script before its fix, which computed the hidden deltas with the
+The printed numbers and what they follow from are in tests/golden/mazur.json. Rows 1-29
+follow from correct backprop and are asserted to half a unit in their last printed digit (the
+back-solved row dEo2_dout_h1 to 1.5e-9, as the file says). The last four do not: they come
+from the post's script before its fix, which computed the hidden deltas with the
 already-updated output weights; that stale-weight variant must fail `check` on w1..w4 only.
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 
 import gradcheck
 
 import nets
-from nets import MAZUR_INPUTS, MAZUR_PARAMS, MAZUR_TARGETS, mazur_backward, mazur_grad, mazur_grad_stale, mazur_train
+from nets import (MAZUR_INPUTS, MAZUR_PARAMS, MAZUR_TARGETS, mazur_backward, mazur_golden, mazur_grad,
+                  mazur_grad_stale, mazur_train)
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "mazur.json"
 #: Tolerance of the one printed value that was back-solved from rounded numbers (see the file).
 BACK_SOLVED = {"dEo2_dout_h1": 1.5e-9}
 
-if not GOLDEN.exists():  # pragma: no cover - the golden file sits beside the repository
-    pytest.skip(f"golden file {GOLDEN.name} not found beside the repository", allow_module_level=True)
-
-DATA = json.loads(GOLDEN.read_text())
+DATA = mazur_golden()
 ROWS = DATA["printed"]
 BY_NAME = {row["name"]: row for row in ROWS}
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import importlib
-import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +13,8 @@ import pytest
 from gradcheck.errors import ReferenceUnavailable
 from gradcheck.objective import Objective
 from gradcheck.tree import flatten, validate_leaf
+
+from nets import mazur_golden
 
 pytest.importorskip("jax")
 pytest.importorskip("sympy")
@@ -34,7 +34,6 @@ class _Lazy:
 jax_ref = _Lazy("gradcheck.references.jax_ref")
 sympy_ref = _Lazy("gradcheck.references.sympy_ref")
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "mazur.json"
 
 
 def objective(loss, params, *args, **kwargs) -> Objective:
@@ -253,9 +252,7 @@ def mazur_loss(p, i, t):
 
 @pytest.fixture(scope="module")
 def mazur():
-    if not GOLDEN.exists():
-        pytest.skip(f"golden data not found at {GOLDEN}")
-    golden = json.loads(GOLDEN.read_text())
+    golden = mazur_golden()
     setup = golden["setup"]
     params = {**setup["weights"], **setup["biases"]}
     inputs = np.array([setup["inputs"]["i1"], setup["inputs"]["i2"]])
