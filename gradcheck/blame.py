@@ -43,7 +43,7 @@ from .tree import flatten, flatten_like, unflatten, validate_leaf
 BLAME_SECONDS = 2.0
 MAX_PARAMS = 200_000
 #: Finite differences on the intermediates (where JAX cannot run) visit at most this many elements.
-FD_ELEMENTS = 600
+FD_ELEMENTS = 5_000
 #: How close a value must be to a known quantity (relative to the quantity's largest entry).
 RTOL = {"exact": 1e-7, "numeric": 1e-5}
 #: Re-runs of statements the search may make.
@@ -68,11 +68,26 @@ class Quantity:
     def norm(self) -> float:
         return float(np.linalg.norm(self.value))
 
+    @functools.cached_property
+    def scale(self) -> float:
+        return float(np.max(np.abs(self.value))) if self.value.size else 0.0
+
+    @functools.cached_property
+    def tol(self) -> float:
+        """How far a value may be from this quantity, per element, and still be it (see close)."""
+        return self.rtol * max(self.scale, 1e-12) + 1e-15
+
     def may_equal(self, a: np.ndarray, norm: float) -> bool:
         """False when a cannot be close to this quantity: | |a| - |q| | <= |a - q| bounds it cheaply."""
-        n = max(self.value.size, 1)
-        scale = float(np.max(np.abs(self.value))) if self.value.size else 0.0
-        return abs(norm - self.norm) <= math.sqrt(n) * (self.rtol * max(scale, 1e-12) + 1e-15) * 1.01
+        return abs(norm - self.norm) <= math.sqrt(max(self.value.size, 1)) * self.tol * 1.01
+
+    def holds(self, value: Any) -> bool:
+        """close(value, self.value, self.rtol), with this quantity's tolerance worked out once."""
+        a = _array(value)
+        if a.dtype.kind not in "fc" or not (a.shape == self.value.shape or a.size == self.value.size == 1):
+            return False
+        with np.errstate(all="ignore"):
+            return bool(np.all(np.abs(a.reshape(self.value.shape) - self.value) <= self.tol))
 
 
 @dataclass(frozen=True)
@@ -115,31 +130,94 @@ def close(value: Any, target: np.ndarray, rtol: float = RTOL["exact"]) -> bool:
         return bool(np.all(np.abs(a - b) <= rtol * max(scale, 1e-12) + 1e-15))
 
 
+def _shape_key(shape: tuple) -> tuple:
+    """Quantities are compared with values of their shape; single numbers with each other."""
+    return ("number",) if math.prod(shape) == 1 else tuple(shape)
+
+
+class _Group:
+    """The known quantities of one shape as the rows of a matrix, with their norms and tolerances."""
+
+    def __init__(self, qs: list[Quantity]) -> None:
+        self.qs = qs
+        self.rows = np.stack([q.value.reshape(-1) for q in qs])
+        self.norms = np.array([q.norm for q in qs])
+        self.tols = np.array([q.tol for q in qs])
+        self.scales = np.array([q.scale for q in qs])
+        self.rtols = np.array([q.rtol for q in qs])
+        self.squares = np.einsum("ij,ij->i", self.rows, self.rows)
+
+    def first(self, ok: np.ndarray) -> Quantity | None:
+        return self.qs[int(np.argmax(ok))] if ok.any() else None
+
+    def equal(self, flat: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Per row (of `rows`, default all): whether flat is that quantity within its tolerance."""
+        q, tol = (self.rows, self.tols) if rows is None else (self.rows[rows], self.tols[rows])
+        with np.errstate(all="ignore"):
+            return np.all(np.abs(q - flat) <= tol[:, None], axis=1)
+
+
+class Bank:
+    """The known quantities, stacked by shape: a value is compared with all of its shape at once."""
+
+    def __init__(self, quantities: Sequence[Quantity]) -> None:
+        self.quantities = list(quantities)
+        by_shape: dict[tuple, list[Quantity]] = {}
+        for q in self.quantities:
+            by_shape.setdefault(_shape_key(q.value.shape), []).append(q)
+        self.groups = {k: _Group(v) for k, v in by_shape.items()}
+
+    def match(self, value: Any) -> Match | None:
+        """The best description of a value by the known quantities: exact, then sign, transpose, scale."""
+        a = _array(value)
+        if a.dtype.kind not in "fc" or not np.all(np.isfinite(a)) or not np.any(a):
+            return None
+        flat = a.reshape(-1).astype(np.float64, copy=False)
+        group = self.groups.get(_shape_key(a.shape))
+        if group is not None:
+            # the same norm (| |a| - |q| | <= |a - q|) first: exact or sign-flipped
+            rows = np.flatnonzero(np.abs(float(np.linalg.norm(flat)) - group.norms)
+                                  <= math.sqrt(flat.size) * group.tols * 1.01)
+            if rows.size:
+                for sign, pattern in ((1.0, "exact"), (-1.0, "sign")):
+                    ok = group.equal(sign * flat, rows)
+                    if ok.any():
+                        return Match(group.qs[int(rows[np.argmax(ok)])], pattern, sign)
+        if a.ndim == 2 and a.shape[0] > 1 and a.shape[1] > 1:
+            other = self.groups.get(_shape_key(a.shape[::-1]))
+            found = other.first(other.equal(a.T.reshape(-1))) if other is not None else None
+            if found is not None:
+                return Match(found, "transposed")
+        if a.size > 2 and group is not None:
+            return self._scaled(group, flat)
+        return None
+
+    @staticmethod
+    def _scaled(group: _Group, flat: np.ndarray) -> Match | None:
+        """flat = c x a quantity, c neither 0 nor 1 (the tolerance is the scaled quantity's)."""
+        with np.errstate(all="ignore"):
+            c = group.rows @ flat / group.squares
+        tol = group.rtols * np.maximum(np.abs(c) * group.scales, 1e-12) + 1e-15
+        with np.errstate(all="ignore"):
+            ok = np.all(np.abs(flat - c[:, None] * group.rows) <= tol[:, None], axis=1)
+        ok &= (c != 0) & (np.abs(c - 1) > 1e-6)
+        if not ok.any():
+            return None
+        i = int(np.argmax(ok))
+        return Match(group.qs[i], "scale", float(np.round(c[i], 9)))
+
+    def equal_to(self, value: Any) -> set[int]:
+        """The ids of the quantities a value is (exactly, within their tolerance)."""
+        a = _array(value)
+        group = self.groups.get(_shape_key(a.shape)) if a.dtype.kind in "fc" else None
+        if group is None:
+            return set()
+        return {id(q) for q, ok in zip(group.qs, group.equal(a.reshape(-1))) if ok}
+
+
 def match(value: Any, quantities: Sequence[Quantity]) -> Match | None:
     """The best description of a value by the known quantities: exact, then sign, transpose, scale."""
-    a = _array(value)
-    if a.dtype.kind not in "fc" or not np.all(np.isfinite(a)) or not np.any(a):
-        return None
-    same = [q for q in quantities if q.value.shape == a.shape or q.value.size == a.size == 1]
-    norm = float(np.linalg.norm(a))
-    plausible = [q for q in same if q.may_equal(a, norm)]  # the same norm: exact or sign-flipped
-    for q in plausible:
-        if close(a, q.value, q.rtol):
-            return Match(q, "exact")
-    for q in plausible:
-        if close(-a, q.value, q.rtol):
-            return Match(q, "sign", -1.0)
-    if a.ndim == 2 and a.shape[0] > 1 and a.shape[1] > 1:
-        for q in quantities:
-            if q.value.shape == a.shape[::-1] and close(a.T, q.value, q.rtol):
-                return Match(q, "transposed")
-    if a.size > 2:
-        for q in same:
-            qq = float(np.vdot(q.value, q.value))
-            c = float(np.vdot(a.reshape(q.value.shape), q.value)) / qq if qq else 0.0
-            if c and abs(c - 1) > 1e-6 and close(a, c * q.value.reshape(a.shape), q.rtol):
-                return Match(q, "scale", float(np.round(c, 9)))
-    return None
+    return Bank(quantities).match(value)
 
 
 def _derivatives(name: str, v: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
@@ -173,15 +251,29 @@ class Case:
     pair: bool = False
     seconds: float = BLAME_SECONDS
     deadline: float = math.inf  # set when blame starts, after the array libraries are imported
+    use_jax: bool = True    # False: the adjoints by finite differences, and JAX is never imported
+    objective: Any = None   # the check's Objective: the JAX re-run it already built is reused
 
     def params(self) -> Any:
         out = [np.asarray(x).item() if s else np.array(x, copy=True) for x, s in zip(self.leaves, self.scalar)]
         return unflatten(self.treedef, out)
 
     def call_loss(self, params: Any) -> float:
-        value = self.loss(params, *fresh(self.args), **fresh(self.kwargs))
-        return float(np.real(np.asarray(value, dtype=np.complex128 if np.iscomplexobj(value) else np.float64)
-                             ).reshape(-1)[0])
+        return loss_value(self.loss(params, *fresh(self.args), **fresh(self.kwargs)))
+
+    def jax_objective(self) -> Any:
+        if self.objective is None:
+            from .objective import Objective
+
+            self.objective = Objective(self.loss, self.treedef, self.leaves, self.args, self.kwargs,
+                                       scalar_leaves=self.scalar)
+        return self.objective
+
+
+def loss_value(value: Any) -> float:
+    """The loss a function returned, as a float (the real part of a complex one)."""
+    return float(np.real(np.asarray(value, dtype=np.complex128 if np.iscomplexobj(value) else np.float64)
+                         ).reshape(-1)[0])
 
 
 def _intermediates(rec: Recording, leaf_ids: set) -> list[Binding]:
@@ -211,59 +303,105 @@ def _names(bindings: Sequence[Binding]) -> dict[int, str]:
     return out
 
 
-def adjoints(case: Case, forward: list[Binding], leaf_ids: set) -> tuple[list, dict, str, float]:
-    """(dL/dparameters, {binding key: dL/dintermediate}, method, rtol): JAX, else finite differences."""
-    shapes = {b.key: np.shape(b.value) for b in forward}
-    try:
-        from .references.jax_adjoints import intermediate_adjoints
+def adjoints(case: Case, forward: list[Binding], f0: float) -> tuple[list, dict, str, float]:
+    """(dL/dparameters, {binding key: dL/dintermediate}, method, rtol): JAX (if the case allows it and
+    its re-run gives the loss f0 the recorded run gave), else finite differences."""
+    if case.use_jax:
+        shapes = {b.key: np.shape(b.value) for b in forward}
+        try:
+            from .references.jax_adjoints import intermediate_adjoints
 
-        value, grads, adj = intermediate_adjoints(case.loss, case.treedef, [np.asarray(x, float) for x in case.leaves],
-                                                  fresh(case.args), fresh(case.kwargs), shapes)
-        f0 = case.call_loss(case.params())
-        if abs(value - f0) <= 1e-6 * max(1.0, abs(f0)):
-            return grads, adj, "jax", RTOL["exact"]
-    except Exception:  # noqa: BLE001 - JAX cannot run this loss: finite differences instead
-        pass
+            value, grads, adj = intermediate_adjoints(case.jax_objective(), case.leaves, shapes)
+            if abs(value - f0) <= 1e-6 * max(1.0, abs(f0)):
+                return grads, adj, "jax", RTOL["exact"]
+        except Exception:  # noqa: BLE001 - JAX cannot run this loss: finite differences instead
+            pass
     return _numeric_adjoints(case, forward)
 
 
 def _numeric_adjoints(case: Case, forward: list[Binding]) -> tuple[list, dict, str, float]:
-    """Central differences on every element of every intermediate and parameter (small problems)."""
-    total = sum(np.size(b.value) for b in forward) + sum(np.size(x) for x in case.leaves)
+    """Central differences on every element of every parameter and of every intermediate the loss
+    depends on (a probe along one random direction tells: moved, a value the loss ignores leaves
+    it bit for bit the same; the backward values a `(loss, grads)` function binds are such)."""
+    why = "JAX cannot run the loss" if case.use_jax else "without JAX"
+    params = sum(np.size(x) for x in case.leaves)
+    pace = _Pace(case, 2 * len(forward) + 2 * params, why)
+    live = [b for b in forward if _depends(case, b, pace)]
+    total = sum(np.size(b.value) for b in live) + params
     if total > FD_ELEMENTS:
-        raise _NotLocated(f"JAX cannot run the loss, and its {total:,} intermediate and parameter elements are "
-                          f"more than the {FD_ELEMENTS} that finite differences on intermediates visit")
-    adj: dict = {}
-    for b in forward:
-        adj[b.key] = _differences(lambda i, h, b=b: _loss_with(case, b.key, i, h), np.asarray(b.value, float), case)
-    grads = []
-    for k, x in enumerate(case.leaves):
-        grads.append(_differences(lambda i, h, k=k: _loss_moved(case, k, i, h), np.asarray(x, float), case))
+        raise _NotLocated(f"{why}, the adjoints come from finite differences on the intermediates, and its "
+                          f"{total:,} intermediate and parameter elements are more than the {FD_ELEMENTS:,} they visit")
+    pace.calls += 2 * (total - params)
+    grads = [_differences(lambda i, h, k=k: _loss_moved(case, k, i, h), np.asarray(x, float), pace)
+             for k, x in enumerate(case.leaves)]
+    adj = {b.key: _differences(lambda i, h, b=b: _loss_with(case, b.key, _element(i, h)), np.asarray(b.value, float),
+                               pace) for b in live}
     return grads, adj, "finite differences", RTOL["numeric"]
 
 
-def _differences(f: Callable[[int, float], float], x: np.ndarray, case: Case) -> np.ndarray:
-    out = np.empty(x.size)
-    for i, xi in enumerate(x.reshape(-1)):
-        if time.perf_counter() > case.deadline:
-            raise _NotLocated("the time for blame ran out during finite differences on the intermediates")
-        h = 1e-5 * max(1.0, abs(float(xi)))
-        out[i] = (f(i, h) - f(i, -h)) / (2 * h)
-    return out.reshape(x.shape)
+def _depends(case: Case, b: Binding, pace: _Pace) -> bool:
+    """Whether moving this intermediate along a random direction moves the loss at all."""
+    x = np.asarray(b.value, float)
+    direction = np.random.default_rng(b.seq).standard_normal(x.shape)
+    h = 1e-5 * max(1.0, float(np.max(np.abs(x))) if x.size else 1.0)
+    up = _loss_with(case, b.key, lambda v: _plus(v, h * direction))
+    down = _loss_with(case, b.key, lambda v: _plus(v, -h * direction))
+    pace.step(2)
+    return up != down
 
 
-def _loss_with(case: Case, key: tuple, i: int, h: float) -> float:
-    """The loss with element i of one intermediate moved by h right after the line that binds it."""
-    def move(k: tuple, value: Any) -> Any:
-        if k != key:
-            return None
+def _plus(value: Any, delta: np.ndarray) -> Any:
+    """value + delta, as a new float64 array (or a Python number for a number)."""
+    if isinstance(value, np.ndarray):
+        return value.astype(np.float64) + delta
+    return value + float(delta)
+
+
+def _element(i: int, h: float) -> Callable[[Any], Any]:
+    """The change that moves element i of a value by h."""
+    def change(value: Any) -> Any:
         if isinstance(value, np.ndarray):
             value = value.astype(np.float64, copy=True)
             value.reshape(-1)[i] += h
             return value
         return value + h
 
-    with substituting(move):
+    return change
+
+
+class _Pace:
+    """The loss calls finite differences on the intermediates make, against the blame's clock: they
+    stop as soon as what is left clearly cannot fit, not only once the time is up."""
+
+    def __init__(self, case: Case, calls: int, why: str) -> None:
+        self.case, self.calls, self.why = case, calls, why
+        self.done, self.start = 0, time.perf_counter()
+
+    def step(self, calls: int) -> None:
+        now = time.perf_counter()
+        self.done += calls
+        left = self.case.deadline - now
+        per_call = (now - self.start) / self.done
+        if left <= 0 or (self.done >= 8 and per_call * (self.calls - self.done) > 2 * left):
+            need = per_call * self.calls
+            raise _NotLocated(f"{self.why}, the adjoints come from finite differences on the intermediates: "
+                              f"{self.calls:,} calls of the loss, about {need:.2g} s, more than the "
+                              f"{self.case.seconds:.2g} s blame may spend")
+
+
+def _differences(f: Callable[[int, float], float], x: np.ndarray, pace: _Pace) -> np.ndarray:
+    out = np.empty(x.size)
+    for i, xi in enumerate(x.reshape(-1)):
+        h = 1e-5 * max(1.0, abs(float(xi)))
+        out[i] = (f(i, h) - f(i, -h)) / (2 * h)
+        pace.step(2)
+    return out.reshape(x.shape)
+
+
+def _loss_with(case: Case, key: tuple, change: Callable[[Any], Any]) -> float:
+    """The loss with one intermediate changed right after the line that binds it."""
+    with substituting(lambda k, value: change(value) if k == key else None,
+                      only=(key[0], key[1], key[3])):  # only that function's frames and that name
         return case.call_loss(case.params())
 
 
@@ -329,6 +467,7 @@ class _NotLocated(Exception):
 class _Search:
     def __init__(self, rec: Recording, quantities: list[Quantity], deadline: float, param_ids: set) -> None:
         self.rec, self.qs, self.deadline, self.param_ids = rec, quantities, deadline, param_ids
+        self.bank = Bank(quantities)
         self.reruns = 0
         self._matches: dict[int, Match | None] = {}
         self.expected: dict[int, Quantity] = {}  # binding -> what the search found it should hold
@@ -337,7 +476,7 @@ class _Search:
 
     def matched(self, b: Binding) -> Match | None:
         if b.seq not in self._matches:
-            self._matches[b.seq] = match(b.value, self.qs) if is_number(b.value) else None
+            self._matches[b.seq] = self.bank.match(b.value) if is_number(b.value) else None
         return self._matches[b.seq]
 
     def origin(self, b: Binding) -> Binding:
@@ -412,7 +551,7 @@ class _Search:
         key = (id(q), before)
         if key not in self._held:
             shape = q.value.shape
-            self._held[key] = any(is_number(o.value) and np.shape(o.value) == shape and close(o.value, q.value, q.rtol)
+            self._held[key] = any(is_number(o.value) and np.shape(o.value) == shape and q.holds(o.value)
                                   for o in self.rec.bindings[:before])
         return self._held[key]
 
@@ -422,9 +561,10 @@ class _Search:
         v = _array(b.value)
         m = self.matched(b)
         shapes = {v.shape, shape}
+        same = self.bank.equal_to(v)
         out = [q for q in self.qs if q.kind in ("adjoint", "derivative", "forward", "param")
                and (q.value.shape in shapes or q.value.size == v.size == 1)
-               and (q.value.shape != v.shape or not close(v, q.value, q.rtol))]
+               and (q.value.shape != v.shape or id(q) not in same)]
         if m is not None and m.pattern != "exact":
             out.insert(0, m.quantity)
         return out
@@ -491,7 +631,7 @@ class _Search:
             return []
         with np.errstate(all="ignore"):
             need = p * (e / v)
-        m = match(need, self.qs)
+        m = self.bank.match(need)
         return [Quantity(m.describe() if m is not None else f"what {label} must hold for {_where(node)}", "", need,
                          "fix", label, expected.rtol)]
 
@@ -597,8 +737,13 @@ def _display_path(path: str) -> str:
 
 def blame(loss: Callable | None = None, grad: Callable | None = None, params: Any = None, args: Sequence[Any] = (),
           *, value_and_grad: Callable | None = None, kwargs: dict | None = None,
-          leaves: Sequence[str] | None = None, seconds: float = BLAME_SECONDS) -> dict[str, Blame]:
+          leaves: Sequence[str] | None = None, seconds: float = BLAME_SECONDS, use_jax: bool = True
+          ) -> dict[str, Blame]:
     """For each parameter in `leaves` (default: all), the line of `grad` where its gradient goes wrong.
+
+    The adjoints come from JAX where it can run the loss, else (and always with use_jax=False,
+    which never imports JAX) from finite differences on the recorded intermediates; `seconds`
+    bounds the time blame spends besides the JAX pass, which is one gradient.
 
     Every named parameter gets a Blame: `line` is None and `reason` says why when no line is
     blamed (its gradient is right, it is one expression, the code could not be followed).
@@ -609,7 +754,7 @@ def blame(loss: Callable | None = None, grad: Callable | None = None, params: An
     pair = value_and_grad is not None
     case = Case(loss if loss is not None else (lambda p, *a, **k: value_and_grad(p, *a, **k)[0]),
                 value_and_grad if pair else grad, names, arrays, treedef, scalar, tuple(args), dict(kwargs or {}),
-                pair, seconds)
+                pair, seconds, use_jax=use_jax)
     return blame_case(case, list(leaves) if leaves is not None else names)
 
 
@@ -629,16 +774,18 @@ def blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
 def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
     if sum(np.size(x) for x in case.leaves) > MAX_PARAMS:
         raise _NotLocated(f"more than {MAX_PARAMS:,} parameters: blame records small and medium problems only")
-    try:  # importing JAX is a one-off cost, not the blame's
-        from .references import jax_adjoints  # noqa: F401
-    except ImportError:
-        pass
+    if case.use_jax:
+        try:  # importing JAX is a one-off cost, not the blame's
+            from .references import jax_adjoints  # noqa: F401
+        except ImportError:
+            case.use_jax = False
     case.deadline = time.perf_counter() + case.seconds
     params = case.params()
     leaf_ids = {id(x) for x in flatten(params)[1]}
     fwd = record(case.loss, params, *fresh(case.args), **fresh(case.kwargs))
-    grads, adj, method, rtol = adjoints(case, _intermediates(fwd, leaf_ids), leaf_ids)
-    case.deadline = time.perf_counter() + case.seconds  # the clock is for the search: the adjoints are one gradient
+    grads, adj, method, rtol = adjoints(case, _intermediates(fwd, leaf_ids), loss_value(fwd.result))
+    if method == "jax":  # one gradient (compiled the first time): the clock is for the rest
+        case.deadline = time.perf_counter() + case.seconds
     quantities = known_quantities(case, fwd, grads, adj, rtol, leaf_ids)
     params = case.params()
     bwd = record(case.grad, params, *fresh(case.args), **fresh(case.kwargs))
@@ -677,10 +824,12 @@ def _blame_leaf(search: _Search, bwd: Recording, obj: Any, expected: Quantity, n
 
 
 def attach_blame(results: Sequence[Any], prep: Any, grad: Callable | None, value_and_grad: Callable | None,
-                 budget: float = 20.0) -> list:
+                 budget: float = 20.0, use_jax: bool = True) -> list:
     """The check's results with a Blame on each failing parameter (unchanged if blame cannot run).
 
-    Blame may spend BLAME_SECONDS, or a quarter of the check's budget if that is less; the
+    Blame may spend BLAME_SECONDS, or a quarter of the check's budget if that is less (besides
+    the JAX pass, one gradient, which reuses the check's JAX re-run); with use_jax=False (the
+    check ran without JAX) JAX is not imported and finite differences give the adjoints. The
     learner's state is left as one call of loss and gradient at their parameters leaves it.
     """
     failing = [p.name for p in results if not p.passed]
@@ -691,7 +840,7 @@ def attach_blame(results: Sequence[Any], prep: Any, grad: Callable | None, value
         case = Case(obj.loss, value_and_grad if value_and_grad is not None else grad, list(prep.names),
                     [np.array(x, copy=True) for x in obj.x0_user], obj.treedef, list(obj.scalar_leaves),
                     tuple(obj.user_args), dict(obj.user_kwargs), value_and_grad is not None,
-                    min(BLAME_SECONDS, 0.25 * budget))
+                    min(BLAME_SECONDS, 0.25 * budget), use_jax=use_jax, objective=obj)
         found = blame_case(case, failing)
         obj.settle()
         return [replace(p, blame=found[p.name]) if p.name in found else p for p in results]

@@ -570,24 +570,31 @@ def _write_local(frame: FrameType, name: str, value: Any) -> None:
 
 
 @contextmanager
-def substituting(replace: Callable[[tuple, Any], Any], *, content: bool = True) -> Iterator[None]:
+def substituting(replace: Callable[[tuple, Any], Any], *, content: bool = True,
+                 only: tuple[str, str, str] | None = None) -> Iterator[None]:
     """Run a block while `replace(key, value)` may swap the value a plain local name was just bound to.
 
     `replace` returns the new value, or None to keep it. `content` also treats an in-place write
-    into a numpy array as a binding (as `record` does); off for immutable arrays (JAX).
+    into a numpy array as a binding (as `record` does); off for immutable arrays (JAX). `only`,
+    a (file, function, name) triple, watches that name in that function's frames alone, with the
+    same keys: the rest of the code runs untraced, nearly at its own speed.
     """
     counts: dict[tuple, int] = {}
+    names = None if only is None else (only[2],)
 
-    def on_frame(frame: FrameType, rank: int) -> Handler:
+    def on_frame(frame: FrameType, rank: int) -> Handler | None:
+        if only is not None and (frame.f_code.co_filename, frame.f_code.co_name) != only[:2]:
+            return None
         state: dict[str, tuple] = {}
         where = [frame.f_code.co_firstlineno]
         # the arguments, keyed as `record` keys them (at the line of the def)
-        _substitute(frame, state, counts, replace, content, statement_at(frame.f_code.co_filename, where[0]).line)
+        first = statement_at(frame.f_code.co_filename, where[0]).line
+        _substitute(frame, state, counts, replace, content, first, names)
 
         def on_event(frame: FrameType, event: str, arg: Any) -> Handler:
             if event in ("line", "return"):
                 line = statement_at(frame.f_code.co_filename, where[0]).line
-                _substitute(frame, state, counts, replace, content, line)
+                _substitute(frame, state, counts, replace, content, line, names)
                 where[0] = frame.f_lineno
             return on_event
 
@@ -597,8 +604,11 @@ def substituting(replace: Callable[[tuple, Any], Any], *, content: bool = True) 
         yield
 
 
-def _substitute(frame: FrameType, state: dict, counts: dict, replace: Callable, content: bool, line: int) -> None:
-    for name, value in list(frame.f_locals.items()):
+def _substitute(frame: FrameType, state: dict, counts: dict, replace: Callable, content: bool, line: int,
+                names: tuple[str, ...] | None = None) -> None:
+    local = frame.f_locals
+    pairs = list(local.items()) if names is None else [(n, local[n]) for n in names if n in local]
+    for name, value in pairs:
         if not _numeric_like(value):
             continue
         old = state.get(name)

@@ -671,7 +671,7 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
         if not all(p.passed for p in results):  # the line where each failing gradient goes wrong; never raises
             from .blame import attach_blame
 
-            results = attach_blame(results, prep, grad, value_and_grad, budget=budget)
+            results = attach_blame(results, prep, grad, value_and_grad, budget=budget, use_jax="jax" in refs)
         return Report(parameters=tuple(results), references=tuple(ordered), warnings=tuple(warnings),
                       loss_value=prep.loss_value, seed=seed, plan=plan, formulas=formulas, title=title)
 

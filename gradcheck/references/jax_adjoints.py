@@ -1,14 +1,16 @@
 """The exact adjoint dL/dv of each named intermediate v of a learner's numpy loss, by JAX.
 
-The loss is re-run under jax.numpy (gradcheck.retrace, as the JAX reference does). While it
-runs, gradcheck.capture swaps the value each recorded intermediate is bound to for
-`value + delta`, where `delta` is a zero array of the value's shape; one jax.grad with
-respect to the parameters and all the deltas gives the parameters' gradient and every
-intermediate's adjoint at once: one gradient's worth of work.
+The loss is the JAX reference's own re-run under jax.numpy (`jax_ref.rebound_loss`: the same
+rebound function and device copies of the data). While it runs, gradcheck.capture swaps the
+value each recorded intermediate is bound to for `value + delta`, where `delta` is a zero
+array of the value's shape; one jax.grad with respect to the parameters and all the deltas
+gives the parameters' gradient and every intermediate's adjoint at once: one gradient's
+worth of work.
 
-The gradient is compiled with jax.jit, so the trace hook runs once, while JAX traces the
-loss; the program is kept per (loss, data layout, intermediates) and reused by later blames
-of the same loss. Code that branches on values runs eagerly instead.
+The gradient is compiled with jax.jit, the deltas made inside the compiled program (nothing
+to transfer), so the trace hook runs once, while JAX traces the loss; the program is kept per
+(rebound loss, intermediates, shapes of the inputs) and reused by later blames of the same
+loss. Code that branches on values runs eagerly instead.
 """
 
 from __future__ import annotations
@@ -19,12 +21,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .jax_ref import jax, jnp  # jax_ref imports jax leaving numpy's global random state as it was
-
 from ..capture import substituting
-from ..retrace import rebind_guarded
-from ..tree import unflatten
-from .jax_ref import _callable_key, _fill, _freeze, _split, float64, namespace
+from ..objective import Objective
+from .jax_ref import float64, jax, jnp, rebound_loss
 
 _CONCRETIZATION = (jax.errors.ConcretizationTypeError, jax.errors.NonConcreteBooleanIndexError,
                    jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
@@ -32,26 +31,19 @@ _CACHE: "OrderedDict[Any, _Program]" = OrderedDict()
 _CACHE_SIZE = 16
 
 
-def _index_range(*args: int) -> np.ndarray:
-    """range(...) as an index array: JAX refuses Python sequences as indices."""
-    return np.arange(*args)
-
-
 @dataclass
 class _Program:
-    """The rebound loss with its perturbation points, differentiated (jitted and eager)."""
+    """The rebound loss with a perturbation point at each intermediate, differentiated."""
 
-    eager: Callable
-    unchanged: Callable[[], bool]
-    owner: Any  # the learner's loss, kept alive so its id stays unique while cached
+    eager: Callable  # (params, arrays) -> (value, (grads, {key: adjoint}))
+    owner: Callable  # the rebound loss, kept alive so its id stays unique while cached
     hit: set = field(default_factory=set)  # the keys the run bound (filled while JAX traces)
     jitted: Callable | None = None
 
 
-def _program(loss: Any, treedef: Any, template: Any) -> _Program:
-    fn, unchanged, template = rebind_guarded(loss, namespace(), builtins={"range": _index_range}, data=template,
-                                             functional_writes=True)
+def _program(loss: Callable, shapes: tuple) -> _Program:
     hit: set = set()
+    wanted = dict(shapes)
 
     def run(params: list, deltas: dict, arrays: list) -> Any:
         def replace(key: tuple, value: Any) -> Any:
@@ -61,53 +53,53 @@ def _program(loss: Any, treedef: Any, template: Any) -> _Program:
             hit.add(key)
             return value + delta
 
-        args, kwargs = _fill(template, arrays)
         with substituting(replace, content=False):
-            value = fn(unflatten(treedef, list(params)), *args, **kwargs)
-        return jnp.real(jnp.reshape(jnp.asarray(value), ()))
+            return loss(list(params), arrays)
 
     vg = jax.value_and_grad(run, argnums=(0, 1))
-    return _Program(eager=vg, unchanged=unchanged, owner=loss, hit=hit, jitted=jax.jit(vg))
+
+    def at_zero(params: list, arrays: list) -> Any:
+        return vg(params, {k: jnp.zeros(s, dtype=jnp.float64) for k, s in wanted.items()}, arrays)
+
+    return _Program(eager=at_zero, owner=loss, hit=hit, jitted=jax.jit(at_zero))
 
 
-def _cached(loss: Any, treedef: Any, template: Any, shapes: dict) -> _Program:
-    try:
-        key = (_callable_key(loss), treedef, _freeze(template), tuple(sorted((k, tuple(s)) for k, s in shapes.items())))
-    except TypeError:
-        key = None  # unhashable static data: a program for this call only
-    program = _CACHE.get(key) if key is not None else None
-    if program is None or not program.unchanged():
-        program = _program(loss, treedef, template)
-        if key is not None:
-            _CACHE[key] = program
-            while len(_CACHE) > _CACHE_SIZE:
-                _CACHE.popitem(last=False)
+def _layout(values: Sequence[Any]) -> tuple:
+    return tuple((tuple(np.shape(v)), str(getattr(v, "dtype", type(v).__name__))) for v in values)
+
+
+def _cached(loss: Callable, shapes: dict, params: list, arrays: list) -> _Program:
+    ordered = tuple(sorted((k, tuple(s)) for k, s in shapes.items()))
+    key = (id(loss), ordered, _layout(params), _layout(arrays))
+    program = _CACHE.get(key)
+    if program is None or program.owner is not loss:
+        program = _CACHE[key] = _program(loss, ordered)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     else:
         _CACHE.move_to_end(key)
     return program
 
 
-def intermediate_adjoints(loss: Any, treedef: Any, leaves: Sequence[np.ndarray], args: tuple, kwargs: dict,
-                          shapes: dict) -> tuple[float, list, dict]:
+def intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarray], shapes: dict
+                          ) -> tuple[float, list, dict]:
     """(loss value, dL/dparameter per leaf, {key: dL/dintermediate}) under JAX, in float64.
 
     `shapes` maps binding keys (gradcheck.capture.binding_key) of the numpy run to their value's
     shape; a key the JAX run never binds, or binds with another shape, is left out of the result.
     """
     with float64():
-        arrays: list = []
-        template = (_split(args, arrays), _split(kwargs, arrays))
-        program = _cached(loss, treedef, template, shapes)
-        params = [jnp.asarray(np.asarray(x, dtype=np.float64)) for x in leaves]
-        deltas = {k: jnp.zeros(s, dtype=jnp.float64) for k, s in shapes.items()}
+        loss, arrays = rebound_loss(objective)
+        params = [np.asarray(x, dtype=np.float64) for x in leaves]  # jit transfers them itself
+        program = _cached(loss, shapes, params, arrays)
         if program.jitted is not None:
             try:
-                value, (g_params, g_deltas) = program.jitted(params, deltas, arrays)
+                value, (g_params, g_deltas) = program.jitted(params, arrays)
             except _CONCRETIZATION:  # Python control flow on values: run eagerly from now on
                 program.jitted = None
         if program.jitted is None:
             program.hit.clear()
-            value, (g_params, g_deltas) = program.eager(params, deltas, arrays)
+            value, (g_params, g_deltas) = program.eager(params, arrays)
         out = {k: np.asarray(g, dtype=np.float64) for k, g in g_deltas.items() if k in program.hit}
         grads = [np.asarray(g, dtype=np.float64).reshape(np.shape(x)) for g, x in zip(g_params, leaves)]
         return float(value), grads, out

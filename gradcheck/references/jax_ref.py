@@ -247,6 +247,13 @@ def _program(objective: Objective) -> _Program:
     return program
 
 
+def rebound_loss(objective: Objective) -> tuple[Callable, list]:
+    """(loss(leaves, arrays) -> scalar, arrays): the loss re-run under jax.numpy and its data's device
+    copies, shared with this reference (the same function while the loss's globals are unchanged)."""
+    program = _program(objective)
+    return program.compiled.loss, program.arrays
+
+
 # --- explaining failures -----------------------------------------------------------------------
 
 def _explain(exc: BaseException) -> str:
