@@ -29,7 +29,7 @@ import itertools
 import math
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -66,11 +66,12 @@ class Quantity:
 
     @functools.cached_property
     def norm(self) -> float:
-        return float(np.linalg.norm(self.value))
+        flat = self.value.reshape(-1)
+        return math.sqrt(float(flat @ flat))  # what np.linalg.norm computes, without its wrappers
 
     @functools.cached_property
     def scale(self) -> float:
-        return float(np.max(np.abs(self.value))) if self.value.size else 0.0
+        return float(np.abs(self.value).max()) if self.value.size else 0.0
 
     @functools.cached_property
     def tol(self) -> float:
@@ -145,16 +146,32 @@ class _Group:
         self.tols = np.array([q.tol for q in qs])
         self.scales = np.array([q.scale for q in qs])
         self.rtols = np.array([q.rtol for q in qs])
-        self.squares = np.einsum("ij,ij->i", self.rows, self.rows)
+        self.squares = self.norms ** 2
 
-    def first(self, ok: np.ndarray) -> Quantity | None:
-        return self.qs[int(np.argmax(ok))] if ok.any() else None
-
-    def equal(self, flat: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """Per row (of `rows`, default all): whether flat is that quantity within its tolerance."""
-        q, tol = (self.rows, self.tols) if rows is None else (self.rows[rows], self.tols[rows])
+    def equal(self, flat: np.ndarray) -> np.ndarray:
+        """The rows (in order) that flat is, within their tolerance."""
+        # | |a| - |q| | <= |a - q| <= sqrt(n) max|a - q|: only rows of about a's norm can be a
+        rows = np.flatnonzero(np.abs(float(np.linalg.norm(flat)) - self.norms)
+                              <= math.sqrt(flat.size) * self.tols * 1.01)
+        if rows.size == 0:
+            return rows
         with np.errstate(all="ignore"):
-            return np.all(np.abs(q - flat) <= tol[:, None], axis=1)
+            ok = np.all(np.abs(self.rows[rows] - flat) <= self.tols[rows, None], axis=1)
+        return rows[ok]
+
+    def scaled(self, flat: np.ndarray) -> tuple[int, float] | None:
+        """(row, c) of the first row with flat = c x row, c neither 0 nor 1 (the tolerance is that of
+        c x row)."""
+        with np.errstate(all="ignore"):
+            c = self.rows @ flat / self.squares
+            tol = self.rtols * np.maximum(np.abs(c) * self.scales, 1e-12) + 1e-15
+            # what is left of flat beside c x row, squared, is at most n tol^2 where flat is c x row
+            rest = float(flat @ flat) - c * c * self.squares
+            rows = np.flatnonzero((rest <= 1.02 * flat.size * tol ** 2) & (c != 0) & (np.abs(c - 1) > 1e-6))
+            if rows.size == 0:
+                return None
+            ok = np.all(np.abs(flat - c[rows, None] * self.rows[rows]) <= tol[rows, None], axis=1)
+        return (int(rows[ok][0]), float(c[rows[ok][0]])) if ok.any() else None
 
 
 class Bank:
@@ -162,10 +179,17 @@ class Bank:
 
     def __init__(self, quantities: Sequence[Quantity]) -> None:
         self.quantities = list(quantities)
-        by_shape: dict[tuple, list[Quantity]] = {}
+        self._by_shape: dict[tuple, list[Quantity]] = {}
         for q in self.quantities:
-            by_shape.setdefault(_shape_key(q.value.shape), []).append(q)
-        self.groups = {k: _Group(v) for k, v in by_shape.items()}
+            self._by_shape.setdefault(_shape_key(q.value.shape), []).append(q)
+        self._groups: dict[tuple, _Group] = {}
+
+    def group(self, shape: tuple) -> _Group | None:
+        """The quantities of this shape, stacked the first time they are asked for."""
+        key = _shape_key(shape)
+        if key not in self._groups and key in self._by_shape:
+            self._groups[key] = _Group(self._by_shape[key])
+        return self._groups.get(key)
 
     def match(self, value: Any) -> Match | None:
         """The best description of a value by the known quantities: exact, then sign, transpose, scale."""
@@ -173,46 +197,29 @@ class Bank:
         if a.dtype.kind not in "fc" or not np.all(np.isfinite(a)) or not np.any(a):
             return None
         flat = a.reshape(-1).astype(np.float64, copy=False)
-        group = self.groups.get(_shape_key(a.shape))
+        group = self.group(a.shape)
         if group is not None:
-            # the same norm (| |a| - |q| | <= |a - q|) first: exact or sign-flipped
-            rows = np.flatnonzero(np.abs(float(np.linalg.norm(flat)) - group.norms)
-                                  <= math.sqrt(flat.size) * group.tols * 1.01)
-            if rows.size:
-                for sign, pattern in ((1.0, "exact"), (-1.0, "sign")):
-                    ok = group.equal(sign * flat, rows)
-                    if ok.any():
-                        return Match(group.qs[int(rows[np.argmax(ok)])], pattern, sign)
+            for sign, pattern in ((1.0, "exact"), (-1.0, "sign")):
+                rows = group.equal(sign * flat)
+                if rows.size:
+                    return Match(group.qs[int(rows[0])], pattern, sign)
         if a.ndim == 2 and a.shape[0] > 1 and a.shape[1] > 1:
-            other = self.groups.get(_shape_key(a.shape[::-1]))
-            found = other.first(other.equal(a.T.reshape(-1))) if other is not None else None
-            if found is not None:
-                return Match(found, "transposed")
-        if a.size > 2 and group is not None:
-            return self._scaled(group, flat)
+            other = self.group(a.shape[::-1])
+            rows = other.equal(a.T.reshape(-1)) if other is not None else ()
+            if len(rows):
+                return Match(other.qs[int(rows[0])], "transposed")
+        found = group.scaled(flat) if a.size > 2 and group is not None else None
+        if found is not None:
+            return Match(group.qs[found[0]], "scale", float(np.round(found[1], 9)))
         return None
-
-    @staticmethod
-    def _scaled(group: _Group, flat: np.ndarray) -> Match | None:
-        """flat = c x a quantity, c neither 0 nor 1 (the tolerance is the scaled quantity's)."""
-        with np.errstate(all="ignore"):
-            c = group.rows @ flat / group.squares
-        tol = group.rtols * np.maximum(np.abs(c) * group.scales, 1e-12) + 1e-15
-        with np.errstate(all="ignore"):
-            ok = np.all(np.abs(flat - c[:, None] * group.rows) <= tol[:, None], axis=1)
-        ok &= (c != 0) & (np.abs(c - 1) > 1e-6)
-        if not ok.any():
-            return None
-        i = int(np.argmax(ok))
-        return Match(group.qs[i], "scale", float(np.round(c[i], 9)))
 
     def equal_to(self, value: Any) -> set[int]:
         """The ids of the quantities a value is (exactly, within their tolerance)."""
         a = _array(value)
-        group = self.groups.get(_shape_key(a.shape)) if a.dtype.kind in "fc" else None
-        if group is None:
+        group = self.group(a.shape) if a.dtype.kind in "fc" else None
+        if group is None or not np.all(np.isfinite(a)):
             return set()
-        return {id(q) for q, ok in zip(group.qs, group.equal(a.reshape(-1))) if ok}
+        return {id(group.qs[int(i)]) for i in group.equal(a.reshape(-1).astype(np.float64, copy=False))}
 
 
 def match(value: Any, quantities: Sequence[Quantity]) -> Match | None:
@@ -253,6 +260,7 @@ class Case:
     deadline: float = math.inf  # set when blame starts, after the array libraries are imported
     use_jax: bool = True    # False: the adjoints by finite differences, and JAX is never imported
     objective: Any = None   # the check's Objective: the JAX re-run it already built is reused
+    timings: dict = field(default_factory=dict)  # seconds per phase of the last blame (benchmarks read them)
 
     def params(self) -> Any:
         out = [np.asarray(x).item() if s else np.array(x, copy=True) for x, s in zip(self.leaves, self.scalar)]
@@ -412,10 +420,10 @@ def _loss_moved(case: Case, k: int, i: int, h: float) -> float:
     return case.call_loss(unflatten(case.treedef, out))
 
 
-def known_quantities(case: Case, fwd: Recording, grads: list, adj: dict, rtol: float,
+def known_quantities(case: Case, fwd: Recording, forward: list[Binding], grads: list, adj: dict, rtol: float,
                      leaf_ids: set) -> list[Quantity]:
-    """Every quantity the backward pass may hold, adjoints first, duplicates (by value) dropped."""
-    forward = _intermediates(fwd, leaf_ids)
+    """Every quantity the backward pass may hold, adjoints first, duplicates (by value) dropped;
+    `forward` is the recording's intermediates (_intermediates)."""
     names = _names([b for b in fwd.bindings if b.kind in ("line", "argument") and "[" not in b.label])
     qs: list[Quantity] = []
     # Only what the loss depends on: a (loss, grads) function's own backward values are no forward quantity.
@@ -436,25 +444,30 @@ def known_quantities(case: Case, fwd: Recording, grads: list, adj: dict, rtol: f
         if b.kind == "argument" and b.rank == 0 and id(b.obj) not in leaf_ids and is_number(b.value):
             qs.append(Quantity(b.label, f"the data {b.label}", _array(b.value), "data", b.label))
     ordered = sorted(forward, key=lambda b: (b.kind != "line", b.rank, b.seq))
-    for i in range(len(_derivatives("v", np.zeros(1)))):  # the activation forms first: h * (1 - h)
-        for b in ordered:
-            label, what, value = _derivatives(names[b.seq], _array(b.value))[i]
+    forms = [_derivatives(names[b.seq], _array(b.value)) for b in ordered]
+    for i in range(len(forms[0]) if forms else 0):  # the activation forms first: h * (1 - h)
+        for b, (label, what, value) in zip(ordered, (f[i] for f in forms)):
             qs.append(Quantity(label, what, value, "derivative", names[b.seq]))
     return _distinct(qs)
 
 
 def _distinct(qs: list[Quantity]) -> list[Quantity]:
-    out: list[Quantity] = []
-    by_shape: dict[tuple, list[Quantity]] = {}
-    for q in qs:
-        if not np.all(np.isfinite(q.value)) or not np.any(q.value):
-            continue
-        peers = by_shape.setdefault(q.value.shape, [])
-        if any(p.may_equal(q.value, q.norm) and close(q.value, p.value, min(p.rtol, q.rtol)) for p in peers):
-            continue
-        peers.append(q)
-        out.append(q)
-    return out
+    """The quantities in order, each dropped if it is zero, not finite, or an earlier one's value."""
+    by_shape: dict[tuple, list[int]] = {}
+    for i, q in enumerate(qs):
+        if math.isfinite(q.norm) and q.norm != 0:  # the norm overflows only where an element is not finite
+            by_shape.setdefault(q.value.shape, []).append(i)
+    dropped: set[int] = set()
+    for idx in by_shape.values():
+        norms = np.array([qs[i].norm for i in idx])
+        bounds = np.array([math.sqrt(max(qs[i].value.size, 1)) * qs[i].tol * 1.01 for i in idx])
+        # |norm(q) - norm(p)| <= |q - p| rules out most pairs before any element is compared
+        near = np.abs(norms[:, None] - norms[None, :]) <= bounds[None, :]
+        for a, b in zip(*np.nonzero(np.tril(near, -1))):  # q = idx[a] against the earlier p = idx[b]
+            q, p = qs[idx[a]], qs[idx[b]]
+            if idx[b] not in dropped and idx[a] not in dropped and close(q.value, p.value, min(p.rtol, q.rtol)):
+                dropped.add(idx[a])
+    return [q for i, q in enumerate(qs) if math.isfinite(q.norm) and q.norm != 0 and i not in dropped]
 
 
 # --------------------------------------------------------------------------- the search
@@ -779,48 +792,71 @@ def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
             from .references import jax_adjoints  # noqa: F401
         except ImportError:
             case.use_jax = False
+    clock = _Stopwatch(case.timings)
     case.deadline = time.perf_counter() + case.seconds
     params = case.params()
     leaf_ids = {id(x) for x in flatten(params)[1]}
     fwd = record(case.loss, params, *fresh(case.args), **fresh(case.kwargs))
-    grads, adj, method, rtol = adjoints(case, _intermediates(fwd, leaf_ids), loss_value(fwd.result))
+    clock("record_forward")
+    forward = _intermediates(fwd, leaf_ids)
+    grads, adj, method, rtol = adjoints(case, forward, loss_value(fwd.result))
+    clock("adjoints")
     if method == "jax":  # one gradient (compiled the first time): the clock is for the rest
         case.deadline = time.perf_counter() + case.seconds
-    quantities = known_quantities(case, fwd, grads, adj, rtol, leaf_ids)
+    quantities = known_quantities(case, fwd, forward, grads, adj, rtol, leaf_ids)
+    clock("quantities")
     params = case.params()
     bwd = record(case.grad, params, *fresh(case.args), **fresh(case.kwargs))
+    clock("record_backward")
     returned = bwd.result[1] if case.pair else bwd.result
     objs = flatten_like(case.treedef, returned)
     search = _Search(bwd, quantities, case.deadline, {id(x) for x in flatten(params)[1]})
     out: dict[str, Blame] = {}
+    pending = list(wanted)
     for _ in range(2):  # a second pass uses what the first found the other parameters' lines should hold
-        for name in wanted:
-            if name not in out or not out[name].located:
-                k = case.names.index(name)
-                expected = Quantity(f"dL/d{name}", "", np.asarray(grads[k], float), "adjoint", name, rtol)
-                out[name] = _blame_leaf(search, bwd, objs[k], expected, name)
+        for name in list(pending):
+            k = case.names.index(name)
+            expected = Quantity(f"dL/d{name}", "", np.asarray(grads[k], float), "adjoint", name, rtol)
+            out[name], again = _blame_leaf(search, bwd, objs[k], expected, name)
+            if not again:
+                pending.remove(name)
+    clock("search")
     return out
 
 
-def _blame_leaf(search: _Search, bwd: Recording, obj: Any, expected: Quantity, name: str) -> Blame:
+class _Stopwatch:
+    """Seconds since the last call, recorded under a phase's name."""
+
+    def __init__(self, into: dict) -> None:
+        self.into, self.last = into, time.perf_counter()
+        into.clear()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.into[phase], self.last = now - self.last, now
+
+
+def _blame_leaf(search: _Search, bwd: Recording, obj: Any, expected: Quantity, name: str) -> tuple[Blame, bool]:
+    """The parameter's Blame, and whether a second try could do better (what the search learns from
+    the other parameters may explain the values it could not)."""
     final = bwd.by_object(obj)
     if final is None or not is_number(final.value):
         return Blame(reason=f"the gradient of {name} is not bound to a name in the learner's code, so its "
-                            f"computation cannot be followed line by line")
+                            f"computation cannot be followed line by line"), False
     final = search.origin(final)
-    if close(final.value, expected.value, expected.rtol):
-        return Blame(reason=f"the gradient of {name} matches dL/d{name} as the backward pass computes it")
+    if expected.holds(final.value):
+        return Blame(reason=f"the gradient of {name} matches dL/d{name} as the backward pass computes it"), False
     try:
         node, should, hint = search.locate(final, expected)
     except _NotLocated as exc:
-        return Blame(reason=str(exc))
+        return Blame(reason=str(exc)), True
     if node is final and not any(search.matched(search.origin(p)) is not None
                                  and search.matched(search.origin(p)).quantity.kind not in ("param", "data")
                                  for _, p in search.parents(node)):
         return Blame(reason=f"the gradient of {name} is one expression of the parameters and data "
                             f"({_where(node)}): there is no named intermediate to compare; name its steps "
-                            f"(the error, the deltas) to have the wrong one found")
-    return _blame(node, should, hint, search)
+                            f"(the error, the deltas) to have the wrong one found"), True
+    return _blame(node, should, hint, search), False
 
 
 def attach_blame(results: Sequence[Any], prep: Any, grad: Callable | None, value_and_grad: Callable | None,
