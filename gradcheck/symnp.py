@@ -119,6 +119,8 @@ def _number(x: Any) -> Any:
     """A Python/numpy scalar as an exact int or an mpmath mpf (exact: a float64 fits in any
     precision); SymPy values unchanged. Numbers stay mpmath numbers, ten times faster than
     SymPy Floats, until they meet a symbolic value (SymPy then converts them exactly)."""
+    if isinstance(x, SymScalar):
+        return x.expr
     if isinstance(x, (builtins.bool, np.bool_)):
         return int(x)
     if isinstance(x, np.integer):
@@ -129,6 +131,8 @@ def _number(x: Any) -> Any:
 
 
 def _numeric(x: Any) -> builtins.bool:
+    if isinstance(x, SymScalar):
+        return builtins.bool(x.expr.is_Number)
     return not isinstance(x, sympy.Basic) or builtins.bool(x.is_Number)
 
 
@@ -169,14 +173,33 @@ def _wrap(result: Any) -> Any:
         if result.dtype != object:
             return result
         if result.ndim == 0:
-            return result[()]
+            return scalar(result[()])
         return result.view(SymArray)
-    return result
+    return scalar(result)
+
+
+def scalar(value: Any) -> Any:
+    """A value as numpy would hand it out: a SymPy expression as a SymScalar, numbers as they are."""
+    return SymScalar(value) if isinstance(value, sympy.Expr) else value  # an undecided Relational stays one
+
+
+def plain(x: Any) -> Any:
+    """x with SymScalars (also inside lists and tuples) as their SymPy expressions (for SymPy and arrays)."""
+    if isinstance(x, SymScalar):
+        return x.expr
+    if type(x) in (list, tuple):
+        return type(x)(plain(v) for v in x)
+    return x
+
+
+def _scalars(tree: Any) -> Any:
+    """Nested lists (`tolist()`) with each SymPy expression as a SymScalar."""
+    return [_scalars(v) for v in tree] if isinstance(tree, list) else scalar(tree)
 
 
 def is_symbolic(x: Any) -> bool:
     """Whether x is (or contains) a SymPy object."""
-    if isinstance(x, sympy.Basic):
+    if isinstance(x, (sympy.Basic, SymScalar)):
         return True
     if isinstance(x, np.ndarray):
         return x.dtype == object and builtins.any(isinstance(v, sympy.Basic) for v in x.flat)
@@ -306,6 +329,7 @@ _ALIASES = {"abs": "absolute", "conj": "conjugate", "arcsin": "asin", "arccos": 
 def _value(x: Any) -> Any:
     """x evaluated at the current point (a number), at the working precision."""
     state = current()
+    x = _number(x)
     if _numeric(x):
         return _mp(x)
     if state.evaluate is not None:
@@ -534,30 +558,65 @@ def _ufunc_reduce(ufunc: np.ufunc, arr: Any, kwargs: dict) -> Any:
 
 # --- the symbolic array ---------------------------------------------------------------------
 
+def _apply_ufunc(ufunc: np.ufunc, method: str, inputs: tuple, out: Any, kwargs: dict) -> Any:
+    """A numpy ufunc call on symbolic operands (SymArrays, SymScalars), with its symbolic meaning."""
+    args = [_operand(x) for x in inputs]
+    if method == "__call__":
+        result = _ufunc_call(ufunc, args, kwargs)
+    elif method == "reduce":
+        result = _ufunc_reduce(ufunc, args[0], kwargs)
+    elif ufunc.__name__ in _ARITHMETIC:
+        result = getattr(ufunc, method)(*args, **kwargs)
+        if method == "at":
+            return None
+    else:
+        raise NoSymbolicCounterpart(f"{ufunc.__name__}.{method}")
+    if out is not None:
+        target = out[0]
+        raw = target.view(np.ndarray) if isinstance(target, SymArray) else target
+        raw[...] = result
+        return target
+    return _wrap(result)
+
+
 class SymArray(np.ndarray):
-    """An object ndarray of SymPy expressions that gives numpy functions their symbolic meaning."""
+    """An object ndarray of SymPy expressions that gives numpy functions their symbolic meaning.
+
+    Elements come out as SymScalars (indexing, iteration, `item()`, `tolist()`), as numpy hands
+    out numpy scalars; SymScalars written in are stored as their expressions.
+    """
 
     __array_priority__ = 50.0
 
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, out: Any = None,
                         **kwargs: Any) -> Any:
-        args = [_operand(x) for x in inputs]
-        if method == "__call__":
-            result = _ufunc_call(ufunc, args, kwargs)
-        elif method == "reduce":
-            result = _ufunc_reduce(ufunc, args[0], kwargs)
-        elif ufunc.__name__ in _ARITHMETIC:
-            result = getattr(ufunc, method)(*args, **kwargs)
-            if method == "at":
-                return None
-        else:
-            raise NoSymbolicCounterpart(f"{ufunc.__name__}.{method}")
-        if out is not None:
-            target = out[0]
-            plain = target.view(np.ndarray) if isinstance(target, SymArray) else target
-            plain[...] = result
-            return target
-        return _wrap(result)
+        return _apply_ufunc(ufunc, method, inputs, out, kwargs)
+
+    def __getitem__(self, index: Any) -> Any:
+        out = np.ndarray.__getitem__(self, index)
+        return SymScalar(out) if isinstance(out, sympy.Expr) else out
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        np.ndarray.__setitem__(self, index, plain(value))
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d array")
+        return map(self.__getitem__, range(len(self)))
+
+    def item(self, *args: Any) -> Any:
+        return scalar(np.ndarray.item(self, *args))
+
+    def dot(self, b: Any, out: Any = None) -> Any:
+        return dot(self, b, out)  # symnp's, so x.dot(w) is a product like x @ w
+
+    def tolist(self) -> Any:
+        return _scalars(np.ndarray.tolist(self))
+
+    def __bool__(self) -> bool:
+        if self.size == 1:
+            return builtins.bool(self.reshape(-1)[0])  # a SymScalar decides at the point
+        return np.ndarray.__bool__(self)
 
     def astype(self, dtype: Any, *args: Any, **kwargs: Any) -> Any:
         kind = np.dtype(dtype).kind
@@ -582,6 +641,124 @@ class SymArray(np.ndarray):
         if self.size == 1 and not is_symbolic(self):
             return float(self.reshape(-1)[0])
         raise TypeError("Cannot convert expression to float")
+
+
+def _scalar_operand(x: Any) -> Any:
+    """The other operand of a SymScalar's operator as symnp holds it (bools as 0/1, floats as
+    exact mpmath numbers), or NotImplemented for arrays (numpy's turn) and non-numbers."""
+    if isinstance(x, (SymScalar, builtins.bool, int, float, np.bool_, np.number, mpmath.mpf, sympy.Basic)):
+        return _number(x)
+    return NotImplemented
+
+
+def _operator(op: Callable, reflected: bool = False) -> Callable:
+    """A SymScalar's arithmetic operator: `op` on the expressions, the result a SymScalar."""
+
+    def apply(self: "SymScalar", other: Any) -> Any:
+        value = _scalar_operand(other)
+        if value is NotImplemented:
+            return NotImplemented
+        return scalar(op(value, self.expr) if reflected else op(self.expr, value))
+
+    apply.__name__ = f"__{'r' if reflected else ''}{op.__name__.strip('_')}__"
+    return apply
+
+
+def _relation(op: Callable) -> Callable:
+    """A SymScalar's comparison: decided at the point, as for arrays (a tie is recorded)."""
+
+    def compare(self: "SymScalar", other: Any) -> Any:
+        value = _scalar_operand(other)
+        if value is NotImplemented:
+            return NotImplemented
+        decided = _decide(op, self.expr, value)
+        return np.bool_(decided) if isinstance(decided, builtins.bool) else decided
+
+    compare.__name__ = f"__{op.__name__.strip('_')}__"
+    return compare
+
+
+class SymScalar:
+    """A symbolic number where numpy would hand out a numpy scalar: an element, a full reduction.
+
+    A bare SymPy expression refuses what learners do with numpy scalars: `if margin > 0:` (a
+    Relational has no truth value), `p[j] - (j == y[i])` (no arithmetic with bools). A
+    SymScalar behaves as a float64 does: comparisons and truth are decided at the point being
+    differentiated (ties recorded, as for arrays), bools count as 0 and 1, numpy's functions and
+    the rebound math functions give their symbolic meaning (`__array_ufunc__`). It holds no
+    value of its own: `expr` is the expression, and SymPy takes it as one (`_sympy_`), so the
+    SymPy reference unwraps the loss value wherever it is returned.
+    """
+
+    __slots__ = ("expr",)
+    _op_priority = 20.0  # above SymPy's 10: `expr + s` is handed to s.__radd__ (sympy.core.decorators)
+    ndim, shape, size = 0, (), 1
+
+    def __init__(self, expr: Any) -> None:
+        self.expr = expr
+
+    def _sympy_(self) -> Any:
+        return self.expr
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, out: Any = None,
+                        **kwargs: Any) -> Any:
+        return _apply_ufunc(ufunc, method, inputs, out, kwargs)
+
+    __add__, __radd__ = _operator(operator.add), _operator(operator.add, True)
+    __sub__, __rsub__ = _operator(operator.sub), _operator(operator.sub, True)
+    __mul__, __rmul__ = _operator(operator.mul), _operator(operator.mul, True)
+    __truediv__, __rtruediv__ = _operator(operator.truediv), _operator(operator.truediv, True)
+    __floordiv__, __rfloordiv__ = _operator(operator.floordiv), _operator(operator.floordiv, True)
+    __mod__, __rmod__ = _operator(operator.mod), _operator(operator.mod, True)
+    __pow__, __rpow__ = _operator(operator.pow), _operator(operator.pow, True)
+    __lt__, __le__, __gt__, __ge__ = (_relation(op) for op in (operator.lt, operator.le, operator.gt, operator.ge))
+    __eq__, __ne__ = _relation(operator.eq), _relation(operator.ne)
+
+    def __neg__(self) -> "SymScalar":
+        return SymScalar(-self.expr)
+
+    def __pos__(self) -> "SymScalar":
+        return self
+
+    def __abs__(self) -> Any:
+        return scalar(_Abs(self.expr))
+
+    def __hash__(self) -> int:
+        return hash(self.expr)
+
+    def __bool__(self) -> bool:
+        decided = _decide(operator.ne, self.expr, 0)  # numpy: a float is true unless it is 0
+        return builtins.bool(decided)  # a Relational (no point to decide at) refuses, naming itself
+
+    def __float__(self) -> float:
+        if self.expr.free_symbols:
+            raise TypeError("Cannot convert expression to float")  # SymPy's words: see sympy_ref._explain
+        return float(_value(self.expr))
+
+    def __int__(self) -> int:
+        return int(float(self))
+
+    def item(self, *args: Any) -> "SymScalar":
+        return self  # the value itself, as `.item()` means to a derivative
+
+    def __format__(self, spec: str) -> str:
+        value = self._at_point() if spec else None
+        return format(value, spec) if value is not None else format(str(self), spec)
+
+    def __str__(self) -> str:
+        value = self._at_point()
+        return str(value) if value is not None else str(self.expr)
+
+    def __repr__(self) -> str:
+        value = self._at_point()
+        return f"SymScalar({value if value is not None else self.expr})"
+
+    def _at_point(self) -> float | None:
+        """The value at the point (what numpy would print), None where there is no point."""
+        try:
+            return float(_value(self.expr))
+        except (TypeError, ValueError):
+            return None
 
 
 def _values_at_point(a: Any) -> np.ndarray:
@@ -642,10 +819,22 @@ def _structural(name: str) -> Callable:
     def apply(*args: Any, **kwargs: Any) -> Any:
         if name in _REDUCTIONS and args and isinstance(args[0], (list, tuple)) and is_symbolic(args[0]):
             args = (_sym(args[0]), *args[1:])  # np.max([a, b]) must reduce symbolically
-        return _wrap(fn(*args, **kwargs))
+        return _wrap(fn(*map(_structure_operand, args), **kwargs))
 
     apply.__name__ = name
     return apply
+
+
+def _structure_operand(x: Any) -> Any:
+    """An argument of a structural function: SymScalars (alone or in lists) as 0-d SymArrays, so
+    that numpy stores their expressions (np.stack([a, b]), np.append(v, s))."""
+    if isinstance(x, SymScalar):
+        return _sym(x)
+    if type(x) in (list, tuple):
+        items = [_structure_operand(v) for v in x]
+        if builtins.any(a is not b for a, b in zip(items, x)):
+            return type(x)(items)
+    return x
 
 
 _REDUCTIONS = {"sum", "mean", "prod", "cumsum", "cumprod", "var", "max", "min", "amax", "amin", "average"}
@@ -733,8 +922,8 @@ def array(obj: Any, dtype: Any = None, copy: bool = True, **kwargs: Any) -> Any:
     if isinstance(obj, SymArray) or is_symbolic(obj):
         if not _floating(dtype):
             raise NoSymbolicCounterpart(f"array(..., dtype={np.dtype(dtype).name}) of symbolic values")
-        out = np.array(_operand(obj) if isinstance(obj, np.ndarray) else obj, dtype=object, copy=copy)
-        return _wrap(out) if out.ndim else out[()]
+        out = np.array(_operand(obj) if isinstance(obj, np.ndarray) else plain(obj), dtype=object, copy=copy)
+        return _wrap(out)
     out = np.array(obj, dtype=dtype, copy=copy, **kwargs)
     return out.view(SymArray) if out.dtype == object and out.ndim else out  # e.g. a list of mpmath numbers
 

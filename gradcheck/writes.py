@@ -125,7 +125,7 @@ def _traced_value(x: Any) -> Any:
         if x.size != 1 or not isinstance(x.reshape(-1)[0], sympy.Basic):
             return None
         x = x.reshape(-1)[0]
-    return x if isinstance(x, sympy.Basic) else None
+    return x if isinstance(x, sympy.Basic) or hasattr(x, "_sympy_") else None  # _sympy_: stands for one
 
 
 def _is_tracer(x: Any) -> bool:

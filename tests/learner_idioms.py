@@ -710,8 +710,6 @@ SM_W, SM_X, SM_Y = 0.5 * SM_RS.randn(4, 3), SM_RS.randn(5, 4), np.array([0, 2, 1
 add(name="cs231n_softmax_naive_loops", style="CS231n softmax_loss_naive: loops, scores -= np.max(scores), (loss, dW)",
     bug="regularisation gradient reg * W where the loss has reg * sum(W * W)",
     params=SM_W, args=(SM_X, SM_Y, 0.1), value_and_grad=True, grad=softmax_loss_naive,
-    references=frozenset({"numeric", "jax"}),
-    reason="sympy: p[j] - (j == y[i]) subtracts a numpy bool from a SymPy expression (TypeError under SymPy)",
     buggy=flip(softmax_loss_naive), expect={"params": ("regularisation", {"factor": -0.1})})
 
 
@@ -768,8 +766,6 @@ SVM_W, SVM_X, SVM_Y = 0.3 * SVM_RS.randn(3, 4), SVM_RS.randn(5, 3), np.array([0,
 add(name="cs231n_svm_naive_if_margin", style="CS231n svm_loss_naive: loops, `if margin > 0:` on the parameters",
     bug="the correct class's column never gets its -X[i]",
     params=SVM_W, args=(SVM_X, SVM_Y, 0.05), value_and_grad=True, grad=svm_loss_naive, buggy=flip(svm_loss_naive),
-    references=frozenset({"numeric", "jax"}),
-    reason="sympy: `if margin > 0:` branches on a parameter-dependent value, which the SymPy re-run does not follow",
     expect={"params": ("wrong", {})})
 
 

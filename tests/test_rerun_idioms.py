@@ -244,7 +244,7 @@ def if_on_parameters(p, X, y):
     return float(loss)
 
 
-def test_control_flow_runs_under_jax_and_fails_fast_under_sympy():
+def test_control_flow_runs_under_jax_and_sympy():
     def grad(p, X, y):
         r = X @ p["w"] + p["b"] - y
         d = np.where(r > 0, 2 * r, -1.0)
@@ -254,11 +254,7 @@ def test_control_flow_runs_under_jax_and_fails_fast_under_sympy():
     start = time.perf_counter()
     report = gradcheck.check(if_on_parameters, grad, W0, args=(X, Y))
     assert time.perf_counter() - start < 1.0
-    assert report.passed and {"numeric", "jax"} <= ran(report), why(report)
-    sympy_status = next(s for s in report.references if s.name == "sympy")
-    assert not sympy_status.ran
-    assert "test_rerun_idioms.py" in sympy_status.reason and "if v > 0" in sympy_status.reason
-    assert "np.where" in sympy_status.reason
+    assert report.passed and ran(report) == {"numeric", "jax", "sympy"}, why(report)  # `if v > 0` at the point
 
 
 def int_as_a_slice_bound(p, X, y):

@@ -308,7 +308,7 @@ def _state(objective: Objective) -> _State:
 def _leaf_value(objective: Objective, k: int, values: np.ndarray) -> Any:
     """A leaf as the loss receives it: a SymArray, or a scalar for Python-number parameters."""
     if objective.scalar_leaves[k] and values.ndim == 0:
-        return values[()]
+        return symnp.scalar(values[()])
     return values.view(symnp.SymArray)
 
 
@@ -324,11 +324,12 @@ def _datum(value: Any) -> Any:
 
 
 def _as_expression(value: Any) -> Any:
+    """The loss value as a SymPy expression (a SymScalar, a one-element array or a number)."""
     if isinstance(value, np.ndarray):
         if value.size != 1:
             raise TypeError(f"the loss is an array of shape {value.shape} under SymPy, not a single number")
         value = value.reshape(-1)[0]
-    return sympy.sympify(value)
+    return sympy.sympify(symnp.plain(value))
 
 
 def _run(objective: Objective, state: _State, leaves: list, evaluator: Evaluator, *, simplify: bool = False
@@ -663,8 +664,9 @@ def _named_locals(captured: dict, parameters: set) -> list[tuple[Any, Any]]:
     """(symbol, value) for the user's local variables that are expressions in the parameters."""
     out = []
     for name, value in captured.items():
+        value = symnp.plain(value)
         if isinstance(value, np.ndarray) and value.dtype == object and 0 < value.size <= 64:
-            items = [(f"{name}[{', '.join(map(str, i))}]" if value.ndim else name, value[i])
+            items = [(f"{name}[{', '.join(map(str, i))}]" if value.ndim else name, symnp.plain(value[i]))
                      for i in np.ndindex(*value.shape)]
         elif isinstance(value, sympy.Basic):
             items = [(name, value)]
