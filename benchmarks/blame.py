@@ -4,19 +4,26 @@
 
 The benchmark MLP of problems.py (tanh hidden layer, softmax cross-entropy, 10,080
 parameters, batch 32), written as a learner writes it (named intermediates), with its
-backward pass missing the tanh's derivative. Timed, each the median of several warm runs
-(JAX has compiled its operations once before):
+backward pass missing the tanh's derivative. In one run, each figure the median of RUNS warm
+runs, the blame's runs and the gradient's interleaved so that the machine's load weighs on
+both alike:
 
-- `record_forward` / `record_backward`: running the loss / the gradient function under the
-  line-by-line recorder (gradcheck.capture), next to running them plainly;
-- `adjoints`: the JAX pass that gives every intermediate's adjoint and the parameters'
-  gradient (gradcheck.references.jax_adjoints), next to `one_gradient`: one gradient of the
-  same loss as the JAX reference computes it (jitted), `one_gradient_eager` (jax.grad without
-  jit), and the learner's own numpy gradient;
-- `search`: matching the recorded values and following the failing gradients back;
-- `blame`: the whole of gradcheck.blame.blame, and `check` (which calls it on the failures);
+- `one_gradient`: one gradient of the loss as the JAX reference computes it (jitted, warm), the
+  faster of its median between the blame's runs and its median run back to back (the ratios
+  divide by it, so they err against the blame);
+- the blame of a check's failing parameters, as `check` calls it (the Case holds the check's
+  Objective, so the JAX re-run is shared), timed phase by phase from `Case.timings`:
+  `record_forward` / `record_backward` (the loss and the gradient function run under the
+  line-by-line recorder), `adjoints` (the JAX pass giving every intermediate's adjoint and
+  the parameters' gradient), `quantities` (the known quantities), `search` (matching and
+  following the failing gradients back), and `total`;
+- the ratios the issue asks for: adjoints / one gradient, and (total - recordings) / one gradient;
+- `blame_api`: gradcheck.blame.blame called on its own (a new Objective each call), and `check`;
 - cold: the first blame of the loss (JAX traces and compiles the adjoints' program) next to
-  the JAX reference's first gradient of it (which compiles too).
+  the JAX reference's first gradient of it (which compiles too);
+- without JAX (`use_jax=False`, as a check with against="numeric" runs it): the 1e4 problem,
+  where finite differences on the intermediates would need more elements than they visit, and
+  a small MLP of the same code where they run.
 
 Results go to benchmarks/results/blame.json.
 """
@@ -46,7 +53,7 @@ import gradcheck  # noqa: E402
 from gradcheck import blame as blame_module  # noqa: E402
 from gradcheck.capture import record  # noqa: E402
 
-RUNS = 5
+RUNS = 21
 TARGET = 10_000
 
 
@@ -84,105 +91,95 @@ def median_seconds(fn: Callable[[], Any], runs: int = RUNS) -> float:
     return statistics.median(times)
 
 
-def _case(problem: dict) -> blame_module.Case:
+def _case(problem: dict, objective: Any = None, use_jax: bool = True) -> blame_module.Case:
     names, leaves, treedef = gradcheck.tree.flatten(problem["params"])
     return blame_module.Case(loss, grad_missing_derivative, names, leaves, treedef, [False] * len(names),
-                             tuple(problem["args"]), {})
+                             tuple(problem["args"]), {}, use_jax=use_jax, objective=objective)
 
 
-def _one_gradient(problem: dict, case: blame_module.Case) -> Callable[[], Any]:
-    """One gradient of the same loss as the JAX reference takes it (rebound, jitted, warm)."""
+def _objective(problem: dict) -> Any:
     from gradcheck.objective import Objective
+
+    names, leaves, treedef = gradcheck.tree.flatten(problem["params"])
+    return Objective(loss, treedef, leaves, tuple(problem["args"]))
+
+
+def _phases(problem: dict, objective: Any) -> tuple[dict, float]:
+    """Median seconds per blame phase and of one gradient, their runs interleaved."""
     from gradcheck.references.jax_ref import jax_value_and_grad
 
-    objective = Objective(loss, case.treedef, case.leaves, tuple(problem["args"]))
-    return lambda: jax_value_and_grad(objective)
+    runs, gradients = [], []
+    for _ in range(RUNS):
+        case = _case(problem, objective)
+        t0 = time.perf_counter()
+        blame_module.blame_case(case, ["W1", "b1"])  # the failing parameters, as check asks
+        case.timings["total"] = time.perf_counter() - t0
+        runs.append(case.timings)
+        t0 = time.perf_counter()
+        jax_value_and_grad(objective)
+        gradients.append(time.perf_counter() - t0)
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}, statistics.median(gradients)
 
 
-def _eager_gradient(problem: dict) -> Callable[[], Any]:
-    """One eager jax.grad of the same rebound loss (no compilation)."""
-    import jax
-
-    from gradcheck.references.jax_ref import float64, namespace
-    from gradcheck.retrace import rebind
-
-    fn = rebind(loss, namespace())
-    X, y = problem["args"]
-
-    def run() -> Any:
-        with float64():
-            params = {k: jax.numpy.asarray(v) for k, v in problem["params"].items()}
-            return jax.block_until_ready(jax.grad(fn)(params, X, y))
-
-    return run
+def _without_jax(problem: dict) -> dict:
+    """Blame with use_jax=False: its seconds (median) and what it says for W1."""
+    case = _case(problem, use_jax=False)
+    found = blame_module.blame_case(case, ["W1"])["W1"]
+    seconds = median_seconds(lambda: blame_module.blame_case(_case(problem, use_jax=False), ["W1"]), runs=3)
+    said = f"line {found.line}: {found.source}" if found.located else found.reason
+    return {"parameters": problem["n_params"], "seconds": round(seconds, 4), "W1": said,
+            "phases_ms": {k: round(1e3 * v, 3) for k, v in case.timings.items()}}
 
 
 def measure() -> dict:
-    from gradcheck.references.jax_adjoints import intermediate_adjoints
-
     problem = problems.make_mlp(TARGET)
     params, args = problem["params"], tuple(problem["args"])
     import jax  # noqa: F401 - importing JAX is not the blame's cost
 
-    cold_t0 = time.perf_counter()  # the first blame of this loss: JAX traces and compiles its program
-    first = gradcheck.blame.blame(loss, grad_missing_derivative, params, args)
-    cold = time.perf_counter() - cold_t0
-    case = _case(problem)
-    leaf_ids = {id(x) for x in case.leaves}
-    fwd = record(loss, case.params(), *args)
-    forward = blame_module._intermediates(fwd, leaf_ids)
-    shapes = {b.key: np.shape(b.value) for b in forward}
+    from gradcheck.references.jax_ref import jax_value_and_grad
 
-    def adjoints() -> Any:
-        return intermediate_adjoints(loss, case.treedef, case.leaves, args, {}, shapes)
-
-    grads, adj, method, rtol = blame_module.adjoints(case, forward, leaf_ids)
-    quantities = blame_module.known_quantities(case, fwd, grads, adj, rtol, leaf_ids)
-    bwd_params = case.params()
-    bwd = record(grad_missing_derivative, bwd_params, *args)
-    objs = gradcheck.tree.flatten_like(case.treedef, bwd.result)
-
-    def search() -> Any:
-        s = blame_module._Search(bwd, quantities, time.perf_counter() + 60,
-                                 {id(x) for x in gradcheck.tree.flatten(bwd_params)[1]})
-        for k, name in enumerate(case.names):
-            expected = blame_module.Quantity(f"dL/d{name}", "", grads[k], "adjoint", name, rtol)
-            blame_module._blame_leaf(s, bwd, objs[k], expected, name)
-
-    one_gradient, eager_gradient = _one_gradient(problem, case), _eager_gradient(problem)
+    objective = _objective(problem)
     cold_t0 = time.perf_counter()
-    one_gradient()
+    jax_value_and_grad(objective)
     cold_gradient = time.perf_counter() - cold_t0
-    eager_gradient()
+    cold_t0 = time.perf_counter()  # the first blame of this loss: JAX traces and compiles its program
+    first = blame_module.blame_case(_case(problem, objective), list(params))
+    cold = time.perf_counter() - cold_t0
+    phases, between = _phases(problem, objective)
+    alone = median_seconds(lambda: jax_value_and_grad(objective))
+    one_gradient = min(between, alone)
+    recording = phases["record_forward"] + phases["record_backward"]
+    fwd = record(loss, _case(problem).params(), *args)
+    bwd = record(grad_missing_derivative, _case(problem).params(), *args)
     timings = {
         "loss": median_seconds(lambda: loss(params, *args)),
         "grad": median_seconds(lambda: grad_missing_derivative(params, *args)),
-        "record_forward": median_seconds(lambda: record(loss, case.params(), *args)),
-        "record_backward": median_seconds(lambda: record(grad_missing_derivative, case.params(), *args)),
-        "one_gradient": median_seconds(one_gradient),
-        "one_gradient_eager": median_seconds(eager_gradient),
-        "adjoints": median_seconds(adjoints),
-        "search": median_seconds(search),
-        "blame": median_seconds(lambda: gradcheck.blame.blame(loss, grad_missing_derivative, params, args)),
+        "one_gradient": one_gradient,
+        "one_gradient_between_blames": between,
+        "one_gradient_back_to_back": alone,
+        **{f"blame.{k}": v for k, v in phases.items()},
+        "blame_api": median_seconds(lambda: gradcheck.blame.blame(loss, grad_missing_derivative, params, args)),
         "check": median_seconds(lambda: gradcheck.check(loss, grad_missing_derivative, params, args), runs=3),
     }
     blamed = {name: (b.line, b.source, b.should_be) if b.located else b.reason for name, b in first.items()}
+    small = problems.make_mlp(120)
     return {
-        "problem": {"parameters": problem["n_params"], "shape": problem["shape"], "intermediates": len(forward),
-                    "backward_bindings": len(bwd.bindings), "known_quantities": len(quantities),
-                    "adjoint_method": method},
-        "seconds": {k: round(v, 5) for k, v in timings.items()},
-        "cold_seconds": {"first_blame": round(cold, 4), "first_jax_gradient": round(cold_gradient, 4)},
+        "problem": {"parameters": problem["n_params"], "shape": problem["shape"],
+                    "intermediates": len(blame_module._intermediates(fwd, {id(x) for x in params.values()})),
+                    "backward_bindings": len(bwd.bindings)},
+        "ms": {k: round(1e3 * v, 3) for k, v in timings.items()},
         "ratios": {
-            "adjoints / one_gradient": round(timings["adjoints"] / timings["one_gradient"], 3),
-            "blame / (one_gradient + recordings)": round(
-                timings["blame"] / (timings["one_gradient"] + timings["record_forward"] + timings["record_backward"]),
-                3),
-            "record_forward / loss": round(timings["record_forward"] / timings["loss"], 1),
-            "record_backward / grad": round(timings["record_backward"] / timings["grad"], 1),
+            "adjoints / one_gradient": round(phases["adjoints"] / one_gradient, 2),
+            "(blame - recordings) / one_gradient": round((phases["total"] - recording) / one_gradient, 2),
+            "(quantities + search) / one_gradient": round((phases["quantities"] + phases["search"]) / one_gradient, 2),
+            "recordings / (loss + grad)": round(recording / (timings["loss"] + timings["grad"]), 1),
         },
+        "recording_ms": round(1e3 * recording, 3),
+        "cold_seconds": {"first_blame": round(cold, 4), "first_jax_gradient": round(cold_gradient, 4)},
+        "without_jax": {"1e4": _without_jax(problem), "small": _without_jax(small)},
         "blamed": blamed,
         "runs": RUNS,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "numpy": np.__version__,
     }

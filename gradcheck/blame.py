@@ -333,18 +333,24 @@ def _numeric_adjoints(case: Case, forward: list[Binding]) -> tuple[list, dict, s
     it bit for bit the same; the backward values a `(loss, grads)` function binds are such)."""
     why = "JAX cannot run the loss" if case.use_jax else "without JAX"
     params = sum(np.size(x) for x in case.leaves)
+    _affordable(params, why)
     pace = _Pace(case, 2 * len(forward) + 2 * params, why)
     live = [b for b in forward if _depends(case, b, pace)]
     total = sum(np.size(b.value) for b in live) + params
-    if total > FD_ELEMENTS:
-        raise _NotLocated(f"{why}, the adjoints come from finite differences on the intermediates, and its "
-                          f"{total:,} intermediate and parameter elements are more than the {FD_ELEMENTS:,} they visit")
+    _affordable(total, why)
     pace.calls += 2 * (total - params)
     grads = [_differences(lambda i, h, k=k: _loss_moved(case, k, i, h), np.asarray(x, float), pace)
              for k, x in enumerate(case.leaves)]
     adj = {b.key: _differences(lambda i, h, b=b: _loss_with(case, b.key, _element(i, h)), np.asarray(b.value, float),
                                pace) for b in live}
     return grads, adj, "finite differences", RTOL["numeric"]
+
+
+def _affordable(elements: int, why: str) -> None:
+    if elements > FD_ELEMENTS:
+        raise _NotLocated(f"{why}, the adjoints come from finite differences on the intermediates, and the "
+                          f"{elements:,} parameter and intermediate elements are more than the {FD_ELEMENTS:,} "
+                          f"they visit; a check with JAX (against='auto') blames larger problems")
 
 
 def _depends(case: Case, b: Binding, pace: _Pace) -> bool:
@@ -486,6 +492,7 @@ class _Search:
         self.expected: dict[int, Quantity] = {}  # binding -> what the search found it should hold
         self.blamed: dict[int, tuple] = {}       # binding -> the blame found from it
         self._held: dict[tuple, bool] = {}
+        self.described: dict[tuple, Blame] = {}  # (binding, expected, hint) -> its Blame
 
     def matched(self, b: Binding) -> Match | None:
         if b.seq not in self._matches:
@@ -725,6 +732,14 @@ def _paren(label: str) -> str:
 
 
 def _blame(node: Binding, expected: Quantity, hint: str, search: _Search) -> Blame:
+    """The Blame of a line (the same line found for several parameters is described once)."""
+    key = (node.seq, id(expected), hint)
+    if key not in search.described:
+        search.described[key] = _describe_blame(node, expected, hint, search)
+    return search.described[key]
+
+
+def _describe_blame(node: Binding, expected: Quantity, hint: str, search: _Search) -> Blame:
     m = search.matched(node)
     equals = m.describe() if m is not None else "none of the forward values, gradients or local derivatives"
     why = _why(search, node, expected) or hint
