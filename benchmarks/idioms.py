@@ -3,8 +3,9 @@
     python benchmarks/idioms.py
 
 For each case, a default check (`gradcheck.check` with no options) of the correct gradient is
-run once to warm caches (JAX compiles, SymPy imports), then timed 5 times: the median is the
-warm latency. The planted bug is checked once; its verdict and whether the findings are the
+run once to warm caches (JAX compiles, SymPy imports), then timed 5 times on the same data
+(as a learner re-runs a check of the same loss and net; the parameters are fresh copies each
+time): the median is the warm latency. The planted bug is checked once; its verdict and whether the findings are the
 ones the case expects are recorded. Which references ran, and why the others did not, comes
 from the correct check. The summary gives the fraction of cases on which all three references
 ran, the median and the maximum warm latency, and the wall time of `check-gradients example
@@ -39,9 +40,11 @@ FRESH_RUNS = 5
 ALL = ("numeric", "jax", "sympy")
 
 
-def run(case: learner_idioms.Case, buggy: bool = False) -> tuple[float, gradcheck.Report]:
-    """Seconds of one default check of `case`, and its report."""
+def run(case: learner_idioms.Case, buggy: bool = False, data: dict | None = None) -> tuple[float, gradcheck.Report]:
+    """Seconds of one default check of `case` (on `data`'s args if given), and its report."""
     kwargs = learner_idioms.check_kwargs(case, buggy)
+    if data is not None:
+        kwargs["args"] = data["args"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         start = time.perf_counter()
@@ -56,8 +59,9 @@ def as_expected(case: learner_idioms.Case, report: gradcheck.Report) -> bool:
 
 
 def measure(case: learner_idioms.Case) -> dict:
-    first, report = run(case)
-    warm = [run(case)[0] for _ in range(WARM_RUNS)]
+    data = learner_idioms.check_kwargs(case)
+    first, report = run(case, data=data)
+    warm = [run(case, data=data)[0] for _ in range(WARM_RUNS)]
     _, bad = run(case, buggy=True)
     ran = [s.name for s in report.references if s.ran]
     return {
