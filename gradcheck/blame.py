@@ -476,6 +476,46 @@ def _distinct(qs: list[Quantity]) -> list[Quantity]:
     return [q for i, q in enumerate(qs) if math.isfinite(q.norm) and q.norm != 0 and i not in dropped]
 
 
+def data_parts(qs: list[Quantity], bwd: Recording, returned: set) -> list[Quantity]:
+    """The gradients of the data part of a regularised loss, where the backward pass shows them.
+
+    A loss `data + 0.5 * reg * sum(W**2)` has dL/dW = d(data)/dW + reg * W, and a backward pass
+    names d(data)/dW (CS231n's `dW2` before `grads["W2"] = dW2 + reg * W2`). Where a value it binds
+    (not a gradient it returns) is dL/dW - c x W for a weight W (more than two elements, c not 0),
+    c is the regularisation: dL/dV - c x V is then a known quantity for every weight V of W's rank.
+    """
+    params = {q.of: q for q in qs if q.kind == "param" and q.value.size > 2}
+    grads = {q.of: q for q in qs if q.kind == "adjoint" and q.of in params and q.what.startswith("the gradient of")}
+    found: dict[float, int] = {}  # coefficient -> the rank of the weight that showed it
+    for b in bwd.bindings:
+        for name, p in params.items():
+            g = grads.get(name)
+            if g is not None and id(b.obj) not in returned and is_number(b.value) and np.shape(b.value) == p.value.shape:
+                c = _coefficient(g, p, _array(b.value))
+                if c is not None:
+                    found.setdefault(c, p.value.ndim)
+    out = []
+    for c, rank in found.items():
+        for name, p in params.items():
+            g = grads.get(name)
+            if g is not None and p.value.ndim == rank:
+                out.append(Quantity(f"dL/d{name} - {_factor(c)} x {name}", f"the gradient of the data part of the "
+                                    f"loss with respect to {name} (without the regularisation {_factor(c)} x {name})",
+                                    g.value - c * p.value, "adjoint", name, g.rtol))
+    return _distinct(out)
+
+
+def _coefficient(g: Quantity, p: Quantity, v: np.ndarray) -> float | None:
+    """c where v = g - c x p (c not 0; within g's tolerance), else None."""
+    with np.errstate(all="ignore"):
+        d = (g.value - v).reshape(-1)
+        flat = p.value.reshape(-1)
+        c = float(d @ flat) / float(flat @ flat)
+        if not math.isfinite(c) or abs(c) < 1e-9 or not np.all(np.abs(d - c * flat) <= g.tol):
+            return None
+    return float(np.round(c, 9))
+
+
 # --------------------------------------------------------------------------- the search
 
 
@@ -707,6 +747,11 @@ def _why(search: _Search, node: Binding, expected: Quantity) -> str:
             round_ = any(abs(x - round(x)) < 1e-9 and round(x) > 1 for x in (abs(c), 1 / abs(c) if c else 0))
             if (v.size > 2 or round_) and close(v, c * e.reshape(v.shape), expected.rtol):
                 return f"it is {c:.6g} times the right value: a factor is missing or extra"
+        for p in (q for q in search.qs if q.kind == "param" and q.value.shape == e.shape and q.value.size > 2):
+            c = _coefficient(expected, p, v)
+            if c is not None:
+                return (f"it is {expected.label} {'-' if c > 0 else '+'} {_factor(abs(c))} x {p.label}: the "
+                        f"regularisation's gradient is off by that much")
     if v.ndim == 2 and v.shape[::-1] == e.shape and close(v.T, e, expected.rtol):
         return "it is transposed"
     m = search.matched(node)
@@ -825,6 +870,7 @@ def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
     clock("record_backward")
     returned = bwd.result[1] if case.pair else bwd.result
     objs = flatten_like(case.treedef, returned)
+    quantities = quantities + data_parts(quantities, bwd, {id(o) for o in objs})
     search = _Search(bwd, quantities, case.deadline, {id(x) for x in flatten(params)[1]})
     out: dict[str, Blame] = {}
     pending = list(wanted)

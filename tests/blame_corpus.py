@@ -760,7 +760,7 @@ CASES = [
     _cs_case("cs231n-softmax", softmax_loss_no_one, make_two_layer(softmax=softmax_loss_no_one)),
     _cs_case("cs231n-reg-doubled", cs_loss_reg_wrong, cs_loss_reg_wrong, reg=0.1),
     _cs_case("cs231n-relu-flipped-reg", relu_backward_flipped, make_two_layer(relu_back=relu_backward_flipped),
-             reg=0.1, notes="the regularised gradient: the data part of dW1 is no known quantity"),
+             reg=0.1, notes="the regularised gradient: dW2 = dL/dW2 - reg * W2 shows the data part of dW1"),
     BlameCase("nielsen", "nielsen", grad=make_backprop(), **_NI),
     BlameCase("nielsen-cost-sign", "nielsen", grad=make_backprop(QuadraticCostFlipped),
               bug=QuadraticCostFlipped.delta, **_NI),

@@ -220,10 +220,35 @@ def test_finite_differences_on_intermediates_keep_to_the_time_blame_has():
     assert not found.located and "blame may spend" in found.reason and "without JAX" in found.reason
 
 
-def test_regularised_data_part_is_not_blamed_without_evidence():
+def test_regularised_data_part_is_known_where_the_backward_pass_shows_it():
+    """dW2 = dL/dW2 - 0.1 x W2 shows the regularisation: the data part of dW1 is known too."""
     b = _blame_of("cs231n-relu-flipped-reg", "W1")
-    assert not b.located
-    assert "matches no known quantity" in b.reason
+    assert (b.line, b.source) == (corpus.bug_line(corpus.relu_backward_flipped)[1], "dx = dout * (x < 0)  # BUG")
+    b = _blame_of("cs231n-reg-doubled", "W2")
+    assert b.line == corpus.bug_line(corpus.cs_loss_reg_wrong)[1]
+    assert "it is dL/dW2 + 0.1 x W2: the regularisation's gradient is off" in b.should_be
+
+
+def test_regularised_data_part_is_not_blamed_without_evidence():
+    """One regularised weight whose data part is wrong: nothing shows what the data part is."""
+    def loss(p, X, y, reg):
+        h = np.tanh(X @ p["W"])
+        return 0.5 * np.sum((h - y) ** 2) + 0.5 * reg * np.sum(p["W"] ** 2)
+
+    def grad(p, X, y, reg):
+        z = X @ p["W"]
+        h = np.tanh(z)
+        dh = h - y
+        dz = dh * (1 - h)  # the tanh's derivative is 1 - h**2
+        dW = X.T @ dz
+        return {"W": dW + reg * p["W"]}
+
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    for use_jax in (True, False):
+        b = blame(loss, grad, {"W": rng.normal(size=(3, 2))}, (X, y, 0.1), use_jax=use_jax)["W"]
+        assert not b.located
+        assert "matches no known quantity" in b.reason
 
 
 def test_one_expression_gets_a_reason_not_a_line():
