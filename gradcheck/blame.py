@@ -329,13 +329,25 @@ def adjoints(case: Case, forward: list[Binding], f0: float) -> tuple[list, dict,
 
 def _numeric_adjoints(case: Case, forward: list[Binding]) -> tuple[list, dict, str, float]:
     """Central differences on every element of every parameter and of every intermediate the loss
-    depends on (a probe along one random direction tells: moved, a value the loss ignores leaves
-    it bit for bit the same; the backward values a `(loss, grads)` function binds are such)."""
+    depends on, once per site.
+
+    A probe moves each intermediate along one random direction: a value the loss ignores (the
+    backward values a `(loss, grads)` function binds) leaves it bit for bit the same; an equal
+    value, moved the same way, that gives bit for bit the same losses is the same site (a value
+    a helper returns, then named by its caller) and shares its adjoint.
+    """
     why = "JAX cannot run the loss" if case.use_jax else "without JAX"
     params = sum(np.size(x) for x in case.leaves)
     _affordable(params, why)
     pace = _Pace(case, 2 * len(forward) + 2 * params, why)
-    live = [b for b in forward if _depends(case, b, pace)]
+    sites: dict[tuple, Binding] = {}   # (losses of the probe, shape) -> the first binding probed so
+    twin: dict[tuple, Binding] = {}    # binding key -> the binding whose adjoint it shares
+    for b in forward:
+        up, down = _probe(case, b, pace)
+        first = sites.setdefault((up, down, np.shape(b.value)), b)
+        if up != down:
+            twin[b.key] = first if np.array_equal(first.value, b.value) else b
+    live = [b for b in forward if twin.get(b.key) is b]
     total = sum(np.size(b.value) for b in live) + params
     _affordable(total, why)
     pace.calls += 2 * (total - params)
@@ -343,7 +355,7 @@ def _numeric_adjoints(case: Case, forward: list[Binding]) -> tuple[list, dict, s
              for k, x in enumerate(case.leaves)]
     adj = {b.key: _differences(lambda i, h, b=b: _loss_with(case, b.key, _element(i, h)), np.asarray(b.value, float),
                                pace) for b in live}
-    return grads, adj, "finite differences", RTOL["numeric"]
+    return grads, {key: adj[b.key] for key, b in twin.items()}, "finite differences", RTOL["numeric"]
 
 
 def _affordable(elements: int, why: str) -> None:
@@ -353,15 +365,16 @@ def _affordable(elements: int, why: str) -> None:
                           f"they visit; a check with JAX (against='auto') blames larger problems")
 
 
-def _depends(case: Case, b: Binding, pace: _Pace) -> bool:
-    """Whether moving this intermediate along a random direction moves the loss at all."""
+def _probe(case: Case, b: Binding, pace: _Pace) -> tuple[float, float]:
+    """The loss with this intermediate moved either way along a random direction (the same one for
+    every value of its size, so that one site bound twice is moved alike)."""
     x = np.asarray(b.value, float)
-    direction = np.random.default_rng(b.seq).standard_normal(x.shape)
+    direction = np.random.default_rng(x.size).standard_normal(x.shape)
     h = 1e-5 * max(1.0, float(np.max(np.abs(x))) if x.size else 1.0)
     up = _loss_with(case, b.key, lambda v: _plus(v, h * direction))
     down = _loss_with(case, b.key, lambda v: _plus(v, -h * direction))
     pace.step(2)
-    return up != down
+    return up, down
 
 
 def _plus(value: Any, delta: np.ndarray) -> Any:
