@@ -78,6 +78,11 @@ class Quantity:
         """How far a value may be from this quantity, per element, and still be it (see close)."""
         return self.rtol * max(self.scale, 1e-12) + 1e-15
 
+    @functools.cached_property
+    def loose_tol(self) -> float:
+        """An upper bound on tol from the norm alone (no element is larger than the norm)."""
+        return self.rtol * max(self.norm, 1e-12) + 1e-15
+
     def may_equal(self, a: np.ndarray, norm: float) -> bool:
         """False when a cannot be close to this quantity: | |a| - |q| | <= |a - q| bounds it cheaply."""
         return abs(norm - self.norm) <= math.sqrt(max(self.value.size, 1)) * self.tol * 1.01
@@ -143,20 +148,24 @@ class _Group:
         self.qs = qs
         self.rows = np.stack([q.value.reshape(-1) for q in qs])
         self.norms = np.array([q.norm for q in qs])
-        self.tols = np.array([q.tol for q in qs])
-        self.scales = np.array([q.scale for q in qs])
         self.rtols = np.array([q.rtol for q in qs])
+        self.loose = np.array([q.loose_tol for q in qs])
         self.squares = self.norms ** 2
+
+    def tols(self, rows: np.ndarray, factor: np.ndarray | float = 1.0) -> np.ndarray:
+        """The tolerances of some rows (of factor x each row), worked out for those rows only."""
+        scales = np.array([self.qs[int(i)].scale for i in rows])
+        return self.rtols[rows] * np.maximum(np.abs(factor) * scales, 1e-12) + 1e-15
 
     def equal(self, flat: np.ndarray) -> np.ndarray:
         """The rows (in order) that flat is, within their tolerance."""
         # | |a| - |q| | <= |a - q| <= sqrt(n) max|a - q|: only rows of about a's norm can be a
-        rows = np.flatnonzero(np.abs(float(np.linalg.norm(flat)) - self.norms)
-                              <= math.sqrt(flat.size) * self.tols * 1.01)
+        rows = np.flatnonzero(np.abs(math.sqrt(float(flat @ flat)) - self.norms)
+                              <= math.sqrt(flat.size) * self.loose * 1.01)
         if rows.size == 0:
             return rows
         with np.errstate(all="ignore"):
-            ok = np.all(np.abs(self.rows[rows] - flat) <= self.tols[rows, None], axis=1)
+            ok = np.all(np.abs(self.rows[rows] - flat) <= self.tols(rows)[:, None], axis=1)
         return rows[ok]
 
     def scaled(self, flat: np.ndarray) -> tuple[int, float] | None:
@@ -164,13 +173,14 @@ class _Group:
         c x row)."""
         with np.errstate(all="ignore"):
             c = self.rows @ flat / self.squares
-            tol = self.rtols * np.maximum(np.abs(c) * self.scales, 1e-12) + 1e-15
+            loose = self.rtols * np.maximum(np.abs(c) * self.norms, 1e-12) + 1e-15  # >= the tolerance
             # what is left of flat beside c x row, squared, is at most n tol^2 where flat is c x row
             rest = float(flat @ flat) - c * c * self.squares
-            rows = np.flatnonzero((rest <= 1.02 * flat.size * tol ** 2) & (c != 0) & (np.abs(c - 1) > 1e-6))
+            rows = np.flatnonzero((rest <= 1.02 * flat.size * loose ** 2) & (c != 0) & (np.abs(c - 1) > 1e-6))
             if rows.size == 0:
                 return None
-            ok = np.all(np.abs(flat - c[rows, None] * self.rows[rows]) <= tol[rows, None], axis=1)
+            tol = self.tols(rows, c[rows])
+            ok = np.all(np.abs(flat - c[rows, None] * self.rows[rows]) <= tol[:, None], axis=1)
         return (int(rows[ok][0]), float(c[rows[ok][0]])) if ok.any() else None
 
 
@@ -479,7 +489,7 @@ def _distinct(qs: list[Quantity]) -> list[Quantity]:
     dropped: set[int] = set()
     for idx in by_shape.values():
         norms = np.array([qs[i].norm for i in idx])
-        bounds = np.array([math.sqrt(max(qs[i].value.size, 1)) * qs[i].tol * 1.01 for i in idx])
+        bounds = np.array([math.sqrt(max(qs[i].value.size, 1)) * qs[i].loose_tol * 1.01 for i in idx])
         # |norm(q) - norm(p)| <= |q - p| rules out most pairs before any element is compared
         near = np.abs(norms[:, None] - norms[None, :]) <= bounds[None, :]
         for a, b in zip(*np.nonzero(np.tril(near, -1))):  # q = idx[a] against the earlier p = idx[b]
@@ -883,17 +893,23 @@ def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
     clock("record_backward")
     returned = bwd.result[1] if case.pair else bwd.result
     objs = flatten_like(case.treedef, returned)
-    quantities = quantities + data_parts(quantities, bwd, {id(o) for o in objs})
-    search = _Search(bwd, quantities, case.deadline, {id(x) for x in flatten(params)[1]})
+    param_ids = {id(x) for x in flatten(params)[1]}
     out: dict[str, Blame] = {}
     pending = list(wanted)
-    for _ in range(2):  # a second pass uses what the first found the other parameters' lines should hold
-        for name in list(pending):
-            k = case.names.index(name)
-            expected = Quantity(f"dL/d{name}", "", np.asarray(grads[k], float), "adjoint", name, rtol)
-            out[name], again = _blame_leaf(search, bwd, objs[k], expected, name)
-            if not again:
-                pending.remove(name)
+    for more in (False, True):  # where values match nothing, what the backward pass shows may be known too
+        if more:
+            extra = data_parts(quantities, bwd, {id(o) for o in objs}) if pending else []
+            if not extra:
+                break
+            quantities = quantities + extra
+        search = _Search(bwd, quantities, case.deadline, param_ids)
+        for _ in range(2):  # a second pass uses what the first found the other parameters' lines should hold
+            for name in list(pending):
+                k = case.names.index(name)
+                expected = Quantity(f"dL/d{name}", "", np.asarray(grads[k], float), "adjoint", name, rtol)
+                out[name], again = _blame_leaf(search, bwd, objs[k], expected, name)
+                if not again:
+                    pending.remove(name)
     clock("search")
     return out
 

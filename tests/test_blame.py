@@ -318,6 +318,17 @@ def test_explain_command_shows_the_blamed_line(tmp_path, monkeypatch, capsys):
     assert "multiplies by h * (1 - h) instead" in out
 
 
+def test_the_example_in_the_docs_prints_what_they_show(tmp_path):
+    """docs/blame.md's example, run as mlp.py, ends with the blame the page shows."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "blame.md").read_text()
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    shown = page.split("ends with\n\n```\n", 1)[1].split("```", 1)[0].strip()
+    (tmp_path / "mlp.py").write_text(code)
+    out = subprocess.run([sys.executable, "mlp.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith(shown), out.stdout
+
+
 # ----------------------------------------------------------------------------- never in the way
 
 
