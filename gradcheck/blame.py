@@ -556,6 +556,7 @@ class _Search:
         self.blamed: dict[int, tuple] = {}       # binding -> the blame found from it
         self._held: dict[tuple, bool] = {}
         self.described: dict[tuple, Blame] = {}  # (binding, expected, hint) -> its Blame
+        self._copies: dict[int, bool] = {}
 
     def matched(self, b: Binding) -> Match | None:
         if b.seq not in self._matches:
@@ -626,8 +627,12 @@ class _Search:
 
     def copies(self, b: Binding) -> bool:
         """Whether b's line only renamed or copied a value read on it."""
-        return any(close(b.value, p.value) for _, p in self.parents(b) if is_number(p.value)) if is_number(
-            b.value) else False
+        if b.seq not in self._copies:
+            shape = np.shape(b.value)
+            self._copies[b.seq] = is_number(b.value) and any(
+                is_number(p.value) and (np.shape(p.value) == shape or np.size(p.value) == np.size(b.value) == 1)
+                and close(b.value, p.value) for _, p in self.parents(b))
+        return self._copies[b.seq]
 
     def held(self, q: Quantity, before: int) -> bool:
         """Whether some value bound before binding `before` is this quantity."""
