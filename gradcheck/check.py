@@ -464,7 +464,8 @@ def _sympy(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_B
 
     total = sum(x.size for x in prep.x0)
     if total <= SYMPY_ALL_SYMBOLS:
-        return sympy_gradient(prep.objective, [np.arange(x.size) for x in prep.x0], f0=prep.loss_value)
+        return sympy_gradient(prep.objective, [np.arange(x.size) for x in prep.x0], f0=prep.loss_value,
+                              time_budget=budget)  # what is left of the check's budget
     return sympy_gradient(prep.objective, _sample(selection, SYMPY_SAMPLE, seed), max_elements=SYMPY_SAMPLE,
                           f0=prep.loss_value, time_budget=min(SYMPY_SAMPLE_SECONDS, SYMPY_BUDGET_SHARE * budget))
 

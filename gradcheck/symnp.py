@@ -11,12 +11,19 @@ done in mpmath at `dps` digits (ten times faster than SymPy Floats); a number be
 Float only when it meets a symbolic value. Matrix products sum their numeric terms exactly, on
 integers, and round each entry once. Symbolic results are built without SymPy's
 automatic simplification (which queries assumptions about whole subexpressions and costs
-seconds on a small network). `maximum`, `minimum`, `clip`, `abs` and `sign` stay symbolic
-(Max, Min, Abs, sign): their derivatives exist away from ties. Comparisons such as
-`z > 0` are evaluated at the point being differentiated (as numpy, JAX and any autodiff do),
+seconds on a small network), and function nodes (exp, Max, ...) are made directly, Max and Min
+without SymPy's sorting of their arguments. `maximum`, `minimum`, `clip`, `abs` and `sign`
+stay symbolic (Max, Min, Abs, sign): their derivatives exist away from ties. Comparisons such
+as `z > 0` are evaluated at the point being differentiated (as numpy, JAX and any autodiff do),
 giving plain boolean masks; a comparison that is an exact tie is recorded, because the
 derivative may have a kink there. Anything without a symbolic counterpart raises
 `NoSymbolicCounterpart` (an AttributeError) naming the numpy function.
+
+Where numpy hands out a scalar (an element, `for v in arr`, a full reduction, `np.dot` of
+vectors), symnp hands out a `SymScalar`: a symbolic number that, like a float64, can be
+branched on (`if margin > 0:`, `max(a, b)`, `while err > tol:`, decided at the point, ties
+recorded) and mixed with bools as 0/1 (`p[j] - (j == y[i])`). Arrays store its expression.
+Past an evaluation's `deadline` every symbolic operation raises `OutOfTime`.
 """
 
 from __future__ import annotations
@@ -27,12 +34,14 @@ import contextvars
 import functools
 import math
 import operator
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import mpmath
 import numpy as np
 import sympy
+from sympy.core.parameters import global_parameters
 
 
 class NoSymbolicCounterpart(AttributeError):
@@ -44,6 +53,14 @@ class NoSymbolicCounterpart(AttributeError):
         super().__init__(message + (f"; {hint}" if hint else ""))
 
 
+class OutOfTime(BaseException):
+    """A symbolic run went past its deadline (`evaluation(deadline=...)`).
+
+    Raised by the next symbolic operation, through the learner's code: a BaseException, as
+    KeyboardInterrupt is, so that their `except Exception:` does not take it for their error.
+    """
+
+
 @dataclass
 class Evaluation:
     """Where symbolic values are evaluated: working precision, the point, ties seen."""
@@ -52,6 +69,7 @@ class Evaluation:
     point: dict | None = None  # Symbol -> exact value; None: comparisons stay symbolic
     ties: list = field(default_factory=list)  # free symbols of comparisons that tied
     evaluate: Callable | None = None  # expr -> number at the point (default: evalf with subs)
+    deadline: float | None = None  # time.perf_counter() past which operations raise OutOfTime
 
 
 _EVALUATION: contextvars.ContextVar[Evaluation] = contextvars.ContextVar("gradcheck_symnp")
@@ -66,20 +84,29 @@ def current() -> Evaluation:
 
 
 @contextlib.contextmanager
-def evaluation(point: dict | None = None, dps: int = 50, evaluate: Callable | None = None
-               ) -> Iterator[Evaluation]:
+def evaluation(point: dict | None = None, dps: int = 50, evaluate: Callable | None = None,
+               deadline: float | None = None) -> Iterator[Evaluation]:
     """Run symbolic code with comparisons decided at `point`, numbers lifted to `dps` digits.
 
     `evaluate(expr)` computes an expression's value at the point; the SymPy reference passes a
     memoizing one, since expressions built by a forward pass share most of their subtrees.
+    Past `deadline` (a time.perf_counter() value) every symbolic operation raises OutOfTime.
     """
-    state = Evaluation(dps=dps, point=point, evaluate=evaluate)
+    state = Evaluation(dps=dps, point=point, evaluate=evaluate, deadline=deadline)
     token = _EVALUATION.set(state)
     try:
         with mpmath.workdps(dps), _quiet_conversions():  # mpf arithmetic rounds at dps digits
             yield state
     finally:
         _EVALUATION.reset(token)
+
+
+def on_time(deadline: float | None = None) -> None:
+    """Raise OutOfTime once `deadline` (by default the active evaluation's) has passed."""
+    if deadline is None:
+        deadline = current().deadline
+    if deadline is not None and time.perf_counter() > deadline:
+        raise OutOfTime()
 
 
 def _refuse_symbolic(fallback: Callable) -> Callable:
@@ -246,13 +273,45 @@ def _dual(fn: Callable, numeric: Callable) -> Callable:
     buys nothing here: the reference only evaluates and differentiates the expression.
     """
 
+    build = _node(fn)
+
     def apply(*args: Any) -> Any:
         if builtins.all(_numeric(a) for a in args):
             return _real(numeric(*[_mp(a) for a in args]))
-        return fn(*[_number(a) for a in args], evaluate=False)
+        args = [_number(a) for a in args]
+        return fn(*args, evaluate=False) if global_parameters.evaluate else build(*args)
 
     apply.__name__ = getattr(fn, "__name__", "fn")
     return apply
+
+
+def _node(cls: type) -> Callable:
+    """cls(*args, evaluate=False) built directly, for expressions that are only evaluated and
+    differentiated (formulas, built with evaluation on, keep SymPy's own constructors).
+
+    SymPy's unevaluated Max and Min still sort their arguments by its canonical keys, which
+    walks each whole argument: that was most of a sampled element's time on a softmax over a
+    network's logits. Here the arguments keep their order, numbers among them are folded into
+    the one that can win (the others are never the extremum), and identical ones appear once.
+    """
+    if isinstance(cls, type) and issubclass(cls, sympy.Function):  # exp(x): the node itself
+        return lambda *args: sympy.Basic.__new__(cls, *map(sympy.sympify, args))
+    if not (isinstance(cls, type) and issubclass(cls, (sympy.Max, sympy.Min))):
+        return lambda *args: cls(*args, evaluate=False)
+    pick = builtins.max if cls is sympy.Max else builtins.min
+
+    def extremum(*args: Any) -> Any:
+        numbers = [a for a in args if _numeric(a)]
+        if len(numbers) > 1:
+            args = [a for a in args if not _numeric(a)] + [pick(numbers, key=_mp)]
+        unique = tuple({id(a): a for a in map(sympy.sympify, args)}.values())
+        if len(unique) == 1:
+            return unique[0]
+        node = sympy.Expr.__new__(cls, *unique)
+        node._argset = frozenset(unique)
+        return node
+
+    return extremum
 
 
 def _mp_log(x: Any) -> Any:
@@ -560,6 +619,7 @@ def _ufunc_reduce(ufunc: np.ufunc, arr: Any, kwargs: dict) -> Any:
 
 def _apply_ufunc(ufunc: np.ufunc, method: str, inputs: tuple, out: Any, kwargs: dict) -> Any:
     """A numpy ufunc call on symbolic operands (SymArrays, SymScalars), with its symbolic meaning."""
+    on_time()
     args = [_operand(x) for x in inputs]
     if method == "__call__":
         result = _ufunc_call(ufunc, args, kwargs)
@@ -658,6 +718,7 @@ def _operator(op: Callable, reflected: bool = False) -> Callable:
         value = _scalar_operand(other)
         if value is NotImplemented:
             return NotImplemented
+        on_time()
         return scalar(op(value, self.expr) if reflected else op(self.expr, value))
 
     apply.__name__ = f"__{'r' if reflected else ''}{op.__name__.strip('_')}__"
@@ -671,6 +732,7 @@ def _relation(op: Callable) -> Callable:
         value = _scalar_operand(other)
         if value is NotImplemented:
             return NotImplemented
+        on_time()
         decided = _decide(op, self.expr, value)
         return np.bool_(decided) if isinstance(decided, builtins.bool) else decided
 

@@ -345,3 +345,65 @@ def test_a_scalar_refuses_float_and_int_outside_the_rewrite():
         with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
             range(s)
         assert float(symnp.scalar(sympy.Integer(2))) == 2.0   # a constant converts, as numpy's would
+
+
+# --- SymPy within its time budget ---------------------------------------------------------------
+
+def slow_loss(w, x, repeats=6000):
+    """A small loss that is slow under SymPy: a long chain of array operations."""
+    s = 0.0
+    for _ in range(repeats):
+        s = s + np.sum(np.tanh(w * x)) * 1e-3
+    return s
+
+
+def slow_grad(w, x, repeats=6000, bug=False):
+    return repeats * 1e-3 * (1 - np.tanh(w * x) ** 2) * (w if bug else x)   # bug: w where x belongs
+
+
+W_SLOW, X_SLOW = np.array([0.3, -0.2, 0.1]), np.array([1.0, 2.0, 3.0])
+
+
+def test_all_symbols_stops_at_its_time_budget_and_checks_nothing_it_did_not_finish():
+    from gradcheck.references import sympy_ref
+
+    obj = objective(slow_loss, W_SLOW, X_SLOW)
+    ref = sympy_ref.sympy_gradient(obj, [np.arange(3)], time_budget=0.2)
+    assert ref.seconds < 0.2 + 0.5, "stopped near its budget (a loaded machine adds a little)"
+    assert not ref.checked[0].any()
+    assert any("time budget" in note and "none of the 3" in note for note in ref.notes), ref.notes
+    full = sympy_ref.sympy_gradient(obj, [np.arange(3)], time_budget=None)   # the same objective, unbounded
+    assert full.checked[0].all()
+    np.testing.assert_allclose(full.values[0], slow_grad(W_SLOW, X_SLOW), rtol=1e-12)
+
+
+def test_a_check_with_a_budget_is_not_held_by_sympy():
+    import time
+
+    start = time.perf_counter()
+    report = gradcheck.check(slow_loss, slow_grad, W_SLOW, args=(X_SLOW,), budget=1.0, against=("numeric", "sympy"))
+    assert time.perf_counter() - start < 1.0 + 1.0
+    assert report.passed, str(report)
+    bad = gradcheck.check(slow_loss, lambda w, x: slow_grad(w, x, bug=True), W_SLOW, args=(X_SLOW,), budget=1.0,
+                          against=("numeric", "sympy"))
+    assert not bad.passed and bad["params"].diagnosis != "ok", str(bad)
+
+
+def cheap_then_slow_loss(p, x):
+    """Elements of `a` make a cheap symbolic run; elements of `b` a long chain of scalar steps."""
+    s = np.sum(p["b"] * x)
+    for _ in range(20000):
+        s = s * 0.9999 + 0.0001
+    return np.sum(p["a"] ** 2) + s
+
+
+def test_sampled_elements_after_the_first_stop_at_the_deadline():
+    from gradcheck.references import sympy_ref
+
+    params = {"a": np.linspace(-1.0, 1.0, 40), "b": np.linspace(0.5, 1.5, 40)}
+    obj = objective(cheap_then_slow_loss, params, np.linspace(1.0, 2.0, 40))
+    ref = sympy_ref.sympy_gradient(obj, [np.arange(40), np.arange(40)], max_elements=4, time_budget=0.5)
+    assert ref.seconds < 0.5 + 0.6
+    assert ref.checked[0].sum() == 1 and not ref.checked[1].any()   # a[0] done; b[0] stopped at the deadline
+    assert ref.values[0][0] == pytest.approx(2 * params["a"][0], rel=1e-15)
+    assert any("1 of 80" in note and "time budget" in note for note in ref.notes), ref.notes

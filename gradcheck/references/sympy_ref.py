@@ -24,6 +24,11 @@ Two plans, by size:
   `max_elements`, or past `time_budget` seconds) stay unchecked; `checked` says which were
   done and the notes how many.
 
+`time_budget` bounds both plans: past it, the next symbolic operation (in the learner's code
+or in the evaluator) raises `symnp.OutOfTime`, the work in progress is dropped, and what it
+would have given stays unchecked, with a note. Only a sampled plan's first element runs
+whatever the budget, so that a reference that ran has checked something.
+
 Where the loss has a kink at the point (a tie in max, min, abs or clip, or a comparison such
 as `z > 0` exactly at 0), the one-sided derivatives come from high-precision re-runs at
 x +- 1e-25 (in `lower`/`upper`) and the element is marked in `kinks`. Code SymPy cannot run (a
@@ -37,6 +42,7 @@ import operator
 import re
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -78,15 +84,21 @@ class Evaluator:
     accumulate in reverse over the graph: the chain rule, with each node's partial derivatives
     from the standard rules or, for other functions, SymPy's own `fdiff`. Nodes at a tie of a
     non-smooth operation (Max, Min, Abs, sign, Heaviside) are recorded in `kinks`.
+
+    Nodes are memoized by identity, not by SymPy's equality: hashing a SymPy Float converts it
+    to a float every time, and was a fifth of the time. `_alive` keeps every node seen alive,
+    so an identity is never reused while the memo lasts.
     """
 
-    def __init__(self, point: dict, dps: int) -> None:
+    def __init__(self, point: dict, dps: int, deadline: float | None = None) -> None:
         self.ctx = mpmath.MPContext()
         self.ctx.dps = dps
         self.dps = dps
         self.point = point
-        self.values: dict = {}
+        self.deadline = deadline  # time.perf_counter() past which it raises symnp.OutOfTime
+        self.values: dict[int, Any] = {}  # id(node) -> value
         self.kinks: list = []
+        self._alive: list = []
 
     # -- values ---------------------------------------------------------------------------------
 
@@ -106,11 +118,21 @@ class Evaluator:
 
     def __call__(self, expr: Any) -> Any:
         """The value of expr at the point."""
-        if expr in self.values:
-            return self.values[expr]
-        for node in self._postorder(expr, skip_known=True):
-            self.values[node] = self._evaluate(node)
-        return self.values[expr]
+        key = id(expr)
+        if key in self.values:
+            return self.values[key]
+        self._fill(self._postorder(expr, skip_known=True))
+        return self.values[key]
+
+    def _fill(self, order: list) -> None:
+        """Evaluate the nodes of `order` (children first) not known yet."""
+        values = self.values
+        self._alive.append(order)
+        for n, node in enumerate(order):
+            if not n & 255:
+                symnp.on_time(self.deadline)
+            if id(node) not in values:
+                values[id(node)] = self._evaluate(node)
 
     @staticmethod
     def _children(node: Any) -> tuple:
@@ -125,16 +147,17 @@ class Evaluator:
 
     def _postorder(self, expr: Any, skip_known: bool) -> list:
         """Every node under expr, each after its children (iterative: graphs can be deep)."""
-        order, seen = [], set()
+        order, seen, known = [], set(), self.values if skip_known else {}
         stack = [(expr, False)]
         while stack:
             node, expanded = stack.pop()
             if expanded:
                 order.append(node)
                 continue
-            if node in seen or (skip_known and node in self.values):
+            key = id(node)
+            if key in seen or key in known:
                 continue
-            seen.add(node)
+            seen.add(key)
             stack.append((node, True))
             stack.extend((child, False) for child in self._children(node))
         return order
@@ -148,8 +171,8 @@ class Evaluator:
         if node.is_Number or node.is_NumberSymbol:
             return self.number(node)
         if isinstance(node, sympy.Piecewise):
-            return self.values[self._branch(node)]
-        args = [self.values[a] for a in node.args]
+            return self.values[id(self._branch(node))]
+        args = [self.values[id(a)] for a in node.args]
         rule = _VALUE_RULES.get(type(node).__name__) if node.is_Function or node.is_Add or node.is_Mul \
             or node.is_Pow else None
         value = rule(ctx, *args) if rule is not None else self._generic(node, args)
@@ -164,34 +187,43 @@ class Evaluator:
     def _branch(self, node: Any) -> Any:
         for e, c in node.args:
             if c == sympy.true or (isinstance(c, sympy.core.relational.Relational)
-                                   and bool(_RELATIONS[c.rel_op](self.values[c.lhs], self.values[c.rhs]))):
+                                   and bool(_RELATIONS[c.rel_op](self.values[id(c.lhs)],
+                                                                 self.values[id(c.rhs)]))):
                 return e
         return sympy.nan
 
     # -- derivatives ----------------------------------------------------------------------------
 
-    def gradient(self, expr: Any, wrt: Sequence[Any]) -> list:
-        """d expr / d s for each symbol s in wrt (mpf), by reverse accumulation."""
-        self(expr)
-        order = self._postorder(expr, skip_known=False)
-        adjoint = {expr: self.ctx.one}
+    def order(self, expr: Any) -> list:
+        """Every node of expr, each after its children (shareable between evaluators)."""
+        return self._postorder(expr, skip_known=False)
+
+    def gradient(self, expr: Any, wrt: Sequence[Any], order: list | None = None) -> list:
+        """d expr / d s for each symbol s in wrt (mpf), by reverse accumulation over `order`
+        (`self.order(expr)`, computed here if not given)."""
+        order = self.order(expr) if order is None else order
+        self._fill(order)
+        adjoint = {id(expr): self.ctx.one}
         found: dict = {}
-        for node in reversed(order):
-            bar = adjoint.pop(node, None)
+        for n, node in enumerate(reversed(order)):
+            if not n & 255:
+                symnp.on_time(self.deadline)
+            bar = adjoint.pop(id(node), None)
             if bar is None or bar == 0:
                 continue
             if node.is_Symbol:
-                found[node] = bar
+                found[node] = found.get(node, 0) + bar
                 continue
             for child, partial in self._partials(node):
                 if not child.is_Number:
-                    adjoint[child] = adjoint.get(child, 0) + bar * partial
+                    key = id(child)
+                    adjoint[key] = adjoint.get(key, 0) + bar * partial
         return [found.get(s, self.ctx.zero) for s in wrt]
 
     def _partials(self, node: Any) -> list:
-        ctx, value = self.ctx, self.values[node]
+        ctx, value = self.ctx, self.values[id(node)]
         args = node.args
-        vals = [self.values[a] for a in args] if not isinstance(node, sympy.Piecewise) else []
+        vals = [self.values[id(a)] for a in args] if not isinstance(node, sympy.Piecewise) else []
         if node.is_Add:
             return [(a, ctx.one) for a in args]
         if node.is_Mul:
@@ -215,7 +247,7 @@ class Evaluator:
 
     def size(self, expr: Any) -> int:
         """How many distinct nodes the expression graph has."""
-        return len(self._postorder(expr, skip_known=False))
+        return len(set(self.order(expr)))
 
 
 def _extremum_partials(ctx: Any, args: tuple, vals: list, value: Any) -> list:
@@ -319,8 +351,32 @@ def _data(tree: Any) -> Any:
 
 def _datum(value: Any) -> Any:
     if isinstance(value, np.ndarray):
-        return symnp.lift(value) if value.dtype.kind in "fc" else value.copy()
+        return _exact_numbers(value).view(symnp.SymArray) if value.dtype.kind in "fc" else value.copy()
     return symnp.lift(value) if isinstance(value, float) else value
+
+
+#: Float arrays recently turned into exact numbers: {(shape, dtype, hash of bytes): (values, numbers)}.
+_LIFTED: "OrderedDict[tuple, tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+_LIFTED_ARRAYS = 8
+
+
+def _exact_numbers(x: np.ndarray) -> np.ndarray:
+    """A float array as a fresh object array of exact mpmath numbers (see symnp.lift).
+
+    Every sampled element's run, and every check of the same problem, lifts the same parameters
+    and data again; making ten thousand mpmath numbers was a sixth of a sampled element's time.
+    Recent results are kept by content (the key's hash, then the values themselves, compared
+    exactly) and handed out as copies: the numbers are immutable, the arrays are not.
+    """
+    key = (x.shape, x.dtype.str, hash(x.tobytes()))
+    known = _LIFTED.get(key)
+    if known is None or not np.array_equal(known[0], x, equal_nan=True):
+        known = (x.copy(), np.asarray(symnp.lift(x), dtype=object))
+        _LIFTED[key] = known
+        while len(_LIFTED) > _LIFTED_ARRAYS:
+            _LIFTED.popitem(last=False)
+    _LIFTED.move_to_end(key)
+    return known[1].copy()
 
 
 def _as_expression(value: Any) -> Any:
@@ -340,7 +396,8 @@ def _run(objective: Objective, state: _State, leaves: list, evaluator: Evaluator
     sorting of arguments): three to ten times faster, and the evaluator does not care. Formulas
     are built with it, to read well.
     """
-    with symnp.evaluation(point=evaluator.point, dps=evaluator.dps, evaluate=evaluator) as evaluation, \
+    with symnp.evaluation(point=evaluator.point, dps=evaluator.dps, evaluate=evaluator,
+                          deadline=evaluator.deadline) as evaluation, \
             sympy_evaluate(simplify):
         try:
             params = unflatten(objective.treedef, [_leaf_value(objective, k, v) for k, v in enumerate(leaves)])
@@ -370,10 +427,7 @@ def _check_value(objective: Objective, value: Any, f0: float | None) -> None:
 
 def _numbers(x: np.ndarray) -> np.ndarray:
     """A float64 leaf as an object array of exact mpmath numbers (symnp's numbers)."""
-    out = np.empty(x.shape, dtype=object)
-    for index in np.ndindex(*x.shape):
-        out[index] = mpmath.mpf(float(x[index]))
-    return out
+    return _exact_numbers(np.asarray(x, dtype=np.float64))
 
 
 # --- explaining failures -----------------------------------------------------------------------
@@ -404,7 +458,7 @@ def _unavailable(exc: BaseException) -> ReferenceUnavailable:
 
 # --- the two plans -----------------------------------------------------------------------------
 
-def _all_symbols(objective: Objective, dps: int) -> _State:
+def _all_symbols(objective: Objective, dps: int, deadline: float | None = None) -> _State:
     """The loss as one expression in a symbol per parameter element (built once per objective)."""
     state = _state(objective)
     if state.expression is None or state.dps < dps:
@@ -412,7 +466,7 @@ def _all_symbols(objective: Objective, dps: int) -> _State:
         names = symbol_names(state.names, shapes)
         state.symbols = [np.vectorize(lambda n: sympy.Symbol(n, real=True), otypes=[object])(a)
                          if a.size else np.empty(a.shape, dtype=object) for a in names]
-        state.evaluator = Evaluator(_point(objective, state.symbols), dps)
+        state.evaluator = Evaluator(_point(objective, state.symbols), dps, deadline)
         state.expression, state.ties = _run(objective, state, [s.copy() for s in state.symbols],
                                             state.evaluator)
         state.dps = dps
@@ -466,8 +520,9 @@ class _Result:
 
 def _derivatives(expr: Any, wrt: list, point: dict, evaluator: Evaluator) -> tuple[list, list]:
     """The derivatives at the evaluator's precision, and again with 20 more digits (a check)."""
-    finer = Evaluator(point, evaluator.dps + 20)
-    return evaluator.gradient(expr, wrt), finer.gradient(expr, wrt)
+    order = evaluator.order(expr)
+    finer = Evaluator(point, evaluator.dps + 20, evaluator.deadline)
+    return evaluator.gradient(expr, wrt, order), finer.gradient(expr, wrt, order)
 
 
 def _kinked(evaluator: Evaluator, ties: list) -> set:
@@ -478,7 +533,8 @@ def _kinked(evaluator: Evaluator, ties: list) -> set:
     return out
 
 
-def _one_sided(objective: Objective, state: _State, k: int, i: int, dps: int) -> tuple[float, float]:
+def _one_sided(objective: Objective, state: _State, k: int, i: int, dps: int, deadline: float | None
+               ) -> tuple[float, float]:
     """(left, right) derivatives of element (k, i) from numeric re-runs at working precision."""
     x = _exact(objective.x0[k].reshape(-1)[i])
     h = ONE_SIDED_STEP * max(abs(x), 1)
@@ -488,16 +544,26 @@ def _one_sided(objective: Objective, state: _State, k: int, i: int, dps: int) ->
         moved = [a.copy() for a in leaves]
         with mpmath.workdps(dps):
             moved[k].reshape(-1)[i] = mpmath.mpf(int((x + shift).p)) / int((x + shift).q)
-        evaluator = Evaluator({}, dps)
+        evaluator = Evaluator({}, dps, deadline)
         expr, _ = _run(objective, state, moved, evaluator)
         results.append(evaluator(expr))
     left, mid, right = results
     return float((mid - left) / h), float((right - mid) / h)
 
 
-def _mark_kinks(objective: Objective, state: _State, result: _Result, candidates: list, dps: int) -> None:
-    for k, i in candidates:
-        left, right = _one_sided(objective, state, k, i, dps)
+def _mark_kinks(objective: Objective, state: _State, result: _Result, candidates: list, dps: int,
+                deadline: float | None = None) -> None:
+    """One-sided derivatives of the elements at a tie; past the deadline, the rest are unchecked
+    (at a tie the two-sided value alone cannot be judged)."""
+    for n, (k, i) in enumerate(candidates):
+        try:
+            left, right = _one_sided(objective, state, k, i, dps, deadline)
+        except symnp.OutOfTime:
+            for k2, i2 in candidates[n:]:
+                result.checked[k2].reshape(-1)[i2] = False
+            result.notes.append(f"time budget: {len(candidates) - n} element(s) at a tie left unchecked (their "
+                                f"one-sided derivatives were not computed in time)")
+            return
         lo, hi = min(left, right), max(left, right)
         result.lower[k].reshape(-1)[i], result.upper[k].reshape(-1)[i] = lo, hi
         if hi - lo > KINK_RTOL * max(abs(lo), abs(hi), 1e-300):
@@ -505,17 +571,27 @@ def _mark_kinks(objective: Objective, state: _State, result: _Result, candidates
 
 
 def _gradient_all_symbols(objective: Objective, selection: Sequence[np.ndarray], digits: int,
-                          result: _Result, formula_nodes: int, f0: float | None) -> Mapping:
+                          result: _Result, formula_nodes: int, f0: float | None, deadline: float | None) -> Mapping:
     dps = digits + GUARD_DIGITS
-    state = _all_symbols(objective, dps)
     pairs = [(k, int(i)) for k, idx in enumerate(selection) for i in np.asarray(idx, dtype=np.int64)]
-    wrt = [state.symbols[k].reshape(-1)[i] for k, i in pairs]
-    _check_value(objective, state.evaluator(state.expression), f0)
-    values, checks = _derivatives(state.expression, wrt, state.evaluator.point, state.evaluator)
+    state = _state(objective)
+    try:
+        _all_symbols(objective, dps, deadline)
+        state.evaluator.deadline = deadline
+        wrt = [state.symbols[k].reshape(-1)[i] for k, i in pairs]
+        _check_value(objective, state.evaluator(state.expression), f0)
+        values, checks = _derivatives(state.expression, wrt, state.evaluator.point, state.evaluator)
+    except symnp.OutOfTime:
+        result.notes.append(f"time budget: the symbolic run did not finish in time; none of the {len(pairs)} "
+                            f"selected elements was checked")
+        return {}
+    finally:
+        if state.evaluator is not None:
+            state.evaluator.deadline = None  # the cached evaluator serves later calls, with their own budget
     kinked = _kinked(state.evaluator, state.ties)
     for (k, i), value, check in zip(pairs, values, checks):
         result.set(k, i, value, check, digits)
-    _mark_kinks(objective, state, result, [p for p, s in zip(pairs, wrt) if s in kinked], dps)
+    _mark_kinks(objective, state, result, [p for p, s in zip(pairs, wrt) if s in kinked], dps, deadline)
     if state.evaluator.size(state.expression) > formula_nodes:
         result.notes.append("formulas: the expression is too large to show; sympy_formula(...) gives one anyway")
         return {}
@@ -531,6 +607,7 @@ def _gradient_sampled(objective: Objective, selection: Sequence[np.ndarray], dig
     order = _order(selection, max_elements)
     leaves = [_numbers(leaf) for leaf in objective.x0]
     start = time.perf_counter()
+    deadline = None if time_budget is None else start + time_budget
     done = 0
     t = sympy.Symbol("t", real=True)
     for k, i in order:
@@ -538,16 +615,11 @@ def _gradient_sampled(objective: Objective, selection: Sequence[np.ndarray], dig
         # Stop before an element that, at the pace so far, would end past the budget.
         if time_budget is not None and done and elapsed * (done + 1) / done > time_budget:
             break
-        moved = [a.copy() for a in leaves]  # copies: the loss may write into its parameters
-        moved[k].reshape(-1)[i] = t
-        evaluator = Evaluator({t: _exact(objective.x0[k].reshape(-1)[i])}, dps)
-        expr, ties = _run(objective, state, moved, evaluator)
-        if not done:
-            _check_value(objective, evaluator(expr), f0)
-        (value,), (check,) = _derivatives(expr, [t], evaluator.point, evaluator)
-        result.set(k, i, value, check, digits)
-        if t in _kinked(evaluator, ties):
-            _mark_kinks(objective, state, result, [(k, i)], dps)
+        try:  # the first element is always differentiated; the others only within the budget
+            _sampled_element(objective, state, leaves, (k, i), t, dps, deadline if done else None, result,
+                             f0 if not done else None, digits)
+        except symnp.OutOfTime:
+            break
         done += 1
     if done < wanted:
         why = "time budget" if done < len(order) else f"max_elements={max_elements}"
@@ -556,6 +628,22 @@ def _gradient_sampled(objective: Objective, selection: Sequence[np.ndarray], dig
     else:
         result.notes.append(f"sampled: each of the {done} elements differentiated with the other parameters held "
                             f"as numbers")
+
+
+def _sampled_element(objective: Objective, state: _State, leaves: list, element: tuple[int, int], t: Any,
+                     dps: int, deadline: float | None, result: _Result, f0: float | None, digits: int) -> None:
+    """Differentiate one element in a run where it alone is a symbol (`f0` given: check the value too)."""
+    k, i = element
+    moved = [a.copy() for a in leaves]  # copies: the loss may write into its parameters
+    moved[k].reshape(-1)[i] = t
+    evaluator = Evaluator({t: _exact(objective.x0[k].reshape(-1)[i])}, dps, deadline)
+    expr, ties = _run(objective, state, moved, evaluator)
+    if f0 is not None:
+        _check_value(objective, evaluator(expr), f0)
+    (value,), (check,) = _derivatives(expr, [t], evaluator.point, evaluator)
+    result.set(k, i, value, check, digits)
+    if t in _kinked(evaluator, ties):
+        _mark_kinks(objective, state, result, [(k, i)], dps, deadline)
 
 
 class Formulas(Mapping):
@@ -594,8 +682,10 @@ def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, dig
     """Exact derivatives of the selected elements, evaluated to `digits` significant digits.
 
     Up to `all_symbols_limit` parameter elements in total, every element is a symbol (one run);
-    beyond, at most `max_elements` selected elements are differentiated one at a time, within
-    `time_budget` seconds (see the module docstring). Formulas are filled in for expressions of
+    beyond, at most `max_elements` selected elements are differentiated one at a time. Work past
+    `time_budget` seconds (None: no limit) stops at the next symbolic operation and leaves the
+    elements not done unchecked, with a note (see the module docstring); only a sampled plan's
+    first element runs whatever the budget. Formulas are filled in for expressions of
     at most `formula_nodes` distinct subexpressions. `f0`, the numpy loss at x0 if the caller has
     it, spares one loss call (the symbolic value is checked against it).
     """
@@ -605,7 +695,8 @@ def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, dig
     total = sum(int(np.prod(s)) for s in shapes)
     formulas: Mapping = {}
     if total <= all_symbols_limit:
-        formulas = _gradient_all_symbols(objective, selection, digits, result, formula_nodes, f0)
+        deadline = None if time_budget is None else start + time_budget
+        formulas = _gradient_all_symbols(objective, selection, digits, result, formula_nodes, f0, deadline)
         plan = "every parameter a symbol"
     else:
         _gradient_sampled(objective, selection, digits, max_elements, time_budget, result, f0)
