@@ -43,7 +43,7 @@ from .tree import flatten, flatten_like, unflatten, validate_leaf
 BLAME_SECONDS = 2.0
 MAX_PARAMS = 200_000
 #: Finite differences on the intermediates (where JAX cannot run) visit at most this many elements.
-FD_ELEMENTS = 5_000
+FD_ELEMENTS = 1_000
 #: How close a value must be to a known quantity (relative to the quantity's largest entry).
 RTOL = {"exact": 1e-7, "numeric": 1e-5}
 #: Re-runs of statements the search may make.
