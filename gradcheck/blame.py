@@ -4,9 +4,11 @@ Both passes are recorded line by line (gradcheck.capture). The forward pass (the
 the *known quantities*: each named intermediate (`z1`, `h`, `out`), its exact adjoint
 dL/d(intermediate) (by JAX, adding a zero perturbation to each intermediate and taking one
 gradient with respect to all of them; by finite differences on the recorded intermediates
-where JAX cannot run the loss), the parameters and their gradients, the data, and the usual
-local derivatives (`h * (1 - h)`, `1 - h**2`, `(z > 0)`). Every value the backward pass binds
-is matched against them, exactly or up to a pattern (sign, scale, transpose).
+where JAX cannot run the loss or the check runs without JAX, which is then never imported),
+the parameters and their gradients, the data, and the usual local derivatives (`h * (1 - h)`,
+`1 - h**2`, `(z > 0)`). Every value the backward pass binds is matched against them, exactly or
+up to a pattern (sign, scale, transpose); where none explains a value, the data part of a
+regularised gradient is known too if the backward pass shows it (`data_parts`).
 
 The search starts from the failing parameter's gradient, which should equal dL/dparameter,
 and walks back through the statements that computed it. At each statement it asks, for each
@@ -511,9 +513,11 @@ def data_parts(qs: list[Quantity], bwd: Recording, returned: set) -> list[Quanti
     grads = {q.of: q for q in qs if q.kind == "adjoint" and q.of in params and q.what.startswith("the gradient of")}
     found: dict[float, int] = {}  # coefficient -> the rank of the weight that showed it
     for b in bwd.bindings:
+        if id(b.obj) in returned or not is_number(b.value):
+            continue
         for name, p in params.items():
             g = grads.get(name)
-            if g is not None and id(b.obj) not in returned and is_number(b.value) and np.shape(b.value) == p.value.shape:
+            if g is not None and np.shape(b.value) == p.value.shape:
                 c = _coefficient(g, p, _array(b.value))
                 if c is not None:
                     found.setdefault(c, p.value.ndim)
