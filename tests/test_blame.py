@@ -428,6 +428,31 @@ def test_substituting_replaces_a_local_after_its_line():
     assert f(1.0) == 6.0  # and nothing stays hooked
 
 
+def _helper(x):
+    out = x * 2.0
+    out = out + 1.0
+    return out
+
+
+def _caller(x):
+    a = _helper(x)
+    h = _helper(a)
+    return float(np.sum(h))
+
+
+def test_substituting_only_one_function_and_name_gives_the_same_keys():
+    """`only` watches one local of one function: the same binding changes as without it."""
+    line = _helper.__code__.co_firstlineno + 2  # the second `out = ...`, bound once per call
+    for occurrence in (0, 1):
+        key = (_helper.__code__.co_filename, "_helper", line, "out", occurrence)
+        change = (lambda k, v, key=key: v + 5.0 if k == key else None)
+        with substituting(change):
+            everywhere = _caller(np.ones(3))
+        with substituting(change, only=key[:2] + (key[3],)):
+            alone = _caller(np.ones(3))
+        assert everywhere == alone != _caller(np.ones(3))
+
+
 def test_substituting_sees_in_place_writes_as_bindings():
     def f(x):
         p = x.copy()
