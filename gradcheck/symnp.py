@@ -526,6 +526,57 @@ def _from_binary(man: int, exp: int) -> Any:
 _rounded = np.frompyfunc(_from_binary, 2, 1)
 
 
+def _int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b, exactly, for 2-D object arrays of Python integers.
+
+    The integers are cut into limbs so narrow that a product of two limb matrices, summed over
+    the inner dimension, stays below 2**53: BLAS then computes it exactly in float64, and the
+    limb products are put together again on Python integers. Where that costs more than numpy's
+    object matmul (a Python multiplication and addition per term), numpy's is used.
+    """
+    plan = _limb_plan(a.shape[0], a.shape[1], b.shape[1], _bit_width(a), _bit_width(b))
+    if plan is None:
+        return a @ b
+    limb, la, lb = plan
+    m, n = a.shape[0], b.shape[1]
+    limbs_a, limbs_b = _limbs(a, limb, la), _limbs(b, limb, lb)
+    diagonals = np.zeros((la + lb - 1, m, n), dtype=np.int64)  # < min(la, lb) * 2**53: no overflow
+    for i, part_a in enumerate(limbs_a):
+        for j, part_b in enumerate(limbs_b):
+            diagonals[i + j] += (part_a @ part_b).astype(np.int64)
+    out = diagonals[-1].astype(object)
+    for diagonal in diagonals[-2::-1]:
+        out = (out << limb) + diagonal.astype(object)
+    return out
+
+
+def _limb_plan(m: int, k: int, n: int, width_a: int, width_b: int) -> tuple[int, int, int] | None:
+    """(limb bits, limbs of a, limbs of b) for an (m, k) @ (k, n) product of integers this wide,
+    or None where numpy's object matmul is as fast (tiny products, or limbs too many to pay)."""
+    limb = (53 - k.bit_length()) // 2  # k * (2**limb)**2 < 2**53
+    if limb < 8 or not width_a or not width_b or m * n < 64 or k < 16:
+        return None
+    la, lb = -(-width_a // limb), -(-width_b // limb)
+    return (limb, la, lb) if la * lb <= 256 else None
+
+
+def _bit_width(ints: np.ndarray) -> int:
+    """The widest magnitude's bit length in an object array of Python integers."""
+    return int(builtins.max((builtins.abs(int(v)).bit_length() for v in ints.flat), default=0))
+
+
+def _limbs(ints: np.ndarray, limb: int, count: int) -> list[np.ndarray]:
+    """Signed float64 arrays l_0, l_1, ... with ints == sum(l_i * 2**(limb * i)), each |l_i| < 2**limb."""
+    negative = ints < 0
+    magnitude = np.where(negative, -ints, ints)
+    mask = (1 << limb) - 1
+    out = []
+    for i in range(count):
+        part = ((magnitude >> (limb * i)) & mask).astype(np.float64)  # exact: below 2**limb
+        out.append(np.where(negative, -part, part))
+    return out
+
+
 def _matmul_2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b for nonempty 2-D object arrays.
 
@@ -537,7 +588,7 @@ def _matmul_2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     ints_a, exp_a, exact_a = _scaled(a, axis=1)
     ints_b, exp_b, exact_b = _scaled(b, axis=0)
-    out = _rounded(ints_a @ ints_b, exp_a[:, None] + exp_b[None, :])
+    out = _rounded(_int_matmul(ints_a, ints_b), exp_a[:, None] + exp_b[None, :])
     loose_a, loose_b = ~exact_a, ~exact_b
     mixed = loose_a.any(axis=1)[:, None] | loose_b.any(axis=0)[None, :]
     for i, j in zip(*np.nonzero(mixed)):

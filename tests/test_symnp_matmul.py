@@ -258,3 +258,34 @@ def test_inexact_or_too_wide_numbers_fall_back(odd: Any) -> None:
         for index in np.ndindex(got.shape):
             assert _close(got[index], expected[index], 1e-48), index
         _assert_correctly_rounded(got, a, b, where=np.array([[False, False], [True, True]]))
+
+
+# --- integer products through float64 limbs ---------------------------------------------------
+
+@pytest.mark.parametrize("bits", [1, 21, 22, 53, 80, 300])
+def test_wide_integer_products_are_exact_through_limbs(bits: int) -> None:
+    """Signed integers of `bits` bits, including the extremes +-(2**bits - 1): exactly numpy's object matmul."""
+    rng = np.random.default_rng(bits)
+    m, k, n = 24, 128, 20
+    assert symnp._limb_plan(m, k, n, bits, bits) is not None
+    top = 2**bits - 1
+
+    def ints(shape: tuple) -> np.ndarray:
+        out = np.empty(shape, dtype=object)
+        for index in np.ndindex(*shape):
+            out[index] = int(rng.integers(-(2**62), 2**62)) * 2**max(bits - 62, 0) % top * int(rng.choice([-1, 1]))
+        out.flat[0], out.flat[1] = top, -top
+        return out
+
+    a, b = ints((m, k)), ints((k, n))
+    b[:, 0] = top  # the largest sums the bound allows for
+    a[0, :] = top
+    assert (symnp._int_matmul(a, b) == a @ b).all()
+
+
+def test_a_hidden_layer_of_doubles_is_correctly_rounded() -> None:
+    """The shape of a network's first layer (batch x inputs @ inputs x hidden), through limbs."""
+    a, b = _floats((32, 100), 13), _floats((100, 24), 14)
+    assert symnp._limb_plan(32, 100, 24, 80, 80) is not None
+    with symnp.evaluation(dps=DPS):
+        _assert_correctly_rounded(symnp._matmul(a, b), a, b)

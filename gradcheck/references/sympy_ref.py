@@ -38,6 +38,8 @@ numpy function without a symbolic counterpart, an `if` on a symbolic value) rais
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import operator
 import re
 import time
@@ -227,6 +229,8 @@ class Evaluator:
         if node.is_Add:
             return [(a, ctx.one) for a in args]
         if node.is_Mul:
+            if len(args) == 2:
+                return [(args[0], vals[1]), (args[1], vals[0])]
             return [(a, ctx.fprod(vals[:i] + vals[i + 1:])) for i, a in enumerate(args)]
         if node.is_Pow:
             (b, e), (vb, ve) = args, vals
@@ -256,7 +260,9 @@ def _extremum_partials(ctx: Any, args: tuple, vals: list, value: Any) -> list:
 
 
 _VALUE_RULES: dict[str, Callable] = {
-    "Add": lambda ctx, *v: ctx.fsum(v), "Mul": lambda ctx, *v: ctx.fprod(v),
+    # Two terms: one rounding either way, without fsum's and fprod's set-up (most nodes have two).
+    "Add": lambda ctx, *v: v[0] + v[1] if len(v) == 2 else ctx.fsum(v),
+    "Mul": lambda ctx, *v: v[0] * v[1] if len(v) == 2 else ctx.fprod(v),
     "Pow": lambda ctx, b, e: ctx.power(b, e), "exp": lambda ctx, x: ctx.exp(x),
     "log": lambda ctx, x: ctx.log(x) if x > 0 else (ctx.ninf if x == 0 else ctx.nan),
     "tanh": lambda ctx, x: ctx.tanh(x), "Abs": lambda ctx, x: abs(x), "sign": lambda ctx, x: ctx.sign(x),
@@ -675,6 +681,23 @@ class Formulas(Mapping):
         return f"<{len(self._keys)} formulas, each derived when read>"
 
 
+@contextlib.contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    """Python's cycle collector paused while expressions are built and evaluated.
+
+    A symbolic run allocates hundreds of thousands of SymPy nodes and mpmath numbers, freed by
+    reference counting; each allocation burst started a collection that walked the whole heap
+    (JAX's objects included), a third of a sampled element's time within a check.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, digits: int = 35,
                    all_symbols_limit: int = ALL_SYMBOLS_LIMIT, max_elements: int = 32,
                    time_budget: float | None = 10.0, formula_nodes: int = FORMULA_NODES,
@@ -694,13 +717,14 @@ def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, dig
     result = _Result.empty(shapes)
     total = sum(int(np.prod(s)) for s in shapes)
     formulas: Mapping = {}
-    if total <= all_symbols_limit:
-        deadline = None if time_budget is None else start + time_budget
-        formulas = _gradient_all_symbols(objective, selection, digits, result, formula_nodes, f0, deadline)
-        plan = "every parameter a symbol"
-    else:
-        _gradient_sampled(objective, selection, digits, max_elements, time_budget, result, f0)
-        plan = "one symbol per sampled element"
+    with _without_cyclic_gc():
+        if total <= all_symbols_limit:
+            deadline = None if time_budget is None else start + time_budget
+            formulas = _gradient_all_symbols(objective, selection, digits, result, formula_nodes, f0, deadline)
+            plan = "every parameter a symbol"
+        else:
+            _gradient_sampled(objective, selection, digits, max_elements, time_budget, result, f0)
+            plan = "one symbol per sampled element"
     count = sum(int(m.sum()) for m in result.kinks)
     if count:
         result.notes.append(f"{count} element(s) sit at a kink (a tie in max/abs/clip or a comparison); their "
