@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import copy
 import ctypes
+import functools
 import itertools
 import linecache
 import os
@@ -292,8 +293,9 @@ def _statement_at(filename: str, lineno: int) -> Statement:
 # --------------------------------------------------------------------------- labels and values
 
 
+@functools.lru_cache(maxsize=4096)
 def _path(label: str) -> tuple:
-    """'grads["W1"][0]' -> ('grads', 'W1', 0)."""
+    """'grads["W1"][0]' -> ('grads', 'W1', 0) (labels recur in every recording: parsed once)."""
     base, _, rest = label.partition("[")
     out: list[Any] = [base]
     if rest:
