@@ -101,6 +101,7 @@ class Evaluator:
         self.values: dict[int, Any] = {}  # id(node) -> value
         self.kinks: list = []
         self._alive: list = []
+        self._orders: dict[int, list] = {}  # id(expr) -> its whole graph, when __call__ walked it all
 
     # -- values ---------------------------------------------------------------------------------
 
@@ -123,7 +124,10 @@ class Evaluator:
         key = id(expr)
         if key in self.values:
             return self.values[key]
-        self._fill(self._postorder(expr, skip_known=True))
+        order = self._postorder(expr, skip_known=True)
+        if not self.values:
+            self._orders[key] = order  # nothing was known: the whole graph, for order(expr)
+        self._fill(order)
         return self.values[key]
 
     def _fill(self, order: list) -> None:
@@ -166,6 +170,12 @@ class Evaluator:
 
     def _evaluate(self, node: Any) -> Any:
         ctx = self.ctx
+        rule = _SMOOTH_RULES.get(type(node))
+        if rule is not None:  # the common nodes, looked up by class
+            value = rule(ctx, *[self.values[id(a)] for a in node.args])
+            return value if isinstance(value, ctx.mpf) else ctx.nan
+        if type(node) is sympy.Float:
+            return ctx.make_mpf(node._mpf_)
         if node.is_Symbol:
             if node not in self.point:
                 raise ValueError(f"no value for symbol {node}")
@@ -198,7 +208,8 @@ class Evaluator:
 
     def order(self, expr: Any) -> list:
         """Every node of expr, each after its children (shareable between evaluators)."""
-        return self._postorder(expr, skip_known=False)
+        known = self._orders.get(id(expr))
+        return known if known is not None else self._postorder(expr, skip_known=False)
 
     def gradient(self, expr: Any, wrt: Sequence[Any], order: list | None = None) -> list:
         """d expr / d s for each symbol s in wrt (mpf), by reverse accumulation over `order`
@@ -207,19 +218,27 @@ class Evaluator:
         self._fill(order)
         adjoint = {id(expr): self.ctx.one}
         found: dict = {}
+
+        def add(child: Any, contribution: Any) -> None:
+            if not child.is_Number:
+                key = id(child)
+                before = adjoint.get(key)
+                adjoint[key] = contribution if before is None else before + contribution
+
         for n, node in enumerate(reversed(order)):
             if not n & 255:
                 symnp.on_time(self.deadline)
             bar = adjoint.pop(id(node), None)
-            if bar is None or bar == 0:
+            if bar is None or not bar:  # no path to the loss, or a zero one (a ReLU's dead side)
                 continue
             if node.is_Symbol:
                 found[node] = found.get(node, 0) + bar
-                continue
-            for child, partial in self._partials(node):
-                if not child.is_Number:
-                    key = id(child)
-                    adjoint[key] = adjoint.get(key, 0) + bar * partial
+            elif node.is_Add:  # most nodes: each term's partial is 1
+                for child in node.args:
+                    add(child, bar)
+            else:
+                for child, partial in self._partials(node):
+                    add(child, bar * partial)
         return [found.get(s, self.ctx.zero) for s in wrt]
 
     def _partials(self, node: Any) -> list:
@@ -270,6 +289,9 @@ _VALUE_RULES: dict[str, Callable] = {
     "Heaviside": lambda ctx, x, h0=None: ctx.one if x > 0 else ctx.zero if x < 0 else
     (h0 if h0 is not None else ctx.mpf(0.5)),
 }
+#: Value rules by class for the smooth operations most nodes are (no tie to watch for).
+_SMOOTH_RULES: dict[type, Callable] = {getattr(sympy, name): _VALUE_RULES[name]
+                                       for name in ("Add", "Mul", "Pow", "exp", "log", "tanh")}
 _PARTIAL_RULES: dict[str, Callable] = {
     "exp": lambda ctx, a, v, y: [(a[0], y)],
     "log": lambda ctx, a, v, y: [(a[0], 1 / v[0])],
