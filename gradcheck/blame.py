@@ -282,6 +282,7 @@ class Case:
         return loss_value(self.loss(params, *fresh(self.args), **fresh(self.kwargs)))
 
     def jax_objective(self) -> Any:
+        """The Objective the JAX re-run is built for: the check's, else one made for this blame."""
         if self.objective is None:
             from .objective import Objective
 
