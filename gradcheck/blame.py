@@ -960,10 +960,11 @@ def _blame_leaf(search: _Search, bwd: Recording, obj: Any, expected: Quantity, n
 
 
 def attach_blame(results: Sequence[Any], prep: Any, grad: Callable | None, value_and_grad: Callable | None,
-                 budget: float = 20.0, use_jax: bool = True) -> list:
+                 budget: float = 20.0, use_jax: bool = True, left: float | None = None) -> list:
     """The check's results with a Blame on each failing parameter (unchanged if blame cannot run).
 
-    Blame may spend BLAME_SECONDS, or a quarter of the check's budget if that is less (besides
+    Blame may spend BLAME_SECONDS, or a quarter of the check's budget if that is less, or `left`
+    (what remains of the check's budget) if that is less still (besides
     the JAX pass, one gradient, which reuses the check's JAX re-run); with use_jax=False (the
     check ran without JAX) JAX is not imported and finite differences give the adjoints. The
     learner's state is left as one call of loss and gradient at their parameters leaves it.
@@ -976,7 +977,8 @@ def attach_blame(results: Sequence[Any], prep: Any, grad: Callable | None, value
         case = Case(obj.loss, value_and_grad if value_and_grad is not None else grad, list(prep.names),
                     [np.array(x, copy=True) for x in obj.x0_user], obj.treedef, list(obj.scalar_leaves),
                     tuple(obj.user_args), dict(obj.user_kwargs), value_and_grad is not None,
-                    min(BLAME_SECONDS, 0.25 * budget), use_jax=use_jax, objective=obj)
+                    min(BLAME_SECONDS, 0.25 * budget, float("inf") if left is None else max(left, 0.0)),
+                    use_jax=use_jax, objective=obj)
         found = blame_case(case, failing)
         obj.settle()
         return [replace(p, blame=found[p.name]) if p.name in found else p for p in results]

@@ -672,11 +672,16 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
         if not all(p.passed for p in results):  # the line where each failing gradient goes wrong; never raises
             from .blame import attach_blame
 
-            results = attach_blame(results, prep, grad, value_and_grad, budget=budget, use_jax="jax" in refs)
+            # Within the budget's 10% tolerance: blame never takes a check past it.
+            results = attach_blame(results, prep, grad, value_and_grad, budget=budget, use_jax="jax" in refs,
+                                   left=left() + BLAME_OVERRUN * budget)
+            plan["seconds"] = round(time.perf_counter() - started, 4)
         return Report(parameters=tuple(results), references=tuple(ordered), warnings=tuple(warnings),
                       loss_value=prep.loss_value, seed=seed, plan=plan, formulas=formulas, title=title)
 
 
+#: The share of the budget blame may use past it (a check stays within 10% of its budget).
+BLAME_OVERRUN = 0.05
 #: Seconds importing SymPy takes, paid by the first check that uses it in a process.
 SYMPY_IMPORT_SECONDS = 1.0
 #: Calls of the user's loss a SymPy run makes (value checks, the symbolic run, one-sided re-runs).
