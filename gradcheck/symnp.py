@@ -229,7 +229,7 @@ def is_symbolic(x: Any) -> bool:
     if isinstance(x, (sympy.Basic, SymScalar)):
         return True
     if isinstance(x, np.ndarray):
-        return x.dtype == object and builtins.any(isinstance(v, sympy.Basic) for v in x.flat)
+        return x.dtype == object and builtins.any(isinstance(v, sympy.Basic) for v in x.view(np.ndarray).flat)
     if isinstance(x, (list, tuple)):
         return builtins.any(is_symbolic(v) for v in x)
     return False
@@ -358,6 +358,14 @@ def _finite_at_point(x: Any) -> bool:
     return builtins.bool(np.isfinite(float(_value(x))))
 
 
+def _nan_at_point(x: Any) -> bool:
+    return builtins.bool(mpmath.isnan(_value(x)))
+
+
+def _inf_at_point(x: Any) -> bool:
+    return builtins.bool(mpmath.isinf(_value(x)))
+
+
 _UNARY: dict[str, Callable] = {
     "exp": _exp, "log": _log, "sqrt": _sqrt, "absolute": _Abs, "fabs": _Abs, "sign": _sign,
     **{name: _dual(getattr(sympy, name), getattr(mpmath, name)) for name in (
@@ -366,7 +374,7 @@ _UNARY: dict[str, Callable] = {
     "log2": lambda x: _log(x) / _log(2), "log10": lambda x: _log(x) / _log(10),
     "square": lambda x: x**2, "reciprocal": lambda x: 1 / x, "cbrt": lambda x: sympy.real_root(x, 3),
     "conjugate": lambda x: x,  # every value here is real (parameters, data, real functions)
-    "isfinite": _finite_at_point,
+    "isfinite": _finite_at_point, "isnan": _nan_at_point, "isinf": _inf_at_point,  # `if np.isnan(loss):`
 }
 _BINARY: dict[str, Callable] = {
     "maximum": _Max, "minimum": _Min, "fmax": _Max, "fmin": _Min,
@@ -724,6 +732,14 @@ class SymArray(np.ndarray):
     def tolist(self) -> Any:
         return _scalars(np.ndarray.tolist(self))
 
+    @property
+    def flat(self) -> "_Flat":  # type: ignore[override]
+        return _Flat(np.ndarray.flat.__get__(self))
+
+    @flat.setter
+    def flat(self, value: Any) -> None:
+        np.ndarray.flat.__set__(self, plain(value))
+
     def __bool__(self) -> bool:
         if self.size == 1:
             return builtins.bool(self.reshape(-1)[0])  # a SymScalar decides at the point
@@ -752,6 +768,33 @@ class SymArray(np.ndarray):
         if self.size == 1 and not is_symbolic(self):
             return float(self.reshape(-1)[0])
         raise TypeError("Cannot convert expression to float")
+
+
+class _Flat:
+    """`SymArray.flat`: numpy's flat iterator, handing out SymScalars as indexing does."""
+
+    __slots__ = ("_flat",)
+
+    def __init__(self, flat: Any) -> None:
+        self._flat = flat
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(scalar, self._flat)
+
+    def __len__(self) -> int:
+        return len(self._flat)
+
+    def __getitem__(self, index: Any) -> Any:
+        return _wrap(self._flat[index])
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._flat[index] = plain(value)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self._flat.copy(), dtype=dtype)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._flat, name)  # base, coords, index, copy
 
 
 def _scalar_operand(x: Any) -> Any:

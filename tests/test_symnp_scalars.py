@@ -292,6 +292,32 @@ def test_printing_the_loss_inside_the_loss_shows_the_number(capsys):
     np.testing.assert_allclose(ref.values[0], 2 * X.T.dot(X.dot(W) - Y_REAL) / len(Y_REAL), rtol=1e-12)
 
 
+# --- elements through .flat, and a guard with np.isnan ---------------------------------------
+
+def relu_sum_flat_loss(W, X):
+    total = 0.0
+    for z in X.dot(W).flat:                  # every pre-activation, by numpy's flat iterator
+        if z > 0:
+            total += z
+    if np.isnan(total) or np.isinf(total):   # the learner's guard against a diverged loss
+        return 0.0
+    return total
+
+
+def relu_sum_flat_grad(W, X, bug=False):
+    mask = (X.dot(W) > 0).astype(float)
+    return X.T.dot(mask) * (0.5 if bug else 1.0)   # bug: half the gradient
+
+
+def test_flat_iteration_and_an_isnan_guard():
+    z = X.dot(W_MATRIX)
+    assert (z > 0).any() and (z < 0).any()
+    good = against_sympy(relu_sum_flat_loss, relu_sum_flat_grad, W_MATRIX, (X,))
+    assert good.passed, str(good)
+    bad = against_sympy(relu_sum_flat_loss, lambda *a: relu_sum_flat_grad(*a, bug=True), W_MATRIX, (X,))
+    assert bad["params"].diagnosis == "scaled" and bad["params"].factor == pytest.approx(0.5), str(bad)
+
+
 # --- an exact tie in `if margin > 0:` is a kink, with its one-sided derivatives -----------------
 
 def test_an_exact_tie_in_an_if_is_a_kink_with_one_sided_derivatives():
@@ -328,7 +354,9 @@ def test_scalars_compare_at_the_point_and_record_ties():
         assert f"{b:.3f}" == "1.000" and float(symnp.plain(b).subs(t, 1)) == 2.0
         stored = symnp.zeros(2)
         stored[0] = a
-        assert isinstance(stored.view(np.ndarray)[0], sympy.Expr), "arrays hold expressions, not scalars"
+        stored.flat[1] = b
+        assert all(isinstance(x, sympy.Expr) for x in stored.view(np.ndarray)), "arrays hold expressions"
+        assert isinstance(v.flat[0], symnp.SymScalar) and all(isinstance(x, symnp.SymScalar) for x in v.flat)
         assert isinstance(symnp.array([a, b]).view(np.ndarray)[1], sympy.Expr)
         assert symnp.plain(np.stack([a, b])[1]) == symnp.plain(b)
         assert (a == "a") is False and {a: 1}[a] == 1
