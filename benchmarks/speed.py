@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -191,15 +192,25 @@ def small_latency() -> list[dict]:
     return rows
 
 
+def _halved_b1(grad: Callable) -> Callable:
+    """A planted bug: b1's gradient halved, so the check fails and blame runs too."""
+    def wrong(params: dict, *args: Any) -> dict:
+        g = grad(params, *args)
+        return {**g, "b1": 0.5 * g["b1"]}
+    return wrong
+
+
 def budget_bound() -> list[dict]:
-    """Wall time of checks with `budget=` on a slow loss, first (JAX compiles) and warm."""
+    """Wall time of checks with `budget=` on a slow loss: first (JAX compiles), warm, and warm
+    with a wrong gradient (the failure's diagnosis and blame inside the budget too)."""
     rows = []
     for n, delay, budget in BUDGETS:
         problem = problems.make_mlp(n)
         loss = slowed(problem["loss"], delay)
-        for run in ("first", "warm"):
+        for run in ("first", "warm", "warm, wrong b1"):
+            grad = _halved_b1(problem["grad"]) if "wrong" in run else problem["grad"]
             start = time.perf_counter()
-            report = gradcheck.check(loss, problem["grad"], problem["params"], problem["args"], budget=budget)
+            report = gradcheck.check(loss, grad, problem["params"], problem["args"], budget=budget)
             seconds = time.perf_counter() - start
             rows.append({"params": problem["n_params"], "loss_seconds": delay, "budget": budget, "run": run,
                          "seconds": round(seconds, 3), "over_budget": round(seconds / budget - 1, 3),

@@ -673,8 +673,14 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
             from .blame import attach_blame
 
             # Within the budget's 10% tolerance: blame never takes a check past it.
-            results = attach_blame(results, prep, grad, value_and_grad, budget=budget, use_jax="jax" in refs,
-                                   left=left() + BLAME_OVERRUN * budget)
+            allowance = left() + BLAME_OVERRUN * budget
+            use_jax = "jax" in refs and _jax_adjoints_affordable(prep, allowance)
+            if "jax" in refs and not use_jax:
+                plan.setdefault("not_afforded", []).append(
+                    f"blame's JAX pass (it compiles once per loss; {allowance:.2g} s were left): blame "
+                    f"fell back to finite differences on the intermediates")
+            results = attach_blame(results, prep, grad, value_and_grad, budget=budget, left=allowance,
+                                   use_jax=use_jax)
             plan["seconds"] = round(time.perf_counter() - started, 4)
         return Report(parameters=tuple(results), references=tuple(ordered), warnings=tuple(warnings),
                       loss_value=prep.loss_value, seed=seed, plan=plan, formulas=formulas, title=title)
@@ -686,6 +692,15 @@ BLAME_OVERRUN = 0.05
 SYMPY_IMPORT_SECONDS = 1.0
 #: Calls of the user's loss a SymPy run makes (value checks, the symbolic run, one-sided re-runs).
 SYMPY_CALLS = 12
+
+
+def _jax_adjoints_affordable(prep: Prepared, seconds: float) -> bool:
+    """Whether blame's JAX pass fits in `seconds`: compiled before, or its first run (one
+    gradient's compilation, as the JAX reference's first gradient took) fits twice over."""
+    from .references import jax_adjoints, jax_ref
+
+    first = jax_ref.first_gradient_seconds(prep.objective)
+    return jax_adjoints.ready(prep.objective) or (first is not None and 2 * first <= seconds)
 
 
 def sympy_seconds(prep: Prepared) -> float:

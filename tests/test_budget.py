@@ -22,7 +22,10 @@ def sleepy(seconds: float):
 
     def loss(p, X, y):
         time.sleep(seconds)
-        return np.mean((np.tanh(X @ p["w"]) - y) ** 2)
+        z = X @ p["w"]
+        t = np.tanh(z)
+        residual = t - y
+        return np.mean(residual ** 2)
 
     def grad(p, X, y):
         t = np.tanh(X @ p["w"])
@@ -61,6 +64,27 @@ def test_a_slow_loss_with_a_planted_bug_is_still_caught_within_the_budget():
     report, seconds = timed(loss, doubled, params, args, budget=2.5)
     assert not report.passed and report["w"].diagnosis == "scaled" and report["w"].factor == 2.0, str(report)
     assert seconds <= 1.1 * 2.5 + 0.1
+
+
+@pytest.mark.parametrize("budget", [1.0, 3.0])
+def test_the_blame_of_a_failing_gradient_fits_in_what_the_budget_leaves(budget):
+    """Blame's JAX pass compiles once per loss: where that does not fit, blame does without it."""
+    loss, grad, params, args = sleepy(0.05)
+
+    def forgot_the_tanh_derivative(p, X, y):
+        t = np.tanh(X @ p["w"])
+        dt = 2 * (t - y) / len(y)
+        dz = dt  # the planted bug: should be dt * (1 - t ** 2)
+        return {"w": X.T @ dz}
+
+    gradcheck.check(loss, grad, params, args, against=("jax",))
+    report, seconds = timed(loss, forgot_the_tanh_derivative, params, args, budget=budget)
+    assert not report.passed, str(report)
+    assert seconds <= 1.1 * budget + 0.1, (seconds, report.plan)
+    assert report.plan["seconds"] <= seconds
+    skipped = [item for item in report.plan.get("not_afforded", []) if item.startswith("blame's JAX pass")]
+    blame = report["w"].blame
+    assert skipped or (blame.source.startswith("dz = dt") and "tanh" in blame.should_be), str(report)
 
 
 def test_differences_alone_still_give_a_verdict_on_a_tiny_budget():

@@ -81,6 +81,12 @@ def _cached(loss: Callable, shapes: dict, params: list, arrays: list) -> _Progra
     return program
 
 
+def ready(objective: Objective) -> bool:
+    """Whether the adjoints of this loss were computed before (their program is compiled)."""
+    loss, _ = rebound_loss(objective)
+    return any(program.owner is loss and program.hit for program in _CACHE.values())
+
+
 def intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarray], shapes: dict
                           ) -> tuple[float, list, dict]:
     """(loss value, dL/dparameter per leaf, {key: dL/dintermediate}) under JAX, in float64.

@@ -190,6 +190,7 @@ class _Compiled:
     owner: Any  # the user's loss, kept alive so its id stays unique while cached
     jitted: Callable | None = None
     eager: bool = False  # True once jit is known not to work on this code
+    first_seconds: float | None = None  # the first gradient's wall time, compiling included
     notes: list = field(default_factory=list)
     batched: dict = field(default_factory=dict)  # jitted batched losses, by leaf shapes
 
@@ -291,6 +292,22 @@ def _unavailable(exc: BaseException) -> ReferenceUnavailable:
 
 def _run(program: _Program, leaves: Sequence[Any]) -> tuple[Any, list]:
     """(value, grads) of the loss at float64 leaves, jitted when possible."""
+    compiled = program.compiled
+    if compiled.first_seconds is None:
+        start = time.perf_counter()
+        out = _gradient(program, leaves)
+        compiled.first_seconds = time.perf_counter() - start
+        return out
+    return _gradient(program, leaves)
+
+
+def first_gradient_seconds(objective: Objective) -> float | None:
+    """Wall time of the first JAX gradient of this loss, compiling included (None before one)."""
+    program = _PROGRAMS.get(objective)
+    return None if program is None else program.compiled.first_seconds
+
+
+def _gradient(program: _Program, leaves: Sequence[Any]) -> tuple[Any, list]:
     compiled = program.compiled
     vg = jax.value_and_grad(compiled.loss)
     if not compiled.eager:
