@@ -487,15 +487,15 @@ _INEXACT = (0, 0, -1)
 def _binary(x: Any) -> tuple[int, int, int] | None:
     """A number as (mantissa, exponent, bits): x == mantissa * 2**exponent exactly, `bits` the
     mantissa's bit length; None for a symbol, inf, nan or a number with no finite binary form."""
-    if isinstance(x, (int, np.integer, np.bool_)):
-        x = int(x)
-        return x, 0, x.bit_length()
-    raw = getattr(x, "_mpf_", None)  # mpmath's and SymPy's Floats: their exact binary value
+    raw = getattr(x, "_mpf_", None)  # mpmath's and SymPy's Floats (most entries): their exact binary value
     if raw is not None:
         sign, man, exp, bits = raw
         if not man:
             return (0, 0, 0) if not bits else None  # a zero mantissa with bits set is inf or nan
-        return ((-man if sign else man), exp, bits) if builtins.abs(exp) < _MAX_EXPONENT else None
+        return ((-man if sign else man), exp, bits) if -_MAX_EXPONENT < exp < _MAX_EXPONENT else None
+    if isinstance(x, (int, np.integer, np.bool_)):
+        x = int(x)
+        return x, 0, x.bit_length()
     if isinstance(x, (float, np.floating)):
         if not math.isfinite(x):
             return None
@@ -622,10 +622,51 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> Any:
     return out
 
 
+def _add_node(a: Any, b: Any) -> Any:
+    """a + b: numbers added as Python adds them, else an unevaluated Add made directly.
+
+    Unevaluated, SymPy's operators (a + b, a * b) cost most of their time outside the node:
+    dispatch decorators, and a construction cache that hashes every argument (a Float's hash
+    converts it to a float each time). The node built here is the one they build.
+    """
+    if not isinstance(a, sympy.Basic) and not isinstance(b, sympy.Basic):
+        return a + b
+    return sympy.Add._from_args((sympy.sympify(a), sympy.sympify(b)))
+
+
+def _subtract_node(a: Any, b: Any) -> Any:
+    """a - b as a + (-b), the way SymPy's unevaluated subtraction builds it."""
+    if not isinstance(a, sympy.Basic) and not isinstance(b, sympy.Basic):
+        return a - b
+    return sympy.Add._from_args((sympy.sympify(a), -sympy.sympify(b)))
+
+
+def _multiply_node(a: Any, b: Any) -> Any:
+    """a * b (see `_add_node`)."""
+    if not isinstance(a, sympy.Basic) and not isinstance(b, sympy.Basic):
+        return a * b
+    return sympy.Mul._from_args((sympy.sympify(a), sympy.sympify(b)))
+
+
+def _divide_node(a: Any, b: Any) -> Any:
+    """a / b as a * b**-1, the way SymPy's unevaluated division builds it."""
+    if not isinstance(a, sympy.Basic) and not isinstance(b, sympy.Basic):
+        return a / b
+    return sympy.Mul._from_args((sympy.sympify(a), sympy.Pow(sympy.sympify(b), sympy.S.NegativeOne)))
+
+
+#: Elementwise arithmetic building its nodes directly, while expressions are built unevaluated.
+_NODES: dict[str, Callable] = {"add": _add_node, "subtract": _subtract_node, "multiply": _multiply_node,
+                               "divide": _divide_node, "true_divide": _divide_node}
+_NODE_LOOPS = {name: np.frompyfunc(fn, 2, 1) for name, fn in _NODES.items()}
+
+
 def _ufunc_call(ufunc: np.ufunc, args: list, kwargs: dict) -> Any:
     name = _ALIASES.get(ufunc.__name__, ufunc.__name__)
     if name == "matmul" and builtins.all(np.ndim(x) in (1, 2) for x in args) and len(args) == 2:
         return _matmul(*(np.asarray(x, dtype=object) for x in args))
+    if name in _NODES and not kwargs and len(args) == 2 and not global_parameters.evaluate:
+        return _NODE_LOOPS[name](*args)
     if name in _ARITHMETIC:
         return getattr(np, ufunc.__name__)(*args, **kwargs)
     if name in _COMPARISONS:
@@ -807,13 +848,15 @@ def _scalar_operand(x: Any) -> Any:
 
 def _operator(op: Callable, reflected: bool = False) -> Callable:
     """A SymScalar's arithmetic operator: `op` on the expressions, the result a SymScalar."""
+    node = _NODES.get(op.__name__.strip("_").replace("truediv", "true_divide"))
 
     def apply(self: "SymScalar", other: Any) -> Any:
         value = _scalar_operand(other)
         if value is NotImplemented:
             return NotImplemented
         on_time()
-        return scalar(op(value, self.expr) if reflected else op(self.expr, value))
+        fn = node if node is not None and not global_parameters.evaluate else op
+        return scalar(fn(value, self.expr) if reflected else fn(self.expr, value))
 
     apply.__name__ = f"__{'r' if reflected else ''}{op.__name__.strip('_')}__"
     return apply
