@@ -622,50 +622,41 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> Any:
     return out
 
 
-def _add_node(a: Any, b: Any) -> Any:
-    """a + b: numbers added as Python adds them, else an unevaluated Add made directly.
+def _arithmetic_node(op: Callable, build: Callable) -> Callable:
+    """Elementwise `op`: on numbers as Python computes it, else the unevaluated node made directly.
 
-    Unevaluated, SymPy's operators (a + b, a * b) cost most of their time outside the node:
+    Unevaluated, SymPy's operators (a + b, a * b) spend most of their time outside the node:
     dispatch decorators, and a construction cache that hashes every argument (a Float's hash
-    converts it to a float each time). The node built here is the one they build.
+    converts it to a float each time). `build` makes the node they make.
     """
-    if not isinstance(a, sympy.Basic) and not isinstance(b, sympy.Basic):
-        return a + b
-    return sympy.Add._from_args((sympy.sympify(a), sympy.sympify(b)))
+
+    def apply(a: Any, b: Any) -> Any:
+        if not isinstance(a, sympy.Basic) and not isinstance(b, sympy.Basic):
+            return op(a, b)
+        return build(sympy.sympify(a), sympy.sympify(b))
+
+    apply.__name__ = f"{op.__name__}_node"
+    return apply
 
 
-def _subtract_node(a: Any, b: Any) -> Any:
-    """a - b as a + (-b), the way SymPy's unevaluated subtraction builds it."""
-    if not isinstance(a, sympy.Basic) and not isinstance(b, sympy.Basic):
-        return a - b
-    return sympy.Add._from_args((sympy.sympify(a), -sympy.sympify(b)))
-
-
-def _multiply_node(a: Any, b: Any) -> Any:
-    """a * b (see `_add_node`)."""
-    if not isinstance(a, sympy.Basic) and not isinstance(b, sympy.Basic):
-        return a * b
-    return sympy.Mul._from_args((sympy.sympify(a), sympy.sympify(b)))
-
-
-def _divide_node(a: Any, b: Any) -> Any:
-    """a / b as a * b**-1, the way SymPy's unevaluated division builds it."""
-    if not isinstance(a, sympy.Basic) and not isinstance(b, sympy.Basic):
-        return a / b
-    return sympy.Mul._from_args((sympy.sympify(a), sympy.Pow(sympy.sympify(b), sympy.S.NegativeOne)))
-
-
-#: Elementwise arithmetic building its nodes directly, while expressions are built unevaluated.
-_NODES: dict[str, Callable] = {"add": _add_node, "subtract": _subtract_node, "multiply": _multiply_node,
-                               "divide": _divide_node, "true_divide": _divide_node}
-_NODE_LOOPS = {name: np.frompyfunc(fn, 2, 1) for name, fn in _NODES.items()}
+#: Arithmetic that builds its nodes directly while expressions are built unevaluated: a - b is
+#: a + (-b) and a / b is a * b**-1, as in SymPy.
+_OPERATOR_NODES: dict[Callable, Callable] = {op: _arithmetic_node(op, build) for op, build in {
+    operator.add: lambda a, b: sympy.Add._from_args((a, b)),
+    operator.sub: lambda a, b: sympy.Add._from_args((a, -b)),
+    operator.mul: lambda a, b: sympy.Mul._from_args((a, b)),
+    operator.truediv: lambda a, b: sympy.Mul._from_args((a, sympy.Pow(b, sympy.S.NegativeOne))),
+}.items()}
+_NODE_LOOPS = {name: np.frompyfunc(_OPERATOR_NODES[op], 2, 1) for name, op in (
+    ("add", operator.add), ("subtract", operator.sub), ("multiply", operator.mul), ("divide", operator.truediv),
+    ("true_divide", operator.truediv))}
 
 
 def _ufunc_call(ufunc: np.ufunc, args: list, kwargs: dict) -> Any:
     name = _ALIASES.get(ufunc.__name__, ufunc.__name__)
     if name == "matmul" and builtins.all(np.ndim(x) in (1, 2) for x in args) and len(args) == 2:
         return _matmul(*(np.asarray(x, dtype=object) for x in args))
-    if name in _NODES and not kwargs and len(args) == 2 and not global_parameters.evaluate:
+    if name in _NODE_LOOPS and not kwargs and len(args) == 2 and not global_parameters.evaluate:
         return _NODE_LOOPS[name](*args)
     if name in _ARITHMETIC:
         return getattr(np, ufunc.__name__)(*args, **kwargs)
@@ -848,7 +839,7 @@ def _scalar_operand(x: Any) -> Any:
 
 def _operator(op: Callable, reflected: bool = False) -> Callable:
     """A SymScalar's arithmetic operator: `op` on the expressions, the result a SymScalar."""
-    node = _NODES.get(op.__name__.strip("_").replace("truediv", "true_divide"))
+    node = _OPERATOR_NODES.get(op)
 
     def apply(self: "SymScalar", other: Any) -> Any:
         value = _scalar_operand(other)

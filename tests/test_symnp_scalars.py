@@ -13,6 +13,7 @@ having run, and the planted bug fails with the expected diagnosis.
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 import pytest
@@ -435,3 +436,20 @@ def test_sampled_elements_after_the_first_stop_at_the_deadline():
     assert ref.checked[0].sum() == 1 and not ref.checked[1].any()   # a[0] done; b[0] stopped at the deadline
     assert ref.values[0][0] == pytest.approx(2 * params["a"][0], rel=1e-15)
     assert any("1 of 80" in note and "time budget" in note for note in ref.notes), ref.notes
+
+
+def test_nodes_made_directly_are_the_ones_sympys_operators_make():
+    import mpmath
+    from sympy.core.parameters import evaluate
+
+    from gradcheck import symnp
+
+    x, y = sympy.symbols("x y", real=True)
+    with evaluate(False):
+        for op in (operator.add, operator.sub, operator.mul, operator.truediv):
+            for a, b in ((x, y), (x, 2), (mpmath.mpf(0.5), y), (x, sympy.Float(1.5)), (x * y, x + 1)):
+                assert symnp._OPERATOR_NODES[op](a, b) == op(a, b), (op, a, b)
+        assert symnp._OPERATOR_NODES[operator.add](mpmath.mpf(1), 2) == 3   # numbers stay numbers
+        z = x + 1
+        top = symnp._Max(z, mpmath.mpf(0.5), mpmath.mpf(2.0), z)   # as np.max over a row builds it
+        assert isinstance(top, sympy.Max) and top.args == (z, sympy.Float(2.0))   # 0.5 never wins; z once
