@@ -27,6 +27,7 @@ of match nothing known, no line is blamed: the Blame says why (`reason`).
 from __future__ import annotations
 
 import functools
+import heapq
 import itertools
 import math
 import os
@@ -52,6 +53,59 @@ RTOL = {"exact": 1e-7, "numeric": 1e-5}
 MAX_RERUNS = 3_000
 
 
+# --------------------------------------------------------------------------- fingerprints
+
+#: The fixed random vector of each size a value is projected on ((r, sum |r|, |r|) by size), and the
+#: transposed copies of 2-D ones; kept across blames (a few sizes at a time).
+_PROBES: dict[int, tuple[np.ndarray, float, float]] = {}
+_TRANSPOSED: dict[tuple, np.ndarray] = {}
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def _probe_vector(n: int) -> tuple[np.ndarray, float, float]:
+    """(r, sum |r|, |r|): the fixed random vector of n elements, the same in every blame."""
+    got = _PROBES.get(n)
+    if got is None:
+        if len(_PROBES) >= 32:
+            _PROBES.clear()
+            _TRANSPOSED.clear()
+        r = np.random.default_rng(n + 7919).standard_normal(n)
+        got = _PROBES[n] = (r, float(np.abs(r).sum()), math.sqrt(float(r @ r)))
+    return got
+
+
+def _transposed_probe(shape: tuple) -> np.ndarray:
+    """R (flat, of a value of 2-D `shape`) with a . R = a.T . r: the projection of a's transpose."""
+    got = _TRANSPOSED.get(shape)
+    if got is None:
+        r = _probe_vector(shape[0] * shape[1])[0]
+        got = _TRANSPOSED[shape] = np.ascontiguousarray(r.reshape(shape[::-1]).T).reshape(-1)
+    return got
+
+
+@dataclass(frozen=True)
+class Print:
+    """A value reduced to two numbers: its norm and its projection on the fixed random vector of its size."""
+
+    norm: float
+    proj: Any       # float (complex for a complex value)
+    size: int
+
+
+def fingerprint(a: np.ndarray) -> Print:
+    """The Print of a float or complex array (two dot products, no copy of a contiguous array)."""
+    flat = a.reshape(-1)
+    r = _probe_vector(flat.size)[0]
+    if a.dtype.kind == "c":
+        return Print(math.sqrt(float(np.vdot(flat, flat).real)), complex(flat @ r), flat.size)
+    return Print(math.sqrt(float(flat @ flat)), float(flat @ r), flat.size)
+
+
+def _rounding(p: Print, norm: float) -> float:
+    """A bound on the rounding of the dot products that made two prints (n eps |a| |r| each)."""
+    return 2.0 * p.size * _EPS * (p.norm + norm) * max(_probe_vector(p.size)[2], 1.0) + 1e-300
+
+
 # --------------------------------------------------------------------------- known quantities
 
 
@@ -67,9 +121,12 @@ class Quantity:
     rtol: float = RTOL["exact"]
 
     @functools.cached_property
+    def print(self) -> Print:
+        return fingerprint(self.value)
+
+    @property
     def norm(self) -> float:
-        flat = self.value.reshape(-1)
-        return math.sqrt(float(flat @ flat))  # what np.linalg.norm computes, without its wrappers
+        return self.print.norm
 
     @functools.cached_property
     def scale(self) -> float:
@@ -85,17 +142,58 @@ class Quantity:
         """An upper bound on tol from the norm alone (no element is larger than the norm)."""
         return self.rtol * max(self.norm, 1e-12) + 1e-15
 
-    def may_equal(self, a: np.ndarray, norm: float) -> bool:
-        """False when a cannot be close to this quantity: | |a| - |q| | <= |a - q| bounds it cheaply."""
-        return abs(norm - self.norm) <= math.sqrt(max(self.value.size, 1)) * self.tol * 1.01
+    def may_be(self, p: Print, proj: Any, sign: float = 1.0) -> bool:
+        """False when a value (its print p, its projection proj) cannot be sign x this quantity: |a - q| <= t
+        per element bounds the norms' difference by sqrt(n) t and the projections' by t sum|r|."""
+        q = self.print
+        if p.size != q.size:
+            return False
+        t, s = 1.01 * self.loose_tol, _rounding(p, q.norm)
+        return abs(p.norm - q.norm) <= math.sqrt(q.size) * t + s and abs(proj - sign * q.proj) <= t * \
+            _probe_vector(q.size)[1] + s
 
-    def holds(self, value: Any) -> bool:
-        """close(value, self.value, self.rtol), with this quantity's tolerance worked out once."""
+    def may_scale(self, p: Print) -> bool:
+        """False when a value (its print) cannot be c x this quantity for any c, within c x its tolerance."""
+        q = self.print
+        if p.size != q.size or q.norm == 0 or isinstance(p.proj, complex):
+            return False
+        a = self.rtol * math.sqrt(q.size)
+        if a >= 0.5:
+            return True
+        # |c| |q| is |a| within sqrt(n) t, and t (c x q's tolerance) is at most this:
+        t = 1.01 * (self.rtol * max(p.norm, 1e-12) + 1e-15) / (1 - a)
+        k, s = p.norm / q.norm, _rounding(p, p.norm)
+        bound = t * (_probe_vector(q.size)[1] + math.sqrt(q.size) * abs(q.proj) / q.norm) + s
+        return min(abs(p.proj - k * q.proj), abs(p.proj + k * q.proj)) <= bound
+
+    def holds(self, value: Any, p: Print | None = None, quick: bool = False) -> bool:
+        """close(value, self.value, self.rtol), with this quantity's tolerance worked out once; the
+        value's print (given, or taken where quick) rules most other values out in O(1) numpy calls."""
         a = _array(value)
         if a.dtype.kind not in "fc" or not (a.shape == self.value.shape or a.size == self.value.size == 1):
             return False
+        if p is None and quick and a.size > 1:
+            p = fingerprint(a)
+        if p is not None and not self.may_be(p, p.proj):
+            return False
+        return self.equals(a)
+
+    def equals(self, a: np.ndarray) -> bool:
+        """Every element of a (of this quantity's size) within the tolerance of this quantity's."""
         with np.errstate(all="ignore"):
             return bool(np.all(np.abs(a.reshape(self.value.shape) - self.value) <= self.tol))
+
+    def scaled(self, a: np.ndarray, p: Print) -> float | None:
+        """c where a = c x this quantity (c neither 0 nor 1; within the tolerance of c x it), else None."""
+        flat, q = a.reshape(-1), self.value.reshape(-1)
+        with np.errstate(all="ignore"):
+            c = float(flat @ q) / self.norm ** 2
+            loose = self.rtol * max(abs(c) * self.norm, 1e-12) + 1e-15
+            # what is left of a beside c x q, squared, is at most n tol^2 where a is c x q
+            if p.norm ** 2 - c * c * self.norm ** 2 > 1.02 * flat.size * loose ** 2 or c == 0 or abs(c - 1) <= 1e-6:
+                return None
+            tol = self.rtol * max(abs(c) * self.scale, 1e-12) + 1e-15
+            return c if bool(np.all(np.abs(flat - c * q) <= tol)) else None
 
 
 @dataclass(frozen=True)
@@ -143,113 +241,133 @@ def _shape_key(shape: tuple) -> tuple:
     return ("number",) if math.prod(shape) == 1 else tuple(shape)
 
 
-class _Group:
-    """The known quantities of one shape as the rows of a matrix, with their norms and tolerances."""
+def _derivatives(name: str, v: np.ndarray) -> list[tuple[str, str, Callable[[], np.ndarray]]]:
+    """The local derivatives a backward pass forms from a forward value v (as the activation or
+    as the pre-activation), each computed when asked for."""
+    def sigmoid_slope() -> np.ndarray:
+        s = 1 / (1 + np.exp(-v))
+        return s * (1 - s)
 
-    def __init__(self, qs: list[Quantity]) -> None:
-        self.qs = qs
-        self.rows = np.stack([q.value.reshape(-1) for q in qs])
-        self.norms = np.array([q.norm for q in qs])
-        self.rtols = np.array([q.rtol for q in qs])
-        self.loose = np.array([q.loose_tol for q in qs])
-        self.squares = self.norms ** 2
-
-    def tols(self, rows: np.ndarray, factor: np.ndarray | float = 1.0) -> np.ndarray:
-        """The tolerances of some rows (of factor x each row), worked out for those rows only."""
-        scales = np.array([self.qs[int(i)].scale for i in rows])
-        return self.rtols[rows] * np.maximum(np.abs(factor) * scales, 1e-12) + 1e-15
-
-    def equal(self, flat: np.ndarray) -> np.ndarray:
-        """The rows (in order) that flat is, within their tolerance."""
-        # | |a| - |q| | <= |a - q| <= sqrt(n) max|a - q|: only rows of about a's norm can be a
-        rows = np.flatnonzero(np.abs(math.sqrt(float(flat @ flat)) - self.norms)
-                              <= math.sqrt(flat.size) * self.loose * 1.01)
-        if rows.size == 0:
-            return rows
-        with np.errstate(all="ignore"):
-            ok = np.all(np.abs(self.rows[rows] - flat) <= self.tols(rows)[:, None], axis=1)
-        return rows[ok]
-
-    def scaled(self, flat: np.ndarray) -> tuple[int, float] | None:
-        """(row, c) of the first row with flat = c x row, c neither 0 nor 1 (the tolerance is that of
-        c x row)."""
-        with np.errstate(all="ignore"):
-            c = self.rows @ flat / self.squares
-            loose = self.rtols * np.maximum(np.abs(c) * self.norms, 1e-12) + 1e-15  # >= the tolerance
-            # what is left of flat beside c x row, squared, is at most n tol^2 where flat is c x row
-            rest = float(flat @ flat) - c * c * self.squares
-            rows = np.flatnonzero((rest <= 1.02 * flat.size * loose ** 2) & (c != 0) & (np.abs(c - 1) > 1e-6))
-            if rows.size == 0:
-                return None
-            tol = self.tols(rows, c[rows])
-            ok = np.all(np.abs(flat - c[rows, None] * self.rows[rows]) <= tol[:, None], axis=1)
-        return (int(rows[ok][0]), float(c[rows[ok][0]])) if ok.any() else None
+    return [(f"{name} * (1 - {name})", f"the sigmoid's derivative, if {name} = sigmoid(...)", lambda: v * (1 - v)),
+            (f"1 - {name}**2", f"the tanh's derivative, if {name} = tanh(...)", lambda: 1 - v ** 2),
+            (f"({name} > 0)", f"the ReLU's derivative at {name}", lambda: (v > 0).astype(np.float64)),
+            (f"1 - {name}", "", lambda: 1 - v),
+            (f"sigmoid'({name})", f"the sigmoid's derivative at {name}", sigmoid_slope),
+            (f"tanh'({name})", f"the tanh's derivative at {name}", lambda: 1 - np.tanh(v) ** 2)]
 
 
-class Bank:
-    """The known quantities, stacked by shape: a value is compared with all of its shape at once."""
+FORMS = len(_derivatives("v", np.zeros(0)))
 
-    def __init__(self, quantities: Sequence[Quantity]) -> None:
-        self.quantities = list(quantities)
-        self._by_shape: dict[tuple, list[Quantity]] = {}
-        for q in self.quantities:
-            self._by_shape.setdefault(_shape_key(q.value.shape), []).append(q)
-        self._groups: dict[tuple, _Group] = {}
 
-    def group(self, shape: tuple) -> _Group | None:
-        """The quantities of this shape, stacked the first time they are asked for."""
-        key = _shape_key(shape)
-        if key not in self._groups and key in self._by_shape:
-            self._groups[key] = _Group(self._by_shape[key])
-        return self._groups.get(key)
+class _Shelf:
+    """The known quantities of one shape, in order: each made (a local derivative computed) and checked
+    against the earlier ones (zero, not finite or a duplicate: dropped) when the first reader reaches it."""
 
-    def match(self, value: Any) -> Match | None:
-        """The best description of a value by the known quantities: exact, then sign, transpose, scale."""
+    def __init__(self, raw: list[tuple[int, Callable[[], Quantity], bool]]) -> None:
+        self.raw = raw  # (position in the order, the maker, whether it is known to be distinct)
+        self.next = 0
+        self.kept: list[tuple[int, Quantity]] = []
+
+    def items(self, upto: float = math.inf) -> Iterator[tuple[int, Quantity]]:
+        """(position, quantity) of the kept quantities before position upto."""
+        i = 0
+        while True:
+            if i < len(self.kept):
+                if self.kept[i][0] >= upto:
+                    return
+                i += 1
+                yield self.kept[i - 1]
+            elif self.next < len(self.raw) and self.raw[self.next][0] < upto:
+                pos, make, checked = self.raw[self.next]
+                self.next += 1
+                q = make()
+                if checked or self._new(q):
+                    self.kept.append((pos, q))
+            else:
+                return
+
+    def _new(self, q: Quantity) -> bool:
+        p = q.print
+        if not math.isfinite(p.norm) or p.norm == 0:  # the norm overflows only where an element is not finite
+            return False
+        return not any(k.may_be(p, p.proj) and close(q.value, k.value, min(k.rtol, q.rtol)) for _, k in self.kept)
+
+
+class Known:
+    """The known quantities in their order (adjoints, the parameters' gradients, parameters, forward
+    values, data, local derivatives, data parts), each shape's made and cleared of duplicates only as
+    far as a reader of that shape gets: a local derivative is computed when one reaches it."""
+
+    def __init__(self, eager: list[Quantity], forms: list[tuple[str, np.ndarray]], extra: Sequence[Quantity] = ()
+                 ) -> None:
+        self.eager, self.forms, self.extra = eager, forms, list(extra)
+        raw: dict[tuple, list] = {}
+        for i, q in enumerate(eager):
+            raw.setdefault(q.value.shape, []).append((i, functools.partial(_same, q), False))
+        self.derived = base = len(eager)  # the local derivatives' positions start here
+        for i in range(FORMS):  # the activation forms first: h * (1 - h)
+            for j, (name, v) in enumerate(forms):
+                raw.setdefault(v.shape, []).append((base + i * len(forms) + j,
+                                                    functools.partial(_derivative, name, v, i), False))
+        base += FORMS * len(forms)
+        for i, q in enumerate(self.extra):  # distinct among themselves already (data_parts)
+            raw.setdefault(q.value.shape, []).append((base + i, functools.partial(_same, q), True))
+        self._shelves = {s: _Shelf(items) for s, items in raw.items()}
+        self._keys: dict[tuple, list[tuple]] = {}
+        for s in self._shelves:
+            self._keys.setdefault(_shape_key(s), []).append(s)
+
+    def with_extra(self, extra: Sequence[Quantity]) -> Known:
+        return Known(self.eager, self.forms, self.extra + list(extra))
+
+    def like(self, shape: tuple) -> list[tuple]:
+        """The shapes of the quantities a value of this shape is compared with."""
+        return self._keys.get(_shape_key(shape), [])
+
+    def of(self, shapes: Sequence[tuple] | None = None, eager: bool = False) -> Iterator[Quantity]:
+        """The quantities of these shapes (default: all) in order; with eager=True, no local derivative."""
+        upto = self.derived if eager else math.inf
+        shelves = [self._shelves[s] for s in dict.fromkeys(self._shelves if shapes is None else shapes)
+                   if s in self._shelves]
+        if len(shelves) == 1:
+            return (q for _, q in shelves[0].items(upto))
+        return (q for _, q in heapq.merge(*(s.items(upto) for s in shelves), key=lambda item: item[0]))
+
+    def match(self, value: Any, p: Print | None = None) -> Match | None:
+        """The best description of a value by the known quantities: exact, then sign, transpose, scale;
+        decided on prints, each candidate confirmed element by element."""
         a = _array(value)
-        if a.dtype.kind not in "fc" or not np.all(np.isfinite(a)) or not np.any(a):
+        if a.dtype.kind not in "fc":
             return None
-        flat = a.reshape(-1).astype(np.float64, copy=False)
-        group = self.group(a.shape)
-        if group is not None:
-            for sign, pattern in ((1.0, "exact"), (-1.0, "sign")):
-                rows = group.equal(sign * flat)
-                if rows.size:
-                    return Match(group.qs[int(rows[0])], pattern, sign)
+        p = p if p is not None else fingerprint(a)
+        if not math.isfinite(p.norm) or p.norm == 0:
+            return None
+        shapes = self.like(a.shape)
+        for sign, pattern in ((1.0, "exact"), (-1.0, "sign")):
+            for q in self.of(shapes):
+                if q.may_be(p, p.proj, sign) and q.equals(sign * a):
+                    return Match(q, pattern, sign)
         if a.ndim == 2 and a.shape[0] > 1 and a.shape[1] > 1:
-            other = self.group(a.shape[::-1])
-            rows = other.equal(a.T.reshape(-1)) if other is not None else ()
-            if len(rows):
-                return Match(other.qs[int(rows[0])], "transposed")
-        found = group.scaled(flat) if a.size > 2 and group is not None else None
-        if found is not None:
-            return Match(group.qs[found[0]], "scale", float(np.round(found[1], 9)))
+            tp = a.reshape(-1) @ _transposed_probe(a.shape)
+            for q in self.of([a.shape[::-1]]):
+                if q.may_be(p, tp) and q.equals(a.T):
+                    return Match(q, "transposed")
+        if a.size > 2:
+            for q in self.of(shapes):
+                c = q.scaled(a, p) if q.may_scale(p) else None
+                if c is not None:
+                    return Match(q, "scale", float(np.round(c, 9)))
         return None
 
-    def equal_to(self, value: Any) -> set[int]:
-        """The ids of the quantities a value is (exactly, within their tolerance)."""
-        a = _array(value)
-        group = self.group(a.shape) if a.dtype.kind in "fc" else None
-        if group is None or not np.all(np.isfinite(a)):
-            return set()
-        return {id(group.qs[int(i)]) for i in group.equal(a.reshape(-1).astype(np.float64, copy=False))}
+
+def _same(q: Quantity) -> Quantity:
+    return q
 
 
-def match(value: Any, quantities: Sequence[Quantity]) -> Match | None:
-    """The best description of a value by the known quantities: exact, then sign, transpose, scale."""
-    return Bank(quantities).match(value)
-
-
-def _derivatives(name: str, v: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
-    """The local derivatives a backward pass forms from a forward value v (as the activation or
-    as the pre-activation)."""
+def _derivative(name: str, v: np.ndarray, i: int) -> Quantity:
+    label, what, make = _derivatives(name, v)[i]
     with np.errstate(all="ignore"):
-        s = 1 / (1 + np.exp(-v))
-        return [(f"{name} * (1 - {name})", f"the sigmoid's derivative, if {name} = sigmoid(...)", v * (1 - v)),
-                (f"1 - {name}**2", f"the tanh's derivative, if {name} = tanh(...)", 1 - v ** 2),
-                (f"({name} > 0)", f"the ReLU's derivative at {name}", (v > 0).astype(np.float64)),
-                (f"1 - {name}", "", 1 - v),
-                (f"sigmoid'({name})", f"the sigmoid's derivative at {name}", s * (1 - s)),
-                (f"tanh'({name})", f"the tanh's derivative at {name}", 1 - np.tanh(v) ** 2)]
+        return Quantity(label, what, make(), "derivative", name)
 
 
 # --------------------------------------------------------------------------- the forward pass
@@ -453,14 +571,15 @@ def _loss_moved(case: Case, k: int, i: int, h: float) -> float:
 
 
 def known_quantities(case: Case, fwd: Recording, forward: list[Binding], grads: list, adj: dict, rtol: float,
-                     leaf_ids: set) -> list[Quantity]:
-    """Every quantity the backward pass may hold, adjoints first, duplicates (by value) dropped;
-    `forward` is the recording's intermediates (_intermediates)."""
+                     leaf_ids: set) -> Known:
+    """Every quantity the backward pass may hold, adjoints first, duplicates (by value) dropped as they
+    are reached; `forward` is the recording's intermediates (_intermediates)."""
     names = _names([b for b in fwd.bindings if b.kind in ("line", "argument") and "[" not in b.label])
     qs: list[Quantity] = []
     # Only what the loss depends on: a (loss, grads) function's own backward values are no forward quantity.
     forward = [b for b in forward if b.key in adj and np.any(adj[b.key])]
-    for b in sorted(forward, key=lambda b: (b.kind != "line", b.rank, b.seq)):
+    ordered = sorted(forward, key=lambda b: (b.kind != "line", b.rank, b.seq))
+    for b in ordered:
         n = names[b.seq]
         of = f", the argument of {b.function}(...)" if b.kind == "argument" else ""
         qs.append(Quantity(f"dL/d{n}", f"the gradient with respect to {n}{of}", adj[b.key], "adjoint", n, rtol))
@@ -469,40 +588,21 @@ def known_quantities(case: Case, fwd: Recording, forward: list[Binding], grads: 
                            np.asarray(g, float), "adjoint", name, rtol))
     for name, x in zip(case.names, case.leaves):
         qs.append(Quantity(name, f"the parameter {name}", np.asarray(x, float), "param", name))
-    for b in sorted(forward, key=lambda b: (b.kind != "line", b.rank, b.seq)):
+    for b in ordered:
         n = names[b.seq]
         qs.append(Quantity(n, f"the forward value {n}", _array(b.value), "forward", n))
     for b in fwd.bindings:
         if b.kind == "argument" and b.rank == 0 and id(b.obj) not in leaf_ids and is_number(b.value):
             qs.append(Quantity(b.label, f"the data {b.label}", _array(b.value), "data", b.label))
-    ordered = sorted(forward, key=lambda b: (b.kind != "line", b.rank, b.seq))
-    forms = [_derivatives(names[b.seq], _array(b.value)) for b in ordered]
-    for i in range(len(forms[0]) if forms else 0):  # the activation forms first: h * (1 - h)
-        for b, (label, what, value) in zip(ordered, (f[i] for f in forms)):
-            qs.append(Quantity(label, what, value, "derivative", names[b.seq]))
-    return _distinct(qs)
+    return Known(qs, [(names[b.seq], _array(b.value)) for b in ordered])
 
 
 def _distinct(qs: list[Quantity]) -> list[Quantity]:
     """The quantities in order, each dropped if it is zero, not finite, or an earlier one's value."""
-    by_shape: dict[tuple, list[int]] = {}
-    for i, q in enumerate(qs):
-        if math.isfinite(q.norm) and q.norm != 0:  # the norm overflows only where an element is not finite
-            by_shape.setdefault(q.value.shape, []).append(i)
-    dropped: set[int] = set()
-    for idx in by_shape.values():
-        norms = np.array([qs[i].norm for i in idx])
-        bounds = np.array([math.sqrt(max(qs[i].value.size, 1)) * qs[i].loose_tol * 1.01 for i in idx])
-        # |norm(q) - norm(p)| <= |q - p| rules out most pairs before any element is compared
-        near = np.abs(norms[:, None] - norms[None, :]) <= bounds[None, :]
-        for a, b in zip(*np.nonzero(np.tril(near, -1))):  # q = idx[a] against the earlier p = idx[b]
-            q, p = qs[idx[a]], qs[idx[b]]
-            if idx[b] not in dropped and idx[a] not in dropped and close(q.value, p.value, min(p.rtol, q.rtol)):
-                dropped.add(idx[a])
-    return [q for i, q in enumerate(qs) if math.isfinite(q.norm) and q.norm != 0 and i not in dropped]
+    return list(Known(qs, []).of())
 
 
-def data_parts(qs: list[Quantity], bwd: Recording, returned: set) -> list[Quantity]:
+def data_parts(known: Known, bwd: Recording, returned: set) -> list[Quantity]:
     """The gradients of the data part of a regularised loss, where the backward pass shows them.
 
     A loss `data + 0.5 * reg * sum(W**2)` has dL/dW = d(data)/dW + reg * W, and a backward pass
@@ -510,6 +610,7 @@ def data_parts(qs: list[Quantity], bwd: Recording, returned: set) -> list[Quanti
     (not a gradient it returns) is dL/dW - c x W for a weight W (more than two elements, c not 0),
     c is the regularisation: dL/dV - c x V is then a known quantity for every weight V of W's rank.
     """
+    qs = list(known.of(eager=True))
     params = {q.of: q for q in qs if q.kind == "param" and q.value.size > 2}
     grads = {q.of: q for q in qs if q.kind == "adjoint" and q.of in params and q.what.startswith("the gradient of")}
     found: dict[float, int] = {}  # coefficient -> the rank of the weight that showed it
@@ -552,10 +653,10 @@ class _NotLocated(Exception):
 
 
 class _Search:
-    def __init__(self, rec: Recording, quantities: list[Quantity], deadline: float, param_ids: set) -> None:
-        self.rec, self.qs, self.deadline, self.param_ids = rec, quantities, deadline, param_ids
-        self.bank = Bank(quantities)
+    def __init__(self, rec: Recording, known: Known, deadline: float, param_ids: set) -> None:
+        self.rec, self.known, self.deadline, self.param_ids = rec, known, deadline, param_ids
         self.reruns = 0
+        self._prints: dict[int, Print | None] = {}
         self._matches: dict[int, Match | None] = {}
         self.expected: dict[int, Quantity] = {}  # binding -> what the search found it should hold
         self.blamed: dict[int, tuple] = {}       # binding -> the blame found from it
@@ -565,8 +666,16 @@ class _Search:
 
     def matched(self, b: Binding) -> Match | None:
         if b.seq not in self._matches:
-            self._matches[b.seq] = self.bank.match(b.value) if is_number(b.value) else None
+            p = self.print_of(b)
+            self._matches[b.seq] = self.known.match(b.value, p) if p is not None else None
         return self._matches[b.seq]
+
+    def print_of(self, b: Binding) -> Print | None:
+        """The print of a bound number (None for anything else), taken once."""
+        if b.seq not in self._prints:
+            a = _array(b.value) if is_number(b.value) else None
+            self._prints[b.seq] = fingerprint(a) if a is not None and a.dtype.kind in "fc" else None
+        return self._prints[b.seq]
 
     def origin(self, b: Binding) -> Binding:
         """The binding that computed this value: through the calls that passed or returned it."""
@@ -613,7 +722,8 @@ class _Search:
         """Whether a value is a known quantity (up to a pattern), zero, computed from data alone, or
         not a number at all."""
         b = self.origin(b)
-        if not is_number(b.value) or not np.any(_array(b.value)):
+        p = self.print_of(b)
+        if p is None or p.norm == 0:
             return True
         return self.matched(b) is not None or self._data_only(b)
 
@@ -633,10 +743,10 @@ class _Search:
     def copies(self, b: Binding) -> bool:
         """Whether b's line only renamed or copied a value read on it."""
         if b.seq not in self._copies:
-            shape = np.shape(b.value)
-            self._copies[b.seq] = is_number(b.value) and any(
+            shape, mine = np.shape(b.value), self.print_of(b)
+            self._copies[b.seq] = mine is not None and any(
                 is_number(p.value) and (np.shape(p.value) == shape or np.size(p.value) == np.size(b.value) == 1)
-                and close(b.value, p.value) for _, p in self.parents(b))
+                and self._near(mine, p) and close(b.value, p.value) for _, p in self.parents(b))
         return self._copies[b.seq]
 
     def held(self, q: Quantity, before: int) -> bool:
@@ -644,23 +754,32 @@ class _Search:
         key = (id(q), before)
         if key not in self._held:
             shape = q.value.shape
-            self._held[key] = any(is_number(o.value) and np.shape(o.value) == shape and q.holds(o.value)
-                                  for o in self.rec.bindings[:before])
+            self._held[key] = any(is_number(o.value) and np.shape(o.value) == shape
+                                  and q.holds(o.value, self.print_of(o)) for o in self.rec.bindings[:before])
         return self._held[key]
 
-    def candidates(self, b: Binding, shape: tuple | None = None) -> list[Quantity]:
-        """Known quantities b could have held instead: of its shape (or `shape`), the one it is a
-        pattern of first."""
-        v = _array(b.value)
+    def _near(self, mine: Print, other: Binding) -> bool:
+        """False where the prints show that b's value (print `mine`) is not close to other's."""
+        p = self.print_of(other)
+        if p is None or p.size != mine.size:
+            return p is None  # close() decides (a size apart: not close)
+        t = 1.01 * (RTOL["exact"] * max(p.norm, 1e-12) + 1e-15)  # close()'s tolerance is at most this
+        s = _rounding(mine, p.norm)
+        return (abs(mine.norm - p.norm) <= math.sqrt(p.size) * t + s
+                and abs(mine.proj - p.proj) <= t * _probe_vector(p.size)[1] + s)
+
+    def candidates(self, b: Binding, shape: tuple | None = None) -> Iterator[Quantity]:
+        """Known quantities b could have held instead, in order as the loop reaches them: of its shape
+        (or `shape`), the one it is a pattern of first."""
+        v, p = _array(b.value), self.print_of(b)
         m = self.matched(b)
-        shapes = {v.shape, shape}
-        same = self.bank.equal_to(v)
-        out = [q for q in self.qs if q.kind in ("adjoint", "derivative", "forward", "param")
-               and (q.value.shape in shapes or q.value.size == v.size == 1)
-               and (q.value.shape != v.shape or id(q) not in same)]
         if m is not None and m.pattern != "exact":
-            out.insert(0, m.quantity)
-        return out
+            yield m.quantity
+        shapes = list(self.known.like(v.shape)) if v.size == 1 else [v.shape]
+        for q in self.known.of(shapes + ([shape] if shape is not None else [])):
+            if q.kind in ("adjoint", "derivative", "forward", "param") and (
+                    q.value.shape != v.shape or not q.holds(v, p)):
+                yield q
 
     def locate(self, node: Binding, expected: Quantity, depth: int = 0) -> tuple[Binding, Quantity, str]:
         """(blamed binding, what it should be, a hint) for a node that should equal `expected`."""
@@ -677,7 +796,7 @@ class _Search:
             shape = expected.value.shape if _array(node.value).shape == _array(po.value).shape else None
             for q in itertools.chain(self.candidates(po, shape), _lazy(self._scaled, node, label, po, expected)):
                 value = self.rerun(node, {label: q.value})
-                if value is None or not close(value, expected.value, expected.rtol):
+                if value is None or not expected.holds(value, quick=True):
                     continue
                 if correct and not self.copies(po) and self.copies(node):
                     break  # a renaming line: the step that turns one quantity into the next is missing here
@@ -724,7 +843,7 @@ class _Search:
             return []
         with np.errstate(all="ignore"):
             need = p * (e / v)
-        m = self.bank.match(need)
+        m = self.known.match(need)
         return [Quantity(m.describe() if m is not None else f"what {label} must hold for {_where(node)}", "", need,
                          "fix", label, expected.rtol)]
 
@@ -742,7 +861,7 @@ class _Search:
                 return None
             fixes[label] = (po, q)
         value = self.rerun(node, {label: q.value for label, (_, q) in fixes.items()})
-        if value is None or not close(value, expected.value, expected.rtol):
+        if value is None or not expected.holds(value, quick=True):
             return None
         found = [self.blamed.get(po.seq) or self.locate(po, q, depth + 1) for po, q in fixes.values()]
         return min(found, key=lambda r: r[0].seq)
@@ -772,7 +891,7 @@ def _why(search: _Search, node: Binding, expected: Quantity) -> str:
     v = _array(node.value)
     e = expected.value
     if v.shape == e.shape or v.size == e.size == 1:
-        if close(-v, e, expected.rtol):
+        if expected.holds(-v):
             return "the sign is flipped"
         if np.any(e):
             c = float(np.vdot(v.reshape(e.shape), e) / np.vdot(e, e))
@@ -780,22 +899,22 @@ def _why(search: _Search, node: Binding, expected: Quantity) -> str:
             round_ = any(abs(x - round(x)) < 1e-9 and round(x) > 1 for x in (abs(c), 1 / abs(c) if c else 0))
             if (v.size > 2 or round_) and close(v, c * e.reshape(v.shape), expected.rtol):
                 return f"it is {c:.6g} times the right value: a factor is missing or extra"
-        for p in (q for q in search.qs if q.kind == "param" and q.value.shape == e.shape and q.value.size > 2):
+        for p in (q for q in search.known.of([e.shape], eager=True) if q.kind == "param" and q.value.size > 2):
             c = _coefficient(expected, p, v)
             if c is not None:
                 return (f"it is {expected.label} {'-' if c > 0 else '+'} {_factor(abs(c))} x {p.label}: the "
                         f"regularisation's gradient is off by that much")
-    if v.ndim == 2 and v.shape[::-1] == e.shape and close(v.T, e, expected.rtol):
+    if v.ndim == 2 and v.shape[::-1] == e.shape and expected.holds(v.T):
         return "it is transposed"
     m = search.matched(node)
-    derivs = [q for q in search.qs if q.kind == "derivative" and q.value.shape == e.shape and q.what]
     if m is not None and m.pattern == "exact" and m.quantity.kind == "adjoint":
-        for d in derivs:
-            if close(m.quantity.value * d.value, e, expected.rtol):
+        for d in _slopes(search, e.shape):  # derivatives are made as far as this loop gets
+            if expected.holds(m.quantity.value * d.value, quick=True):
                 return f"{expected.label} = {m.quantity.label} * {_paren(d.label)}: {d.what.split(',')[0]} is missing"
+    derivs = list(_slopes(search, e.shape))
     for d in derivs:
-        for a in (q for q in search.qs if q.kind == "adjoint" and q.value.shape == e.shape):
-            if close(a.value * d.value, e, expected.rtol):
+        for a in (q for q in search.known.of([e.shape]) if q.kind == "adjoint"):
+            if expected.holds(a.value * d.value, quick=True):
                 for wrong in derivs:
                     if wrong is not d and close(a.value * wrong.value, v, expected.rtol):
                         return (f"{expected.label} = {a.label} * {_paren(d.label)} ({d.what.split(',')[0]}); this "
@@ -803,6 +922,11 @@ def _why(search: _Search, node: Binding, expected: Quantity) -> str:
                 if close(a.value, v, expected.rtol):
                     return f"{expected.label} = {a.label} * {_paren(d.label)}: {d.what.split(',')[0]} is missing"
     return ""
+
+
+def _slopes(search: _Search, shape: tuple) -> Iterator[Quantity]:
+    """The named local derivatives of this shape, in order."""
+    return (q for q in search.known.of([shape]) if q.kind == "derivative" and q.what)
 
 
 def _paren(label: str) -> str:
@@ -831,8 +955,14 @@ def _describe_blame(node: Binding, expected: Quantity, hint: str, search: _Searc
 
 
 def _display_path(path: str) -> str:
+    return _relative(path, os.getcwd())
+
+
+@functools.lru_cache(maxsize=256)
+def _relative(path: str, cwd: str) -> str:
+    """The path relative to cwd where it lies below it."""
     try:
-        rel = os.path.relpath(path)
+        rel = os.path.relpath(path, cwd)
     except ValueError:
         return path
     return path if rel.startswith("..") else rel
@@ -911,7 +1041,7 @@ def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
             extra = data_parts(quantities, bwd, {id(o) for o in objs}) if pending else []
             if not extra:
                 break
-            quantities = quantities + extra
+            quantities = quantities.with_extra(extra)
         search = _Search(bwd, quantities, case.deadline, param_ids)
         for _ in range(2):  # a second pass uses what the first found the other parameters' lines should hold
             for name in list(pending):
