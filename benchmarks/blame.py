@@ -18,6 +18,7 @@ both alike:
   the parameters' gradient), `quantities` (the known quantities), `search` (matching and
   following the failing gradients back), and `total`;
 - the ratios the issue asks for: adjoints / one gradient, and (total - recordings) / one gradient;
+- `sizes`: the same phases and ratio on the MLP of 1e3 and 1e5 parameters;
 - `blame_api`: gradcheck.blame.blame called on its own (a new Objective each call), and `check`;
 - cold: the first blame of the loss (JAX traces and compiles the adjoints' program) next to
   the JAX reference's first gradient of it (which compiles too);
@@ -131,6 +132,25 @@ def _without_jax(problem: dict) -> dict:
             "phases_ms": {k: round(1e3 * v, 3) for k, v in case.timings.items()}}
 
 
+def _ratio(phases: dict, one_gradient: float) -> float:
+    """(blame - recordings) / one gradient: what blame adds besides running the learner's code."""
+    return round((phases["total"] - phases["record_forward"] - phases["record_backward"]) / one_gradient, 2)
+
+
+def _at_size(n_params: int) -> dict:
+    """The phases and the ratio on the same MLP with about n_params parameters (one run, interleaved)."""
+    from gradcheck.references.jax_ref import jax_value_and_grad
+
+    problem = problems.make_mlp(n_params)
+    objective = _objective(problem)
+    blame_module.blame_case(_case(problem, objective), ["W1", "b1"])  # compiled once, as in a warm check
+    phases, between = _phases(problem, objective)
+    one_gradient = min(between, median_seconds(lambda: jax_value_and_grad(objective)))
+    return {"parameters": problem["n_params"], "one_gradient_ms": round(1e3 * one_gradient, 3),
+            "ms": {k: round(1e3 * v, 3) for k, v in phases.items()},
+            "(blame - recordings) / one_gradient": _ratio(phases, one_gradient)}
+
+
 def measure() -> dict:
     problem = problems.make_mlp(TARGET)
     params, args = problem["params"], tuple(problem["args"])
@@ -171,11 +191,12 @@ def measure() -> dict:
         "ms": {k: round(1e3 * v, 3) for k, v in timings.items()},
         "ratios": {
             "adjoints / one_gradient": round(phases["adjoints"] / one_gradient, 2),
-            "(blame - recordings) / one_gradient": round((phases["total"] - recording) / one_gradient, 2),
+            "(blame - recordings) / one_gradient": _ratio(phases, one_gradient),
             "(quantities + search) / one_gradient": round((phases["quantities"] + phases["search"]) / one_gradient, 2),
             "recordings / (loss + grad)": round(recording / (timings["loss"] + timings["grad"]), 1),
         },
         "recording_ms": round(1e3 * recording, 3),
+        "sizes": {"1e3": _at_size(1_000), "1e5": _at_size(100_000)},
         "cold_seconds": {"first_blame": round(cold, 4), "first_jax_gradient": round(cold_gradient, 4)},
         "without_jax": {"1e4": _without_jax(problem), "small": _without_jax(small)},
         "blamed": blamed,

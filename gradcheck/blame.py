@@ -890,10 +890,11 @@ def _why(search: _Search, node: Binding, expected: Quantity) -> str:
     """What is missing or extra, from how the value relates to what it should be."""
     v = _array(node.value)
     e = expected.value
-    if v.shape == e.shape or v.size == e.size == 1:
-        if expected.holds(-v):
+    pv = search.print_of(node)
+    if (v.shape == e.shape or v.size == e.size == 1) and pv is not None:
+        if expected.may_be(pv, pv.proj, -1.0) and expected.equals(-v):
             return "the sign is flipped"
-        if np.any(e):
+        if np.any(e) and expected.may_scale(pv):
             c = float(np.vdot(v.reshape(e.shape), e) / np.vdot(e, e))
             # a single number is a multiple of any other: say so only for a whole number or its inverse
             round_ = any(abs(x - round(x)) < 1e-9 and round(x) > 1 for x in (abs(c), 1 / abs(c) if c else 0))
@@ -1074,7 +1075,7 @@ def _blame_leaf(search: _Search, bwd: Recording, obj: Any, expected: Quantity, n
         return Blame(reason=f"the gradient of {name} is not bound to a name in the learner's code, so its "
                             f"computation cannot be followed line by line"), False
     final = search.origin(final)
-    if expected.holds(final.value):
+    if expected.holds(final.value, search.print_of(final)):
         return Blame(reason=f"the gradient of {name} matches dL/d{name} as the backward pass computes it"), False
     try:
         node, should, hint = search.locate(final, expected)
