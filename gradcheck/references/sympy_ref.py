@@ -25,9 +25,10 @@ Two plans, by size:
   done and the notes how many.
 
 `time_budget` bounds both plans: past it, the next symbolic operation (in the learner's code
-or in the evaluator) raises `symnp.OutOfTime`, the work in progress is dropped, and what it
-would have given stays unchecked, with a note. Only a sampled plan's first element runs
-whatever the budget, so that a reference that ran has checked something.
+or in the evaluator) raises `symnp.OutOfTime` and the work in progress is dropped. What it
+would have given stays unchecked, with a note; if that is everything (an all-symbols run that
+did not finish), the reference raises `ReferenceUnavailable` saying so, since a reference that
+ran must have checked something. A sampled plan's first element runs whatever the budget.
 
 Where the loss has a kink at the point (a tie in max, min, abs or clip, or a comparison such
 as `z > 0` exactly at 0), the one-sided derivatives come from high-precision re-runs at
@@ -385,7 +386,8 @@ def _datum(value: Any) -> Any:
 
 #: Float arrays recently turned into exact numbers: {(shape, dtype, hash of bytes): (values, numbers)}.
 _LIFTED: "OrderedDict[tuple, tuple[np.ndarray, np.ndarray]]" = OrderedDict()
-_LIFTED_ARRAYS = 8
+#: At most this many arrays are kept, each of at most this many elements (memory stays small).
+_LIFTED_ARRAYS, _LIFTED_SIZE = 8, 1 << 17
 
 
 def _exact_numbers(x: np.ndarray) -> np.ndarray:
@@ -396,6 +398,8 @@ def _exact_numbers(x: np.ndarray) -> np.ndarray:
     Recent results are kept by content (the key's hash, then the values themselves, compared
     exactly) and handed out as copies: the numbers are immutable, the arrays are not.
     """
+    if x.size > _LIFTED_SIZE:
+        return np.asarray(symnp.lift(x), dtype=object)
     key = (x.shape, x.dtype.str, hash(x.tobytes()))
     known = _LIFTED.get(key)
     if known is None or not np.array_equal(known[0], x, equal_nan=True):
@@ -599,8 +603,10 @@ def _mark_kinks(objective: Objective, state: _State, result: _Result, candidates
 
 
 def _gradient_all_symbols(objective: Objective, selection: Sequence[np.ndarray], digits: int,
-                          result: _Result, formula_nodes: int, f0: float | None, deadline: float | None) -> Mapping:
+                          result: _Result, formula_nodes: int, f0: float | None, time_budget: float | None
+                          ) -> Mapping:
     dps = digits + GUARD_DIGITS
+    deadline = None if time_budget is None else time.perf_counter() + time_budget
     pairs = [(k, int(i)) for k, idx in enumerate(selection) for i in np.asarray(idx, dtype=np.int64)]
     state = _state(objective)
     try:
@@ -609,10 +615,10 @@ def _gradient_all_symbols(objective: Objective, selection: Sequence[np.ndarray],
         wrt = [state.symbols[k].reshape(-1)[i] for k, i in pairs]
         _check_value(objective, state.evaluator(state.expression), f0)
         values, checks = _derivatives(state.expression, wrt, state.evaluator.point, state.evaluator)
-    except symnp.OutOfTime:
-        result.notes.append(f"time budget: the symbolic run did not finish in time; none of the {len(pairs)} "
-                            f"selected elements was checked")
-        return {}
+    except symnp.OutOfTime as exc:  # nothing checked is no verdict: the reference did not run, and says why
+        raise unavailable("SymPy", f"with every parameter a symbol, the symbolic run did not finish within its "
+                                   f"time budget ({time_budget:.2g} s); give the check more time (budget=...) or "
+                                   f"leave SymPy out", exc) from None
     finally:
         if state.evaluator is not None:
             state.evaluator.deadline = None  # the cached evaluator serves later calls, with their own budget
@@ -729,8 +735,8 @@ def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, dig
     Up to `all_symbols_limit` parameter elements in total, every element is a symbol (one run);
     beyond, at most `max_elements` selected elements are differentiated one at a time. Work past
     `time_budget` seconds (None: no limit) stops at the next symbolic operation and leaves the
-    elements not done unchecked, with a note (see the module docstring); only a sampled plan's
-    first element runs whatever the budget. Formulas are filled in for expressions of
+    elements not done unchecked, with a note, or raises ReferenceUnavailable if none is done
+    (see the module docstring). Formulas are filled in for expressions of
     at most `formula_nodes` distinct subexpressions. `f0`, the numpy loss at x0 if the caller has
     it, spares one loss call (the symbolic value is checked against it).
     """
@@ -741,8 +747,7 @@ def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, dig
     formulas: Mapping = {}
     with _without_cyclic_gc():
         if total <= all_symbols_limit:
-            deadline = None if time_budget is None else start + time_budget
-            formulas = _gradient_all_symbols(objective, selection, digits, result, formula_nodes, f0, deadline)
+            formulas = _gradient_all_symbols(objective, selection, digits, result, formula_nodes, f0, time_budget)
             plan = "every parameter a symbol"
         else:
             _gradient_sampled(objective, selection, digits, max_elements, time_budget, result, f0)
