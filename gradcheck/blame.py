@@ -33,7 +33,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -83,27 +83,35 @@ def _transposed_probe(shape: tuple) -> np.ndarray:
     return got
 
 
-@dataclass(frozen=True)
-class Print:
-    """A value reduced to two numbers: its norm and its projection on the fixed random vector of its size."""
+class Print(NamedTuple):
+    """A value reduced to two numbers: its norm and its projection on the fixed random vector of its
+    size; with the constants of that size the bounds below use."""
 
     norm: float
     proj: Any       # float (complex for a complex value)
     size: int
+    root: float     # sqrt(size)
+    spread: float   # sum |r|
+    grain: float    # the rounding of a dot product, per unit of |a|: 2 n eps |r|
 
 
 def fingerprint(a: np.ndarray) -> Print:
     """The Print of a float or complex array (two dot products, no copy of a contiguous array)."""
     flat = a.reshape(-1)
-    r = _probe_vector(flat.size)[0]
+    n = flat.size
+    r, spread, length = _probe_vector(n)
+    grain = 2.0 * n * _EPS * max(length, 1.0)
     if a.dtype.kind == "c":
-        return Print(math.sqrt(float(np.vdot(flat, flat).real)), complex(flat @ r), flat.size)
-    return Print(math.sqrt(float(flat @ flat)), float(flat @ r), flat.size)
+        return Print(math.sqrt(float(np.vdot(flat, flat).real)), complex(flat @ r), n, math.sqrt(n), spread, grain)
+    return Print(math.sqrt(float(flat @ flat)), float(flat @ r), n, math.sqrt(n), spread, grain)
 
 
-def _rounding(p: Print, norm: float) -> float:
-    """A bound on the rounding of the dot products that made two prints (n eps |a| |r| each)."""
-    return 2.0 * p.size * _EPS * (p.norm + norm) * max(_probe_vector(p.size)[2], 1.0) + 1e-300
+def _near(p: Print, proj: Any, norm: float, other: Any, t: float) -> bool:
+    """False when a value (print p, projection proj) cannot be within t per element of a value of the
+    same size with this norm and projection `other`: |a - b| <= t per element bounds the norms'
+    difference by sqrt(n) t and the projections' by t sum |r| (besides the dot products' rounding)."""
+    s = p.grain * (p.norm + norm) + 1e-300
+    return abs(p.norm - norm) <= p.root * t + s and abs(proj - other) <= p.spread * t + s
 
 
 # --------------------------------------------------------------------------- known quantities
@@ -130,7 +138,9 @@ class Quantity:
 
     @functools.cached_property
     def scale(self) -> float:
-        return float(np.abs(self.value).max()) if self.value.size else 0.0
+        """The largest entry's magnitude."""
+        v = self.value
+        return float(max(v.max(), -v.min())) if v.size else 0.0
 
     @functools.cached_property
     def tol(self) -> float:
@@ -146,24 +156,20 @@ class Quantity:
         """False when a value (its print p, its projection proj) cannot be sign x this quantity: |a - q| <= t
         per element bounds the norms' difference by sqrt(n) t and the projections' by t sum|r|."""
         q = self.print
-        if p.size != q.size:
-            return False
-        t, s = 1.01 * self.loose_tol, _rounding(p, q.norm)
-        return abs(p.norm - q.norm) <= math.sqrt(q.size) * t + s and abs(proj - sign * q.proj) <= t * \
-            _probe_vector(q.size)[1] + s
+        return p.size == q.size and _near(p, proj, q.norm, sign * q.proj, 1.01 * self.loose_tol)
 
     def may_scale(self, p: Print) -> bool:
         """False when a value (its print) cannot be c x this quantity for any c, within c x its tolerance."""
         q = self.print
         if p.size != q.size or q.norm == 0 or isinstance(p.proj, complex):
             return False
-        a = self.rtol * math.sqrt(q.size)
+        a = self.rtol * q.root
         if a >= 0.5:
             return True
         # |c| |q| is |a| within sqrt(n) t, and t (c x q's tolerance) is at most this:
         t = 1.01 * (self.rtol * max(p.norm, 1e-12) + 1e-15) / (1 - a)
-        k, s = p.norm / q.norm, _rounding(p, p.norm)
-        bound = t * (_probe_vector(q.size)[1] + math.sqrt(q.size) * abs(q.proj) / q.norm) + s
+        k, s = p.norm / q.norm, 2 * p.grain * p.norm + 1e-300
+        bound = t * (q.spread + q.root * abs(q.proj) / q.norm) + s
         return min(abs(p.proj - k * q.proj), abs(p.proj + k * q.proj)) <= bound
 
     def holds(self, value: Any, p: Print | None = None, quick: bool = False) -> bool:
@@ -181,7 +187,12 @@ class Quantity:
     def equals(self, a: np.ndarray) -> bool:
         """Every element of a (of this quantity's size) within the tolerance of this quantity's."""
         with np.errstate(all="ignore"):
-            return bool(np.all(np.abs(a.reshape(self.value.shape) - self.value) <= self.tol))
+            d = np.subtract(a.reshape(self.value.shape), self.value)
+            if d.dtype.kind == "c":
+                return bool(np.all(np.abs(d) <= self.tol))
+            if d.size == 0:
+                return True
+            return bool(max(d.max(), -d.min()) <= self.tol)  # no NaN passes: NaN <= tol is False
 
     def scaled(self, a: np.ndarray, p: Print) -> float | None:
         """c where a = c x this quantity (c neither 0 nor 1; within the tolerance of c x it), else None."""
@@ -663,6 +674,7 @@ class _Search:
         self._held: dict[tuple, bool] = {}
         self.described: dict[tuple, Blame] = {}  # (binding, expected, hint) -> its Blame
         self._copies: dict[int, bool] = {}
+        self._located: dict[tuple, tuple] = {}  # (binding, id of what it should be) -> locate's result
 
     def matched(self, b: Binding) -> Match | None:
         if b.seq not in self._matches:
@@ -763,10 +775,8 @@ class _Search:
         p = self.print_of(other)
         if p is None or p.size != mine.size:
             return p is None  # close() decides (a size apart: not close)
-        t = 1.01 * (RTOL["exact"] * max(p.norm, 1e-12) + 1e-15)  # close()'s tolerance is at most this
-        s = _rounding(mine, p.norm)
-        return (abs(mine.norm - p.norm) <= math.sqrt(p.size) * t + s
-                and abs(mine.proj - p.proj) <= t * _probe_vector(p.size)[1] + s)
+        # close()'s tolerance is at most this
+        return _near(mine, mine.proj, p.norm, p.proj, 1.01 * (RTOL["exact"] * max(p.norm, 1e-12) + 1e-15))
 
     def candidates(self, b: Binding, shape: tuple | None = None) -> Iterator[Quantity]:
         """Known quantities b could have held instead, in order as the loop reaches them: of its shape
@@ -782,8 +792,15 @@ class _Search:
                 yield q
 
     def locate(self, node: Binding, expected: Quantity, depth: int = 0) -> tuple[Binding, Quantity, str]:
-        """(blamed binding, what it should be, a hint) for a node that should equal `expected`."""
+        """(blamed binding, what it should be, a hint) for a node that should equal `expected` (found
+        once: a line two parameters' gradients go through is followed back once)."""
         node = self.origin(node)
+        key = (node.seq, id(expected))
+        if key not in self._located:
+            self._located[key] = self._locate(node, expected, depth)
+        return self._located[key]
+
+    def _locate(self, node: Binding, expected: Quantity, depth: int) -> tuple[Binding, Quantity, str]:
         self.expected[node.seq] = expected
         hint = ""
         for label, p in self.parents(node):
