@@ -56,9 +56,10 @@ MAX_RERUNS = 3_000
 # --------------------------------------------------------------------------- fingerprints
 
 #: The fixed random vector of each size a value is projected on ((r, sum |r|, |r|) by size), and the
-#: transposed copies of 2-D ones; kept across blames (a few sizes at a time).
+#: transposed copies of 2-D ones; kept across blames, up to PROBE_ELEMENTS elements in all.
 _PROBES: dict[int, tuple[np.ndarray, float, float]] = {}
 _TRANSPOSED: dict[tuple, np.ndarray] = {}
+PROBE_ELEMENTS = 4_000_000
 _EPS = float(np.finfo(np.float64).eps)
 
 
@@ -66,7 +67,7 @@ def _probe_vector(n: int) -> tuple[np.ndarray, float, float]:
     """(r, sum |r|, |r|): the fixed random vector of n elements, the same in every blame."""
     got = _PROBES.get(n)
     if got is None:
-        if len(_PROBES) >= 32:
+        if n + sum(_PROBES) + sum(r.size for r in _TRANSPOSED.values()) > PROBE_ELEMENTS:
             _PROBES.clear()
             _TRANSPOSED.clear()
         r = np.random.default_rng(n + 7919).standard_normal(n)

@@ -159,6 +159,32 @@ def test_patterns_sign_scale_transpose_and_wrong_derivative():
     assert "it uses dh (= dL/dh) where dL/dz1 is needed" in b.should_be
 
 
+def test_prints_rule_out_only_what_the_element_comparison_would():
+    """Matching on prints finds what comparing every element finds: a value within the tolerance
+    of a quantity is it (exactly, negated, transposed, scaled), one element past it is not."""
+    from gradcheck.blame import Known, Quantity
+
+    rng = np.random.default_rng(3)
+    q = Quantity("dL/dh", "", rng.standard_normal((6, 5)), "adjoint")
+    other = Quantity("h", "", rng.standard_normal((6, 5)), "forward")
+    known = Known([other, q], [])
+    inside = rng.uniform(-0.9, 0.9, q.value.shape) * q.tol
+    for value, pattern in ((q.value + inside, "exact"), (-(q.value + inside), "sign"),
+                           ((q.value + inside).T, "transposed"), (-3.5 * q.value, "scale")):
+        found = known.match(value)
+        assert found is not None and found.quantity is q and found.pattern == pattern, pattern
+    assert known.match(-3.5 * q.value).factor == -3.5
+    past = q.value.copy()
+    past[2, 1] += 3 * q.tol  # one element out of tolerance: the element comparison says no
+    assert not q.holds(past)
+    for value in (past, -past, past.T):
+        assert known.match(value) is None, known.match(value)
+    assert known.match(np.zeros((6, 5))) is None and known.match(np.full((6, 5), np.nan)) is None
+    # a duplicate is dropped on the way, the first of equal values kept
+    twin = Quantity("z", "", q.value.copy(), "forward")
+    assert [x.label for x in Known([q, other, twin], []).of()] == ["dL/dh", "h"]
+
+
 def test_blame_inside_a_layers_backward_function():
     b = _blame_of("cs231n-relu-forgot", "W1")
     assert (b.function, b.source) == ("relu_backward_forgot", "dx = dout  # BUG")
