@@ -186,14 +186,14 @@ class Quantity:
         return self.equals(a)
 
     def equals(self, a: np.ndarray) -> bool:
-        """Every element of a (of this quantity's size) within the tolerance of this quantity's."""
-        with np.errstate(all="ignore"):
-            d = np.subtract(a.reshape(self.value.shape), self.value)
-            if d.dtype.kind == "c":
-                return bool(np.all(np.abs(d) <= self.tol))
-            if d.size == 0:
-                return True
-            return bool(max(d.max(), -d.min()) <= self.tol)  # no NaN passes: NaN <= tol is False
+        """Every element of a (of this quantity's size) within the tolerance of this quantity's (the
+        search runs with numpy's warnings off: a value that is not finite is simply not equal)."""
+        d = np.subtract(a.reshape(self.value.shape), self.value)
+        if d.dtype.kind == "c":
+            return bool(np.all(np.abs(d) <= self.tol))
+        if d.size == 0:
+            return True
+        return bool(max(d.max(), -d.min()) <= self.tol)  # no NaN passes: NaN <= tol is False
 
     def scaled(self, a: np.ndarray, p: Print) -> float | None:
         """c where a = c x this quantity (c neither 0 nor 1; within the tolerance of c x it), else None."""
@@ -1050,9 +1050,16 @@ def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
     params = case.params()
     bwd = record(case.grad, params, *fresh(case.args), **fresh(case.kwargs))
     clock("record_backward")
-    returned = bwd.result[1] if case.pair else bwd.result
-    objs = flatten_like(case.treedef, returned)
-    param_ids = {id(x) for x in flatten(params)[1]}
+    with np.errstate(all="ignore"):  # values that overflow or are not finite match nothing, silently
+        out = _search(case, wanted, quantities, bwd, {id(x) for x in flatten(params)[1]}, grads, rtol)
+    clock("search")
+    return out
+
+
+def _search(case: Case, wanted: list[str], quantities: Known, bwd: Recording, param_ids: set, grads: list,
+            rtol: float) -> dict[str, Blame]:
+    """Each wanted parameter's Blame from the recorded backward pass (param_ids: the parameters it was given)."""
+    objs = flatten_like(case.treedef, bwd.result[1] if case.pair else bwd.result)
     out: dict[str, Blame] = {}
     pending = list(wanted)
     for more in (False, True):  # where values match nothing, what the backward pass shows may be known too
@@ -1069,7 +1076,6 @@ def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
                 out[name], again = _blame_leaf(search, bwd, objs[k], expected, name)
                 if not again:
                     pending.remove(name)
-    clock("search")
     return out
 
 
