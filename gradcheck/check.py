@@ -613,7 +613,12 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
             if ref is not None:
                 refs[name] = ref
 
-        if "jax" in names:
+        if "jax" in names and not explicit and "jax" not in sys.modules and left() < 2 * JAX_IMPORT_SECONDS:
+            statuses["jax"] = ReferenceStatus(name="jax", ran=False, reason=f"not affordable: importing JAX takes "
+                                              f"about {JAX_IMPORT_SECONDS:g} s and the time budget (budget={budget:g} s) "
+                                              f"had {left():.2g} s left")
+            not_afforded.append("the JAX reference (importing jax)")
+        elif "jax" in names:
             run("jax", everything)
         numeric = NumericPlan(selection=everything, plan={}, projections=[], failed_leaves=[False] * len(prep.x0),
                               warnings=[])
@@ -625,17 +630,18 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
             numeric = plan_numeric(prep, refs, statuses, max(left() - reserve, 0.0), max_elements, seed)
             tests = sum(1 for n in refs if n not in numeric.validated) + int(sympy_next)
             reserve += tests * VET_CALLS * max(prep.t_loss, 2e-5)
-            # With no exact reference beside them, the differences are the verdict: the planned
-            # minimum (a sample, after projections sized to the budget) runs whatever the clock says.
-            judge_alone = not any(r.exact for r in refs.values())
+            # With no exact reference beside them, the differences are the verdict: with no
+            # projection made (none fitted), the planned sample runs whatever the clock says.
+            unbounded = not any(r.exact for r in refs.values()) and not numeric.projections
             from .progress import stage
 
             with stage(progress, "finite differences", numeric.plan["numeric_elements"]) as tick:
                 run("numeric", numeric.selection, batched=numeric.batched,
-                    deadline=None if judge_alone else deadline - reserve, progress=tick)
+                    deadline=None if unbounded else deadline - reserve, progress=tick)
             not_afforded += numeric.plan.pop("not_afforded", [])
             done = statuses["numeric"].elements if statuses["numeric"].ran else 0
-            if done == 0 and "numeric" in refs and total:
+            by_projections = not any(r.exact for r in refs.values()) and numeric.projections
+            if done == 0 and "numeric" in refs and total and not by_projections:
                 set_aside(refs, statuses, "numeric", " ".join(refs["numeric"].notes) or "no element could be differenced")
             if done < numeric.plan["numeric_elements"]:
                 not_afforded.append(f"finite differences on {numeric.plan['numeric_elements'] - done} of the "
@@ -669,11 +675,16 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
             f"{s.name} reference skipped: {s.reason}" for s in ordered if not s.ran]
         # SymPy's formulas are worked out when read: keep its mapping as it is.
         formulas = ChainMap(*(r.formulas for r in refs.values() if r.formulas))
-        if not all(p.passed for p in results):  # the line where each failing gradient goes wrong; never raises
+        # The line where each failing gradient goes wrong (never raises); within the budget's 10%
+        # tolerance: blame, which records one call of the loss and of the gradient, never takes a
+        # check past it.
+        allowance = left() + BLAME_OVERRUN * budget
+        if not all(p.passed for p in results) and allowance < 2 * (prep.t_loss + prep.t_grad):
+            plan.setdefault("not_afforded", []).append(
+                f"blame (it records a call of your loss and of your gradient; {allowance:.2g} s were left)")
+        elif not all(p.passed for p in results):
             from .blame import attach_blame
 
-            # Within the budget's 10% tolerance: blame never takes a check past it.
-            allowance = left() + BLAME_OVERRUN * budget
             use_jax = "jax" in refs and _jax_adjoints_affordable(prep, allowance)
             if "jax" in refs and not use_jax:
                 plan.setdefault("not_afforded", []).append(
@@ -688,6 +699,9 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
 
 #: The share of the budget blame may use past it (a check stays within 10% of its budget).
 BLAME_OVERRUN = 0.05
+#: Seconds importing JAX takes (and compiling a first gradient), paid once per process: a
+#: budget that cannot pay it twice over leaves JAX out.
+JAX_IMPORT_SECONDS = 1.5
 #: Seconds importing SymPy takes, paid by the first check that uses it in a process.
 SYMPY_IMPORT_SECONDS = 1.0
 #: Calls of the user's loss a SymPy run makes (value checks, the symbolic run, one-sided re-runs).
