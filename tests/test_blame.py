@@ -508,3 +508,33 @@ def test_statement_spans_the_whole_multiline_statement():
     assert (s.line, s.end) == (start + 1, start + 2)
     assert s.reads("y") == ("x",)
     assert math.isclose(record(f, 1.0).bindings[1].value, 2.0)
+
+
+def test_constants_the_loss_branches_on_get_no_delta_and_the_adjoint_pass_stays_compiled():
+    """A Python number bound in the loss (a clock reading, a switch) is no intermediate under
+    JAX: perturbing it would turn the loss's own `while`/`if` on it into control flow on a
+    traced value, and the adjoint pass would fall back to running op by op."""
+    from gradcheck.references import jax_adjoints
+
+    X = np.linspace(-1.0, 1.0, 12).reshape(4, 3)
+
+    def loss(w):
+        z = X @ w
+        h = np.tanh(z)
+        scale = 2.0
+        if scale > 1.0:
+            h = h * scale
+        return np.sum(h ** 2)
+
+    def grad(w):
+        z = X @ w
+        h = np.tanh(z)
+        dh = 2 * (2.0 * h) * 2.0
+        dz = dh  # the planted bug: should be dh * (1 - h ** 2)
+        return X.T @ dz
+
+    report = gradcheck.check(loss, grad, np.array([0.3, -0.2, 0.5]), against=("numeric", "jax"))
+    assert not report.passed
+    assert report.parameters[0].blame.source.startswith("dz = dh"), str(report)
+    programs = [p for p in jax_adjoints._CACHE.values() if p.hit]
+    assert programs and programs[-1].jitted is not None  # compiled, not run op by op

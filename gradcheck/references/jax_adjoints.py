@@ -48,7 +48,11 @@ def _program(loss: Callable, shapes: tuple) -> _Program:
     def run(params: list, deltas: dict, arrays: list) -> Any:
         def replace(key: tuple, value: Any) -> Any:
             delta = deltas.get(key)
-            if delta is None or tuple(jnp.shape(value)) != tuple(delta.shape):
+            # Only traced values depend on the parameters: a plain number or numpy array (a clock
+            # reading, a constant) has no adjoint, and a delta on it could turn a Python `while`
+            # or `if` on it into control flow on a traced value.
+            if delta is None or not isinstance(value, (jax.Array, jax.core.Tracer)) \
+                    or tuple(jnp.shape(value)) != tuple(delta.shape):
                 return None
             hit.add(key)
             return value + delta
