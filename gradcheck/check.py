@@ -736,10 +736,16 @@ def _projection_failures(results: list, failed_leaves: list, projections: list) 
             bad = [t for t in projections if t.label.startswith(f"{p.name}:") and not t.ok]
             where = bad[0] if bad else None
             detail = (f"{p.name} fails a projection check ({where.label}: yours {where.yours:.6g} vs finite "
-                      f"differences {where.numeric:.6g}) although its sampled elements pass; the error is "
-                      f"spread over many small elements") if where else f"{p.name} fails a projection check"
-            p = replace(p, passed=False, diagnosis="wrong", detail=detail,
-                        cause="many elements slightly wrong: a small systematic term (a regulariser, a mean) missing")
+                      f"differences {where.numeric:.6g})") if where else f"{p.name} fails a projection check"
+            if p.checked:
+                detail += " although its sampled elements pass; the error is spread over many small elements"
+                cause = "many elements slightly wrong: a small systematic term (a regulariser, a mean) missing"
+            else:
+                if where is not None and where.numeric:
+                    detail += f": along that direction yours is {where.yours / where.numeric:.4g} times the loss's slope"
+                cause = (f"the projection shows {p.name}'s gradient is wrong, not where: no element was checked on "
+                         f"its own within the budget; give the check more time (budget=...) to find the elements")
+            p = replace(p, passed=False, diagnosis="wrong", detail=detail, cause=cause)
         out.append(p)
     return out
 

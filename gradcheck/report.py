@@ -33,8 +33,10 @@ def _row(p: ParamResult) -> list[str]:
     diag = p.diagnosis + (f" x{p.factor:.8g}" if p.factor is not None else "") + (
         f" <-> {p.swapped_with}" if p.swapped_with else "")
     index = "-" if p.worst_index is None else _shape(p.worst_index)
+    # No element compared on its own (a verdict from projections alone): no error to show.
+    error = "-" if p.total and not p.checked and p.actual_shape is None else _num(p.max_rel_error, ".1e")
     return [p.name, _shape(p.actual_shape if p.actual_shape is not None else p.shape), verdict(p),
-            _num(p.max_rel_error, ".1e"), index, _num(p.yours), _num(p.reference), diag]
+            error, index, _num(p.yours), _num(p.reference), diag]
 
 
 def _colour(text: str, p: ParamResult, color: bool) -> str:
@@ -52,6 +54,10 @@ def headline(report: Report) -> str:
     unchecked = sum(len(p.unchecked_indices) for p in report.parameters)
     if unchecked:
         state += f", but {unchecked} element(s) not checked (see the notes)"
+    projected = report.plan.get("projections") if isinstance(report.plan, dict) else None
+    if projected and not any(p.checked for p in report.parameters):
+        state += (f" along {len(projected)} random direction(s) only: no element was checked on its own "
+                  f"(give the check more time, budget=...)")
     title = f"{report.title}: " if report.title else ""
     return f"{title}gradient check {state}; references: {', '.join(ran) or 'none'}"
 

@@ -101,6 +101,22 @@ def test_differences_alone_still_give_a_verdict_on_a_tiny_budget():
     assert not bad.passed
 
 
+def test_a_verdict_from_projections_alone_says_so():
+    """When the budget pays for projections but no element on its own, the report says the
+    verdict rests on directions only, shows no element error, and a failure names its factor
+    along the direction and the way to find the elements."""
+    loss, grad, params, args = sleepy(0.05)
+    report = gradcheck.check(loss, grad, params, args, against="numeric", budget=1.0)
+    assert not any(p.checked for p in report.parameters), report.plan  # 6 calls an element do not fit
+    text = str(report)
+    assert report.passed and "random direction(s) only" in text.splitlines()[0], text
+    assert report["w"].max_rel_error == 0.0 and "PASS     -" in text, text
+    bad = gradcheck.check(loss, lambda p, X, y: {"w": 2 * grad(p, X, y)["w"]}, params, args, against="numeric",
+                          budget=1.0)
+    assert not bad.passed and "2 times the loss's slope" in bad["w"].detail, str(bad)
+    assert "budget=" in bad["w"].cause and "sampled elements pass" not in bad["w"].detail, str(bad)
+
+
 def test_an_exact_reference_alone_is_still_validated_on_a_tiny_budget():
     """With JAX the only reference, its one directional test is the least that gives a verdict."""
     loss, grad, params, args = sleepy(0.0)
