@@ -29,6 +29,10 @@ DEFAULT_BUDGET = 20.0
 VET_CALLS = 6
 #: Problems up to this many parameters give every element a SymPy symbol.
 SYMPY_ALL_SYMBOLS = 64
+#: Seconds of tracing under JAX any budget allows (a small loss traces in milliseconds).
+TRACE_FLOOR = 0.25
+#: At most this share of the default budget (2 s) goes to the every-element-a-symbol plan.
+SYMPY_ALL_SYMBOLS_SHARE = 0.1
 #: Elements SymPy differentiates on larger problems (each with the rest held as numbers).
 SYMPY_SAMPLE = 12
 #: Share of the budget SymPy may use on a sampled problem, and the size above which "auto"
@@ -451,21 +455,29 @@ def _numeric(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT
                             call_seconds=prep.t_loss, progress=progress)
 
 
-def _jax(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET,
+def _jax(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET, asked: bool = False,
          **_: Any) -> ReferenceGradient:
-    from .references.jax_ref import jax_gradient
+    from .references.jax_ref import TRACE_SECONDS, jax_gradient
 
-    return jax_gradient(prep.objective, selection, f0=prep.loss_value)
+    # Tracing may take half of what is left (compiling takes about as long again); unless JAX was
+    # asked for by name, at most TRACE_SECONDS or a tenth of the budget: other references wait.
+    # A small loss traces in milliseconds: TRACE_FLOOR lets it, however small the budget.
+    share = max(0.5 * budget, TRACE_SECONDS) if asked else min(0.5 * budget, max(TRACE_SECONDS, 0.1 * budget))
+    share = max(share, TRACE_FLOOR)
+    return jax_gradient(prep.objective, selection, f0=prep.loss_value, trace_seconds=share)
 
 
-def _sympy(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET,
+def _sympy(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET, asked: bool = False,
            **_: Any) -> ReferenceGradient:
     from .references.sympy_ref import sympy_gradient
 
     total = sum(x.size for x in prep.x0)
     if total <= SYMPY_ALL_SYMBOLS:
+        # `budget` is what is left of the check's; unless SymPy was asked for by name, a learner's
+        # small network waits a tenth of the default budget for it at most.
+        cap = budget if asked else min(budget, SYMPY_ALL_SYMBOLS_SHARE * DEFAULT_BUDGET)
         return sympy_gradient(prep.objective, [np.arange(x.size) for x in prep.x0], f0=prep.loss_value,
-                              time_budget=budget)  # what is left of the check's budget
+                              time_budget=cap)
     return sympy_gradient(prep.objective, _sample(selection, SYMPY_SAMPLE, seed), max_elements=SYMPY_SAMPLE,
                           f0=prep.loss_value, time_budget=min(SYMPY_SAMPLE_SECONDS, SYMPY_BUDGET_SHARE * budget))
 
@@ -619,7 +631,7 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
                                               f"had {left():.2g} s left")
             not_afforded.append("the JAX reference (importing jax)")
         elif "jax" in names:
-            run("jax", everything)
+            run("jax", everything, asked=explicit)
         numeric = NumericPlan(selection=everything, plan={}, projections=[], failed_leaves=[False] * len(prep.x0),
                               warnings=[])
         total = total_elements(prep)
@@ -656,7 +668,7 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
                                                 f"had {left():.2g} s left")
             not_afforded.append("the SymPy reference")
         elif "sympy" in names:
-            run("sympy", numeric.selection)
+            run("sympy", numeric.selection, asked=explicit)
         vetted = vet(prep.objective, prep.x0, prep.loss_value, refs, statuses, prep.names, seed,
                      skip=numeric.validated, deadline=deadline, call_seconds=prep.t_loss, not_afforded=not_afforded)
         ordered = [statuses[n] for n in names if n in statuses]

@@ -159,3 +159,31 @@ def test_a_generous_budget_is_not_spent_for_nothing():
     report, seconds = timed(loss, grad, params, args, budget=1000.0)
     assert report.passed and "not_afforded" not in report.plan
     assert seconds < 5.0  # the benchmark measures the real figure; this only rules out filling the budget
+
+
+def loop_loss(w, x, repeats=6000):
+    """A learner's loop with array operations inside: JAX traces every iteration (seconds)."""
+    s = 0.0
+    for _ in range(repeats):
+        s = s + np.sum(np.tanh(w * x)) * 1e-3
+    return s
+
+
+def loop_grad(w, x, repeats=6000, bug=False):
+    return repeats * 1e-3 * (1 - np.tanh(w * x) ** 2) * (w if bug else x)
+
+
+def test_a_loss_too_long_to_trace_under_jax_is_left_to_the_other_references(monkeypatch):
+    """Tracing stops at its share of the budget, the check goes on without JAX, and the next
+    check of the same loss does not trace it again."""
+    from gradcheck.references import jax_ref
+
+    monkeypatch.setattr(jax_ref, "TRACE_SECONDS", 0.3)
+    w, x = np.array([0.3, -0.2, 0.1]), np.array([1.0, 2.0, 3.0])
+    report, seconds = timed(loop_loss, loop_grad, w, args=(x,), budget=2.0)
+    jax = next(s for s in report.references if s.name == "jax")
+    assert report.passed and not jax.ran and "tracing it under JAX takes more than" in jax.reason, str(report)
+    assert seconds < 2.0 * 1.1 + 1.0 and sys.getprofile() is None
+    bad, again = timed(loop_loss, lambda w, x: loop_grad(w, x, bug=True), w, args=(x,), budget=2.0)
+    assert not bad.passed and bad["params"].diagnosis == "wrong", str(bad)
+    assert next(s for s in bad.references if s.name == "jax").seconds < 0.1  # not traced again

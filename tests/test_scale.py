@@ -176,8 +176,8 @@ def test_a_jax_gradient_that_fails_its_projections_is_set_aside(monkeypatch):
     # A broken exact reference (10% off everywhere) must not judge the learner's correct code.
     real = jax_ref.jax_value_and_grad
 
-    def broken(objective, leaves=None):
-        value, grads = real(objective, leaves)
+    def broken(objective, leaves=None, **options):
+        value, grads = real(objective, leaves, **options)
         return value, [1.1 * g for g in grads]
 
     monkeypatch.setattr(jax_ref, "jax_value_and_grad", broken)

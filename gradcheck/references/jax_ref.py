@@ -21,6 +21,7 @@ inside a loss (a dropout mask after `np.random.seed(0)`) are constants to the de
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -28,7 +29,7 @@ import types
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -191,6 +192,7 @@ class _Compiled:
     jitted: Callable | None = None
     eager: bool = False  # True once jit is known not to work on this code
     first_seconds: float | None = None  # the first gradient's wall time, compiling included
+    too_slow: float = 0.0  # seconds of tracing that were not enough (not tried again with as few)
     notes: list = field(default_factory=list)
     batched: dict = field(default_factory=dict)  # jitted batched losses, by leaf shapes
 
@@ -290,12 +292,64 @@ def _unavailable(exc: BaseException) -> ReferenceUnavailable:
 
 # --- gradients ---------------------------------------------------------------------------------
 
-def _run(program: _Program, leaves: Sequence[Any]) -> tuple[Any, list]:
-    """(value, grads) of the loss at float64 leaves, jitted when possible."""
+class _OutOfTime(BaseException):
+    """Tracing the loss under JAX ran past its time (a BaseException: the loss's own
+    `except Exception` does not swallow it)."""
+
+
+#: Seconds tracing a loss may take at most (compiling it takes about as long again).
+TRACE_SECONDS = 3.0
+
+
+@contextlib.contextmanager
+def _traced_until(deadline: float | None) -> Iterator[None]:
+    """Stop tracing (JAX runs the learner's Python) once `deadline` passes.
+
+    A loss that loops over elements in Python (`for i in range(N)` with array operations inside)
+    makes JAX trace, and then compile, every iteration: thousands of iterations take many
+    seconds, and neither can be cut short from outside. The profile hook sees each Python and
+    C call while JAX traces and stops the trace at the deadline. Under a profiler of the user's
+    own nothing is installed.
+    """
+    if deadline is None or sys.getprofile() is not None:
+        yield
+        return
+    calls = 0
+
+    def watch(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if not calls & 1023 and time.perf_counter() > deadline:
+            raise _OutOfTime()
+
+    sys.setprofile(watch)
+    try:
+        yield
+    finally:
+        sys.setprofile(None)
+
+
+def _too_slow(seconds: float) -> str:
+    return (f"the JAX reference cannot run this loss in time: tracing it under JAX takes more than {seconds:.2g} s "
+            f"(its share of the time budget). A Python loop over elements with array operations inside is "
+            f"traced, and compiled, iteration by iteration; vectorise the loop, or give the check more time "
+            f"(budget=...)")
+
+
+def _run(program: _Program, leaves: Sequence[Any], trace_seconds: float | None = None) -> tuple[Any, list]:
+    """(value, grads) of the loss at float64 leaves, jitted when possible; the first run (which
+    traces and compiles) stops after `trace_seconds` of tracing."""
     compiled = program.compiled
+    if compiled.too_slow and trace_seconds is not None and trace_seconds <= compiled.too_slow:
+        raise ReferenceUnavailable(_too_slow(compiled.too_slow))
     if compiled.first_seconds is None:
         start = time.perf_counter()
-        out = _gradient(program, leaves)
+        try:
+            with _traced_until(None if trace_seconds is None else start + trace_seconds):
+                out = _gradient(program, leaves)
+        except _OutOfTime:
+            compiled.too_slow = float(trace_seconds or 0.0)
+            raise ReferenceUnavailable(_too_slow(compiled.too_slow)) from None
         compiled.first_seconds = time.perf_counter() - start
         return out
     return _gradient(program, leaves)
@@ -322,15 +376,16 @@ def _gradient(program: _Program, leaves: Sequence[Any]) -> tuple[Any, list]:
     return vg(leaves, program.arrays)
 
 
-def jax_value_and_grad(objective: Objective, leaves: Sequence[np.ndarray] | None = None
-                       ) -> tuple[float, list[np.ndarray]]:
-    """The loss and its full gradient (float64, one array per leaf) at `leaves` (default: x0)."""
+def jax_value_and_grad(objective: Objective, leaves: Sequence[np.ndarray] | None = None,
+                       trace_seconds: float | None = None) -> tuple[float, list[np.ndarray]]:
+    """The loss and its full gradient (float64, one array per leaf) at `leaves` (default: x0);
+    a first run stops tracing after `trace_seconds` (ReferenceUnavailable)."""
     program = _program(objective)
     leaves = objective.x0 if leaves is None else leaves
     with float64():
         inputs = [_device_copy(x, np.float64) for x in leaves]
         try:
-            value, grads = _run(program, inputs)
+            value, grads = _run(program, inputs, trace_seconds)
         except ReferenceUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - anything JAX cannot run is a reference limitation
@@ -344,15 +399,16 @@ def jax_full_gradient(objective: Objective, leaves: Sequence[np.ndarray] | None 
     return jax_value_and_grad(objective, leaves)[1]
 
 
-def jax_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f0: float | None = None
-                 ) -> ReferenceGradient:
+def jax_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f0: float | None = None,
+                 trace_seconds: float | None = None) -> ReferenceGradient:
     """The JAX reference at objective.x0, reported on the selected flat indices of each leaf.
 
     `f0`, the numpy loss at x0 if the caller has it, spares one loss call: the JAX value is
-    compared with it to make sure the re-run computes the same loss.
+    compared with it to make sure the re-run computes the same loss. Tracing the loss (the
+    first time) stops after `trace_seconds`.
     """
     start = time.perf_counter()
-    value, grads = jax_value_and_grad(objective)
+    value, grads = jax_value_and_grad(objective, trace_seconds=trace_seconds)
     expected = objective(objective.x0) if f0 is None else f0
     if not abs(value - expected) <= VALUE_RTOL * abs(expected) + VALUE_ATOL:
         raise ReferenceUnavailable(
