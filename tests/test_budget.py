@@ -7,6 +7,7 @@ are measured by benchmarks/speed.py.
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import textwrap
@@ -187,3 +188,19 @@ def test_a_loss_too_long_to_trace_under_jax_is_left_to_the_other_references(monk
     bad, again = timed(loop_loss, lambda w, x: loop_grad(w, x, bug=True), w, args=(x,), budget=2.0)
     assert not bad.passed and bad["params"].diagnosis == "wrong", str(bad)
     assert next(s for s in bad.references if s.name == "jax").seconds < 0.1  # not traced again
+
+
+def test_sympy_every_element_plan_is_capped_unless_asked_for(monkeypatch):
+    """A small loss slow under SymPy holds a default check a tenth of the default budget at most;
+    asked for by name, SymPy gets what the budget leaves."""
+    from gradcheck.references import jax_ref
+
+    check_module = importlib.import_module("gradcheck.check")  # the module (gradcheck.check is the function)
+    monkeypatch.setattr(jax_ref, "TRACE_SECONDS", 0.3)
+    monkeypatch.setattr(check_module, "SYMPY_ALL_SYMBOLS_SHARE", 0.005)  # 0.1 s: below this loss's SymPy time
+    w, x = np.array([0.3, -0.2, 0.1]), np.array([1.0, 2.0, 3.0])
+    report = gradcheck.check(loop_loss, loop_grad, w, args=(x,))
+    sympy = next(s for s in report.references if s.name == "sympy")
+    assert report.passed and not sympy.ran and "time budget" in sympy.reason, str(report)
+    asked = gradcheck.check(loop_loss, loop_grad, w, args=(x,), against=("numeric", "sympy"))
+    assert asked.passed and [s.name for s in asked.references if s.ran] == ["numeric", "sympy"], str(asked)
