@@ -501,3 +501,20 @@ def mixed_grad(w):
     g = 2e-8 * w
     g[0] = 1e8 * np.cos(1e8 * w[0])
     return g
+
+
+# --- a learner's loop with array operations inside -------------------------------------------
+
+def loop_loss(w, x, repeats=6000):
+    """A small loss slow under the exact references: JAX traces, and SymPy builds, every iteration."""
+    s = 0.0
+    for _ in range(repeats):
+        s = s + np.sum(np.tanh(w * x)) * 1e-3
+    return s
+
+
+def loop_grad(w, x, repeats=6000, bug=False):
+    return repeats * 1e-3 * (1 - np.tanh(w * x) ** 2) * (w if bug else x)   # bug: w where x belongs
+
+
+LOOP_W, LOOP_X = np.array([0.3, -0.2, 0.1]), np.array([1.0, 2.0, 3.0])

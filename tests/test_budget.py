@@ -18,6 +18,8 @@ import pytest
 
 import gradcheck
 
+from nets import LOOP_W, LOOP_X, loop_grad, loop_loss
+
 
 def sleepy(seconds: float):
     """A tanh regression whose loss takes `seconds` per call (its gradient is instant)."""
@@ -162,25 +164,13 @@ def test_a_generous_budget_is_not_spent_for_nothing():
     assert seconds < 5.0  # the benchmark measures the real figure; this only rules out filling the budget
 
 
-def loop_loss(w, x, repeats=6000):
-    """A learner's loop with array operations inside: JAX traces every iteration (seconds)."""
-    s = 0.0
-    for _ in range(repeats):
-        s = s + np.sum(np.tanh(w * x)) * 1e-3
-    return s
-
-
-def loop_grad(w, x, repeats=6000, bug=False):
-    return repeats * 1e-3 * (1 - np.tanh(w * x) ** 2) * (w if bug else x)
-
-
 def test_a_loss_too_long_to_trace_under_jax_is_left_to_the_other_references(monkeypatch):
     """Tracing stops at its share of the budget, the check goes on without JAX, and the next
     check of the same loss does not trace it again."""
     from gradcheck.references import jax_ref
 
     monkeypatch.setattr(jax_ref, "TRACE_SECONDS", 0.3)
-    w, x = np.array([0.3, -0.2, 0.1]), np.array([1.0, 2.0, 3.0])
+    w, x = LOOP_W, LOOP_X
     report, seconds = timed(loop_loss, loop_grad, w, args=(x,), budget=2.0)
     jax = next(s for s in report.references if s.name == "jax")
     assert report.passed and not jax.ran and "tracing it under JAX takes more than" in jax.reason, str(report)
@@ -198,7 +188,7 @@ def test_sympy_every_element_plan_is_capped_unless_asked_for(monkeypatch):
     check_module = importlib.import_module("gradcheck.check")  # the module (gradcheck.check is the function)
     monkeypatch.setattr(jax_ref, "TRACE_SECONDS", 0.3)
     monkeypatch.setattr(check_module, "SYMPY_ALL_SYMBOLS_SHARE", 0.005)  # 0.1 s: below this loss's SymPy time
-    w, x = np.array([0.3, -0.2, 0.1]), np.array([1.0, 2.0, 3.0])
+    w, x = LOOP_W, LOOP_X
     report = gradcheck.check(loop_loss, loop_grad, w, args=(x,))
     sympy = next(s for s in report.references if s.name == "sympy")
     assert report.passed and not sympy.ran and "time budget" in sympy.reason, str(report)

@@ -22,6 +22,8 @@ import gradcheck
 from gradcheck.objective import Objective
 from gradcheck.tree import flatten, validate_leaf
 
+from nets import LOOP_W, LOOP_X, loop_grad, loop_loss
+
 sympy = pytest.importorskip("sympy")
 
 RS = np.random.RandomState(11)
@@ -378,19 +380,7 @@ def test_a_scalar_refuses_float_and_int_outside_the_rewrite():
 
 # --- SymPy within its time budget ---------------------------------------------------------------
 
-def slow_loss(w, x, repeats=6000):
-    """A small loss that is slow under SymPy: a long chain of array operations."""
-    s = 0.0
-    for _ in range(repeats):
-        s = s + np.sum(np.tanh(w * x)) * 1e-3
-    return s
-
-
-def slow_grad(w, x, repeats=6000, bug=False):
-    return repeats * 1e-3 * (1 - np.tanh(w * x) ** 2) * (w if bug else x)   # bug: w where x belongs
-
-
-W_SLOW, X_SLOW = np.array([0.3, -0.2, 0.1]), np.array([1.0, 2.0, 3.0])
+slow_loss, slow_grad, W_SLOW, X_SLOW = loop_loss, loop_grad, LOOP_W, LOOP_X   # a loop SymPy builds slowly
 
 
 def test_all_symbols_stops_at_its_time_budget_and_says_it_did_not_run():
