@@ -273,3 +273,33 @@ def test_an_index_from_the_parameters_fails_fast_naming_line_and_rewrite():
         if not status.ran:
             assert "return float(np.sum(p[\"w\"][:n] ** 2)" in status.reason, status.reason
             assert "take it from the data" in status.reason and "test_rerun_idioms.py:" in status.reason
+
+
+# --- a mask made from the data: CS224n's yhat[labels == 1] with one-hot labels -------------------
+
+def masked_ce_loss(W, X, onehot):
+    z = X.dot(W)
+    yhat = np.exp(z) / np.sum(np.exp(z), axis=1, keepdims=True)
+    return np.sum(-np.log(yhat[onehot == 1]))
+
+
+def masked_ce_grad(W, X, onehot, bug=False):
+    z = X.dot(W)
+    yhat = np.exp(z) / np.sum(np.exp(z), axis=1, keepdims=True)
+    return X.T.dot(onehot - yhat if bug else yhat - onehot)
+
+
+def test_a_mask_made_from_the_data_still_compiles_under_jax():
+    """The mask is traced when the data is a jit argument; with the data as constants it is
+    known while JAX traces, as in numpy, and the loss compiles instead of running op by op."""
+    rng = np.random.default_rng(5)
+    W, X = rng.normal(size=(3, 2)), rng.normal(size=(5, 3))
+    onehot = np.eye(2)[[0, 1, 1, 0, 1]]   # floats, as CS224n's labels are
+    report = gradcheck.check(masked_ce_loss, masked_ce_grad, W, args=(X, onehot), against=("numeric", "jax"))
+    assert report.passed, str(report)
+    obj = Objective(masked_ce_loss, flatten(W)[2], [W.copy()], (X, onehot), {})
+    compiled = jax_ref._program(obj).compiled
+    assert compiled.eager and compiled.constant and not compiled.constant_fails
+    bad = gradcheck.check(masked_ce_loss, lambda *a: masked_ce_grad(*a, bug=True), W, args=(X, onehot),
+                          against=("numeric", "jax"))
+    assert not bad.passed and bad["params"].diagnosis == "sign_flipped", str(bad)

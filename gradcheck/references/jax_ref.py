@@ -193,6 +193,8 @@ class _Compiled:
     eager: bool = False  # True once jit is known not to work on this code
     first_seconds: float | None = None  # the first gradient's wall time, compiling included
     too_slow: float = 0.0  # seconds of tracing that were not enough (not tried again with as few)
+    constant: "OrderedDict[tuple, Callable]" = field(default_factory=OrderedDict)  # by the data's contents
+    constant_fails: bool = False  # jit fails even with the data as constants: run op by op
     notes: list = field(default_factory=list)
     batched: dict = field(default_factory=dict)  # jitted batched losses, by leaf shapes
 
@@ -371,9 +373,57 @@ def _gradient(program: _Program, leaves: Sequence[Any]) -> tuple[Any, list]:
             return compiled.jitted(leaves, program.arrays)
         except _CONCRETIZATION:
             compiled.eager = True
-            compiled.notes.append("traced eagerly (without jit): the loss uses Python control flow or "
-                                  "shapes that depend on values")
+    out = _with_constant_data(program, vg, leaves)
+    if out is not None:
+        return out
+    if compiled.eager and not any(n.startswith("traced eagerly") for n in compiled.notes):
+        compiled.notes.append("traced eagerly (without jit): the loss uses Python control flow or "
+                              "shapes that depend on values")
     return vg(leaves, program.arrays)
+
+
+#: Data of at most this many elements in all is compiled into the program as constants when
+#: the loss cannot be compiled with its data as arguments (see `_with_constant_data`).
+CONSTANT_DATA = 1 << 16
+_CONSTANT_PROGRAMS = 4
+
+
+def _with_constant_data(program: _Program, vg: Callable, leaves: Sequence[Any]) -> tuple[Any, list] | None:
+    """(value, grads) from a program compiled with the data as constants, or None.
+
+    A mask or an index made from the data (`yhat[labels == 1]` with one-hot labels) cannot be
+    compiled while the data is a traced argument, and running op by op compiles each
+    operation on its first use (seconds on a small network). With the data as constants the
+    mask is known when JAX traces, as in numpy (`jax.ensure_compile_time_eval`: operations on
+    the data alone run as JAX traces). Kept by the data's contents; None for large
+    data, or where the loss branches on values that depend on the parameters.
+    """
+    compiled = program.compiled
+    if compiled.constant_fails or sum(int(np.size(a)) for a in program.arrays) > CONSTANT_DATA:
+        return None
+    key = tuple((tuple(np.shape(a)), str(a.dtype), np.asarray(a).tobytes()) for a in program.arrays)
+    fn = compiled.constant.get(key)
+    if fn is not None:
+        compiled.constant.move_to_end(key)
+        return fn(leaves)
+    arrays = program.arrays
+
+    def with_constants(params: Any) -> Any:
+        with jax.ensure_compile_time_eval():  # what depends on the data alone is computed as JAX traces
+            return vg(params, arrays)
+
+    fn = jax.jit(with_constants)
+    try:
+        out = fn(leaves)
+    except _CONCRETIZATION:
+        compiled.constant_fails = True
+        return None
+    compiled.constant[key] = fn
+    while len(compiled.constant) > _CONSTANT_PROGRAMS:
+        compiled.constant.popitem(last=False)
+    if not compiled.notes:
+        compiled.notes.append("compiled with the data as constants: the loss makes a mask or a shape from its data")
+    return out
 
 
 def jax_value_and_grad(objective: Objective, leaves: Sequence[np.ndarray] | None = None,
