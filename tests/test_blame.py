@@ -538,3 +538,30 @@ def test_constants_the_loss_branches_on_get_no_delta_and_the_adjoint_pass_stays_
     assert report.parameters[0].blame.source.startswith("dz = dh"), str(report)
     programs = [p for p in jax_adjoints._CACHE.values() if p.hit]
     assert programs and programs[-1].jitted is not None  # compiled, not run op by op
+
+
+def test_a_mask_made_from_the_data_keeps_the_adjoint_pass_compiled():
+    """`yhat[onehot == 1]` (CS224n) stops jit while the data is an argument; the adjoint pass,
+    like the JAX reference, compiles with the data as constants instead of running op by op."""
+    from gradcheck.references import jax_adjoints
+
+    rng = np.random.default_rng(11)
+    X, onehot = rng.normal(size=(5, 3)), np.eye(2)[[0, 1, 1, 0, 1]]
+
+    def loss(W, X, onehot):
+        z = X @ W
+        e = np.exp(z)
+        yhat = e / np.sum(e, axis=1, keepdims=True)
+        return np.sum(-np.log(yhat[onehot == 1]))
+
+    def grad(W, X, onehot):
+        z = X @ W
+        e = np.exp(z)
+        yhat = e / np.sum(e, axis=1, keepdims=True)
+        dz = onehot - yhat  # the planted bug: the sign of yhat - onehot
+        return X.T @ dz
+
+    report = gradcheck.check(loss, grad, rng.normal(size=(3, 2)), args=(X, onehot), against=("numeric", "jax"))
+    assert not report.passed and report.parameters[0].blame.source.startswith("dz = onehot - yhat"), str(report)
+    programs = [p for p in jax_adjoints._CACHE.values() if p.hit and p.constant]
+    assert programs and not programs[-1].constant_fails

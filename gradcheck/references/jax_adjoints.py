@@ -23,7 +23,7 @@ import numpy as np
 
 from ..capture import substituting
 from ..objective import Objective
-from .jax_ref import float64, jax, jnp, rebound_loss
+from .jax_ref import constant_key, float64, jax, jnp, rebound_loss
 
 _CONCRETIZATION = (jax.errors.ConcretizationTypeError, jax.errors.NonConcreteBooleanIndexError,
                    jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
@@ -39,6 +39,8 @@ class _Program:
     owner: Callable  # the rebound loss, kept alive so its id stays unique while cached
     hit: set = field(default_factory=set)  # the keys the run bound (filled while JAX traces)
     jitted: Callable | None = None
+    constant: dict = field(default_factory=dict)  # compiled with the data as constants, by its contents
+    constant_fails: bool = False
 
 
 def _program(loss: Callable, shapes: tuple) -> _Program:
@@ -91,6 +93,33 @@ def ready(objective: Objective) -> bool:
     return any(program.owner is loss and program.hit for program in _CACHE.values())
 
 
+def _with_constant_data(program: _Program, params: list, arrays: list) -> Any:
+    """The adjoints from the program compiled with the data as constants (as the JAX reference
+    does for a mask made from the data: jax_ref.constant_key), or None."""
+    key = constant_key(arrays)
+    if program.constant_fails or key is None:
+        return None
+    fn = program.constant.get(key)
+    if fn is not None:
+        return fn(params)
+
+    def with_constants(p: list) -> Any:
+        with jax.ensure_compile_time_eval():
+            return program.eager(p, arrays)
+
+    fn = jax.jit(with_constants)
+    program.hit.clear()  # filled again while JAX traces
+    try:
+        result = fn(params)
+    except _CONCRETIZATION:
+        program.constant_fails = True
+        return None
+    if len(program.constant) >= 4:
+        program.constant.pop(next(iter(program.constant)))
+    program.constant[key] = fn
+    return result
+
+
 def intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarray], shapes: dict
                           ) -> tuple[float, list, dict]:
     """(loss value, dL/dparameter per leaf, {key: dL/dintermediate}) under JAX, in float64.
@@ -108,8 +137,11 @@ def intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarray], sh
             except _CONCRETIZATION:  # Python control flow on values: run eagerly from now on
                 program.jitted = None
         if program.jitted is None:
-            program.hit.clear()
-            value, (g_params, g_deltas) = program.eager(params, arrays)
+            result = _with_constant_data(program, params, arrays)
+            if result is None:
+                program.hit.clear()
+                result = program.eager(params, arrays)
+            value, (g_params, g_deltas) = result
         out = {k: np.asarray(g, dtype=np.float64) for k, g in g_deltas.items() if k in program.hit}
         grads = [np.asarray(g, dtype=np.float64).reshape(np.shape(x)) for g, x in zip(g_params, leaves)]
         return float(value), grads, out

@@ -388,6 +388,14 @@ CONSTANT_DATA = 1 << 16
 _CONSTANT_PROGRAMS = 4
 
 
+def constant_key(arrays: Sequence[Any]) -> tuple | None:
+    """The data's contents, as the key of a program compiled with them as constants; None when
+    the data is too large to be constants (more than CONSTANT_DATA elements)."""
+    if sum(int(np.size(a)) for a in arrays) > CONSTANT_DATA:
+        return None
+    return tuple((tuple(np.shape(a)), str(a.dtype), np.asarray(a).tobytes()) for a in arrays)
+
+
 def _with_constant_data(program: _Program, vg: Callable, leaves: Sequence[Any]) -> tuple[Any, list] | None:
     """(value, grads) from a program compiled with the data as constants, or None.
 
@@ -399,9 +407,9 @@ def _with_constant_data(program: _Program, vg: Callable, leaves: Sequence[Any]) 
     data, or where the loss branches on values that depend on the parameters.
     """
     compiled = program.compiled
-    if compiled.constant_fails or sum(int(np.size(a)) for a in program.arrays) > CONSTANT_DATA:
+    key = constant_key(program.arrays)
+    if compiled.constant_fails or key is None:
         return None
-    key = tuple((tuple(np.shape(a)), str(a.dtype), np.asarray(a).tobytes()) for a in program.arrays)
     fn = compiled.constant.get(key)
     if fn is not None:
         compiled.constant.move_to_end(key)
