@@ -299,7 +299,7 @@ def test_a_mask_made_from_the_data_still_compiles_under_jax():
     assert report.passed, str(report)
     obj = Objective(masked_ce_loss, flatten(W)[2], [W.copy()], (X, onehot), {})
     compiled = jax_ref._program(obj).compiled
-    assert compiled.eager and compiled.constant and not compiled.constant_fails
+    assert compiled.eager and compiled.constant.programs and not compiled.constant.fails
     bad = gradcheck.check(masked_ce_loss, lambda *a: masked_ce_grad(*a, bug=True), W, args=(X, onehot),
                           against=("numeric", "jax"))
     assert not bad.passed and bad["params"].diagnosis == "sign_flipped", str(bad)

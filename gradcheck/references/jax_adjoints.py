@@ -23,7 +23,7 @@ import numpy as np
 
 from ..capture import substituting
 from ..objective import Objective
-from .jax_ref import constant_key, float64, jax, jnp, rebound_loss
+from .jax_ref import ConstantData, float64, jax, jnp, rebound_loss
 
 _CONCRETIZATION = (jax.errors.ConcretizationTypeError, jax.errors.NonConcreteBooleanIndexError,
                    jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
@@ -39,8 +39,7 @@ class _Program:
     owner: Callable  # the rebound loss, kept alive so its id stays unique while cached
     hit: set = field(default_factory=set)  # the keys the run bound (filled while JAX traces)
     jitted: Callable | None = None
-    constant: dict = field(default_factory=dict)  # compiled with the data as constants, by its contents
-    constant_fails: bool = False
+    constant: ConstantData = field(default_factory=ConstantData)  # where jit needs the data known
 
 
 def _program(loss: Callable, shapes: tuple) -> _Program:
@@ -93,33 +92,6 @@ def ready(objective: Objective) -> bool:
     return any(program.owner is loss and program.hit for program in _CACHE.values())
 
 
-def _with_constant_data(program: _Program, params: list, arrays: list) -> Any:
-    """The adjoints from the program compiled with the data as constants (as the JAX reference
-    does for a mask made from the data: jax_ref.constant_key), or None."""
-    key = constant_key(arrays)
-    if program.constant_fails or key is None:
-        return None
-    fn = program.constant.get(key)
-    if fn is not None:
-        return fn(params)
-
-    def with_constants(p: list) -> Any:
-        with jax.ensure_compile_time_eval():
-            return program.eager(p, arrays)
-
-    fn = jax.jit(with_constants)
-    program.hit.clear()  # filled again while JAX traces
-    try:
-        result = fn(params)
-    except _CONCRETIZATION:
-        program.constant_fails = True
-        return None
-    if len(program.constant) >= 4:
-        program.constant.pop(next(iter(program.constant)))
-    program.constant[key] = fn
-    return result
-
-
 def intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarray], shapes: dict
                           ) -> tuple[float, list, dict]:
     """(loss value, dL/dparameter per leaf, {key: dL/dintermediate}) under JAX, in float64.
@@ -137,7 +109,7 @@ def intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarray], sh
             except _CONCRETIZATION:  # Python control flow on values: run eagerly from now on
                 program.jitted = None
         if program.jitted is None:
-            result = _with_constant_data(program, params, arrays)
+            result = program.constant.run(program.eager, params, arrays, tracing=program.hit.clear)
             if result is None:
                 program.hit.clear()
                 result = program.eager(params, arrays)

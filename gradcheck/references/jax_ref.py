@@ -193,8 +193,7 @@ class _Compiled:
     eager: bool = False  # True once jit is known not to work on this code
     first_seconds: float | None = None  # the first gradient's wall time, compiling included
     too_slow: float = 0.0  # seconds of tracing that were not enough (not tried again with as few)
-    constant: "OrderedDict[tuple, Callable]" = field(default_factory=OrderedDict)  # by the data's contents
-    constant_fails: bool = False  # jit fails even with the data as constants: run op by op
+    constant: "ConstantData" = field(default_factory=lambda: ConstantData())  # where jit needs the data known
     notes: list = field(default_factory=list)
     batched: dict = field(default_factory=dict)  # jitted batched losses, by leaf shapes
 
@@ -373,8 +372,10 @@ def _gradient(program: _Program, leaves: Sequence[Any]) -> tuple[Any, list]:
             return compiled.jitted(leaves, program.arrays)
         except _CONCRETIZATION:
             compiled.eager = True
-    out = _with_constant_data(program, vg, leaves)
+    out = compiled.constant.run(vg, leaves, program.arrays)
     if out is not None:
+        if not compiled.notes:
+            compiled.notes.append("compiled with the data as constants: the loss makes a mask or a shape from its data")
         return out
     if compiled.eager and not any(n.startswith("traced eagerly") for n in compiled.notes):
         compiled.notes.append("traced eagerly (without jit): the loss uses Python control flow or "
@@ -388,7 +389,7 @@ CONSTANT_DATA = 1 << 16
 _CONSTANT_PROGRAMS = 4
 
 
-def constant_key(arrays: Sequence[Any]) -> tuple | None:
+def _constant_key(arrays: Sequence[Any]) -> tuple | None:
     """The data's contents, as the key of a program compiled with them as constants; None when
     the data is too large to be constants (more than CONSTANT_DATA elements)."""
     if sum(int(np.size(a)) for a in arrays) > CONSTANT_DATA:
@@ -396,42 +397,48 @@ def constant_key(arrays: Sequence[Any]) -> tuple | None:
     return tuple((tuple(np.shape(a)), str(a.dtype), np.asarray(a).tobytes()) for a in arrays)
 
 
-def _with_constant_data(program: _Program, vg: Callable, leaves: Sequence[Any]) -> tuple[Any, list] | None:
-    """(value, grads) from a program compiled with the data as constants, or None.
+@dataclass
+class ConstantData:
+    """Programs compiled with the data as constants, kept by the data's contents.
 
     A mask or an index made from the data (`yhat[labels == 1]` with one-hot labels) cannot be
     compiled while the data is a traced argument, and running op by op compiles each
     operation on its first use (seconds on a small network). With the data as constants the
     mask is known when JAX traces, as in numpy (`jax.ensure_compile_time_eval`: operations on
-    the data alone run as JAX traces). Kept by the data's contents; None for large
-    data, or where the loss branches on values that depend on the parameters.
+    the data alone run as JAX traces). Serves the JAX reference and blame's adjoint pass.
     """
-    compiled = program.compiled
-    key = constant_key(program.arrays)
-    if compiled.constant_fails or key is None:
-        return None
-    fn = compiled.constant.get(key)
-    if fn is not None:
-        compiled.constant.move_to_end(key)
-        return fn(leaves)
-    arrays = program.arrays
 
-    def with_constants(params: Any) -> Any:
-        with jax.ensure_compile_time_eval():  # what depends on the data alone is computed as JAX traces
-            return vg(params, arrays)
+    programs: "OrderedDict[tuple, Callable]" = field(default_factory=OrderedDict)
+    fails: bool = False  # jit fails even with the data known (control flow on the parameters)
 
-    fn = jax.jit(with_constants)
-    try:
-        out = fn(leaves)
-    except _CONCRETIZATION:
-        compiled.constant_fails = True
-        return None
-    compiled.constant[key] = fn
-    while len(compiled.constant) > _CONSTANT_PROGRAMS:
-        compiled.constant.popitem(last=False)
-    if not compiled.notes:
-        compiled.notes.append("compiled with the data as constants: the loss makes a mask or a shape from its data")
-    return out
+    def run(self, fn: Callable, params: Any, arrays: Sequence[Any], tracing: Callable[[], None] | None = None
+            ) -> Any:
+        """fn(params, arrays) compiled with `arrays` as constants, or None for large data or where
+        that does not compile either; `tracing()` is called before a new program is traced."""
+        key = _constant_key(arrays)
+        if self.fails or key is None:
+            return None
+        program = self.programs.get(key)
+        if program is not None:
+            self.programs.move_to_end(key)
+            return program(params)
+
+        def with_constants(p: Any) -> Any:
+            with jax.ensure_compile_time_eval():  # what depends on the data alone is computed as JAX traces
+                return fn(p, arrays)
+
+        program = jax.jit(with_constants)
+        if tracing is not None:
+            tracing()
+        try:
+            out = program(params)
+        except _CONCRETIZATION:
+            self.fails = True
+            return None
+        self.programs[key] = program
+        while len(self.programs) > _CONSTANT_PROGRAMS:
+            self.programs.popitem(last=False)
+        return out
 
 
 def jax_value_and_grad(objective: Objective, leaves: Sequence[np.ndarray] | None = None,
