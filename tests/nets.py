@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pytest
 
 #: The golden facts, kept with the tests (tests/golden/README.md says where they come from).
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -518,3 +519,26 @@ def loop_grad(w, x, repeats=6000, bug=False):
 
 
 LOOP_W, LOOP_X = np.array([0.3, -0.2, 0.1]), np.array([1.0, 2.0, 3.0])
+
+
+# --- what a check found ------------------------------------------------------------------------
+
+def assert_findings(report, findings: dict, label: str = "") -> None:
+    """Exactly the leaves in `findings` fail, each with its diagnosis, a likely cause and the
+    attributes given (`detail_has` / `cause_has`: text they contain; `factor`: to 1e-9)."""
+    at = f"{label}: " if label else ""
+    failed = {p.name for p in report.failures}
+    assert failed == set(findings), f"{at}failed {sorted(failed)}, expected {sorted(findings)}\n{report}"
+    for name, (diagnosis, attrs) in findings.items():
+        p = report[name]
+        assert p.diagnosis == diagnosis, f"{at}{name}: {p.diagnosis} != {diagnosis}\n{report}"
+        assert p.cause, f"{at}{name}: every finding names a likely cause"
+        for key, want in attrs.items():
+            if key == "detail_has":
+                assert want in p.detail, f"{at}{name}: {want!r} not in {p.detail!r}"
+            elif key == "cause_has":
+                assert want in p.cause, f"{at}{name}: {want!r} not in {p.cause!r}"
+            elif key == "factor":
+                assert p.factor == pytest.approx(want, rel=1e-9), f"{at}{name}: factor {p.factor} != {want}"
+            else:
+                assert getattr(p, key) == want, f"{at}{name}: {key} {getattr(p, key)!r} != {want!r}"

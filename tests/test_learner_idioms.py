@@ -69,20 +69,7 @@ def test_correct_gradient_passes(name):
 def test_planted_bug_is_diagnosed(name):
     case = CASES[name]
     report = report_of(name, True)
-    failed = {p.name for p in report.failures}
-    assert failed == set(case.expect), \
-        f"{name} ({case.bug}): failed {sorted(failed)}, expected {sorted(case.expect)}\n{report}"
-    for leaf, (diagnosis, attrs) in case.expect.items():
-        p = report[leaf]
-        assert p.diagnosis == diagnosis, f"{name}: {leaf} diagnosed {p.diagnosis}, expected {diagnosis}\n{report}"
-        assert p.cause, f"{name}: {leaf}: every finding names a likely cause"
-        for key, want in attrs.items():
-            if key == "detail_has":
-                assert want in p.detail, f"{name}: {leaf}: {want!r} not in {p.detail!r}"
-            elif key == "factor":
-                assert p.factor == pytest.approx(want, rel=1e-9), f"{name}: {leaf}: factor {p.factor} != {want}"
-            else:
-                assert getattr(p, key) == want, f"{name}: {leaf}: {key} {getattr(p, key)!r} != {want!r}"
+    nets.assert_findings(report, case.expect, f"{name} ({case.bug})")
 
 
 def test_expected_references_ran(name):

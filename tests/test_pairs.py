@@ -55,21 +55,7 @@ def leaf_names(net) -> list[str]:
 
 def expect(report, findings: dict) -> None:
     """Exactly the leaves in `findings` fail, each with its diagnosis and attributes."""
-    failed = {p.name for p in report.failures}
-    assert failed == set(findings), f"failed {sorted(failed)}, expected {sorted(findings)}\n{report}"
-    for name, (diagnosis, attrs) in findings.items():
-        p = report[name]
-        assert p.diagnosis == diagnosis, f"{name}: {p.diagnosis} != {diagnosis}\n{report}"
-        assert p.cause, f"{name}: every finding names a likely cause"
-        for key, want in attrs.items():
-            if key == "detail_has":
-                assert want in p.detail, f"{name}: {want!r} not in {p.detail!r}"
-            elif key == "cause_has":
-                assert want in p.cause, f"{name}: {want!r} not in {p.cause!r}"
-            elif key == "factor":
-                assert p.factor == pytest.approx(want, rel=1e-9), f"{name}: factor {p.factor} != {want}"
-            else:
-                assert getattr(p, key) == want, f"{name}: {key} {getattr(p, key)!r} != {want!r}"
+    nets.assert_findings(report, findings)
     d = report.to_dict()
     for entry in d["parameters"]:
         if entry["name"] in findings and "factor" in findings[entry["name"]][1]:
