@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nets import MAZUR_PARAMS, MAZUR_SCALAR_ARGS, mazur_scalar_loss
+
 
 @dataclass
 class BlameCase:
@@ -48,25 +50,11 @@ def bug_line(fn: Callable) -> tuple[str, int]:
 
 # =========================================================================== Mazur's 2-2-2 network
 
-MAZUR_ARGS = (0.05, 0.10, 0.01, 0.99)  # i1, i2, target_o1, target_o2
+MAZUR_ARGS = MAZUR_SCALAR_ARGS  # i1, i2, target_o1, target_o2
 
 
 def mazur_params() -> dict:
-    return {"w1": 0.15, "w2": 0.20, "w3": 0.25, "w4": 0.30, "w5": 0.40, "w6": 0.45, "w7": 0.50, "w8": 0.55,
-            "b1": 0.35, "b2": 0.60}
-
-
-def mazur_loss(p, i1, i2, t1, t2):
-    net_h1 = p["w1"] * i1 + p["w2"] * i2 + p["b1"]
-    net_h2 = p["w3"] * i1 + p["w4"] * i2 + p["b1"]
-    out_h1 = 1 / (1 + np.exp(-net_h1))
-    out_h2 = 1 / (1 + np.exp(-net_h2))
-    net_o1 = p["w5"] * out_h1 + p["w6"] * out_h2 + p["b2"]
-    net_o2 = p["w7"] * out_h1 + p["w8"] * out_h2 + p["b2"]
-    out_o1 = 1 / (1 + np.exp(-net_o1))
-    out_o2 = 1 / (1 + np.exp(-net_o2))
-    E_total = 0.5 * (t1 - out_o1) ** 2 + 0.5 * (t2 - out_o2) ** 2
-    return E_total
+    return dict(MAZUR_PARAMS)
 
 
 def mazur_float_loss(p, i1, i2, t1, t2):
@@ -716,7 +704,7 @@ def tr_grad_wrong_layer(p, X, y):
 # =========================================================================== the corpus
 
 _cs = make_two_layer()
-_MZ = dict(loss=mazur_loss, params=mazur_params, args=MAZUR_ARGS)
+_MZ = dict(loss=mazur_scalar_loss, params=mazur_params, args=MAZUR_ARGS)
 _MZF = dict(loss=mazur_float_loss, params=mazur_params, args=MAZUR_ARGS)
 _ML = dict(loss=mlp_loss, params=mlp_params, args=(MLP_X, MLP_Y))
 _SM = dict(loss=sm_loss, params=sm_params, args=(SM_X, SM_Y))

@@ -81,6 +81,22 @@ MAZUR_PARAMS = {"w1": 0.15, "w2": 0.2, "w3": 0.25, "w4": 0.3, "w5": 0.4, "w6": 0
                 "b1": 0.35, "b2": 0.6}
 MAZUR_INPUTS = np.array([0.05, 0.1])
 MAZUR_TARGETS = np.array([0.01, 0.99])
+#: The same inputs and targets as scalar arguments (i1, i2, target_o1, target_o2).
+MAZUR_SCALAR_ARGS = (0.05, 0.1, 0.01, 0.99)
+
+
+def mazur_scalar_loss(p, i1, i2, t1, t2):
+    """The post's network written out neuron by neuron, as a learner would: every step named."""
+    net_h1 = p["w1"] * i1 + p["w2"] * i2 + p["b1"]
+    net_h2 = p["w3"] * i1 + p["w4"] * i2 + p["b1"]
+    out_h1 = 1 / (1 + np.exp(-net_h1))                 # logistic
+    out_h2 = 1 / (1 + np.exp(-net_h2))
+    net_o1 = p["w5"] * out_h1 + p["w6"] * out_h2 + p["b2"]
+    net_o2 = p["w7"] * out_h1 + p["w8"] * out_h2 + p["b2"]
+    out_o1 = 1 / (1 + np.exp(-net_o1))
+    out_o2 = 1 / (1 + np.exp(-net_o2))
+    E_total = 0.5 * (t1 - out_o1) ** 2 + 0.5 * (t2 - out_o2) ** 2
+    return E_total
 WEIGHTS = ("w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8")
 
 

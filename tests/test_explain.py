@@ -10,11 +10,10 @@ import pytest
 from gradcheck.errors import InvalidCase, ReferenceUnavailable, UserCodeError
 from gradcheck.explain import MAX_OPS, explain, format_number, render_explanation
 
-from nets import mazur_golden
+from nets import MAZUR_PARAMS, MAZUR_SCALAR_ARGS, mazur_golden, mazur_scalar_loss
 
-MAZUR = {"w1": 0.15, "w2": 0.2, "w3": 0.25, "w4": 0.3, "w5": 0.4, "w6": 0.45, "w7": 0.5, "w8": 0.55,
-         "b1": 0.35, "b2": 0.6}
-MAZUR_ARGS = (0.05, 0.1, 0.01, 0.99)  # i1, i2, target_o1, target_o2
+MAZUR = dict(MAZUR_PARAMS)
+MAZUR_ARGS = MAZUR_SCALAR_ARGS  # i1, i2, target_o1, target_o2
 
 W5_LINE = "0.74136507 x 0.186815602 x 0.593269992 = 0.082167041"
 W1_LINE = "0.036350306 x 0.241300709 x 0.05 = 0.000438568"
@@ -27,20 +26,6 @@ def golden() -> dict:
 
 
 # ----------------------------------------------------------------------------- Mazur, two styles
-
-
-def mazur_scalar(p, i1, i2, t1, t2):
-    """The post's network written out neuron by neuron, as a learner would."""
-    net_h1 = p["w1"] * i1 + p["w2"] * i2 + p["b1"]
-    net_h2 = p["w3"] * i1 + p["w4"] * i2 + p["b1"]
-    out_h1 = 1 / (1 + np.exp(-net_h1))                 # logistic
-    out_h2 = 1 / (1 + np.exp(-net_h2))
-    net_o1 = p["w5"] * out_h1 + p["w6"] * out_h2 + p["b2"]
-    net_o2 = p["w7"] * out_h1 + p["w8"] * out_h2 + p["b2"]
-    out_o1 = 1 / (1 + np.exp(-net_o1))
-    out_o2 = 1 / (1 + np.exp(-net_o2))
-    E_total = 0.5 * (t1 - out_o1) ** 2 + 0.5 * (t2 - out_o2) ** 2
-    return E_total
 
 
 def sigmoid(z):
@@ -64,7 +49,7 @@ MAZUR_VEC_ARGS = (np.array([0.05, 0.1]), np.array([0.01, 0.99]))
 
 
 def test_mazur_w5_chain_is_the_posts():
-    expl = explain(mazur_scalar, MAZUR, MAZUR_ARGS, leaf="w5")
+    expl = explain(mazur_scalar_loss, MAZUR, MAZUR_ARGS, leaf="w5")
     text = render_explanation(expl)
     assert "dE_total/dw5 = dE_total/dout_o1 x dout_o1/dnet_o1 x dnet_o1/dw5" in text
     assert f"= {W5_LINE}" in text
@@ -72,7 +57,7 @@ def test_mazur_w5_chain_is_the_posts():
 
 
 def test_mazur_w1_chain_is_the_posts():
-    expl = explain(mazur_scalar, MAZUR, MAZUR_ARGS, leaf="w1")
+    expl = explain(mazur_scalar_loss, MAZUR, MAZUR_ARGS, leaf="w1")
     text = render_explanation(expl)
     assert "dE_total/dw1 = dE_total/dout_h1 x dout_h1/dnet_h1 x dnet_h1/dw1" in text
     assert f"= {W1_LINE}" in text
@@ -83,7 +68,7 @@ def test_mazur_w1_chain_is_the_posts():
     ("w1", ["dEtotal_dout_h1", "dout_h1_dnet_h1", "dnet_h1_dw1", "dEtotal_dw1"]),
 ])
 def test_mazur_factors_match_golden_float64(golden, leaf, rows):
-    expl = explain(mazur_scalar, MAZUR, MAZUR_ARGS, leaf=leaf)
+    expl = explain(mazur_scalar_loss, MAZUR, MAZUR_ARGS, leaf=leaf)
     values = [v for _, v in expl.factors] + [expl.product]
     for value, row in zip(values, rows, strict=True):
         assert value == pytest.approx(golden[row]["float64_correct_backprop"], abs=1e-12), row
@@ -100,7 +85,7 @@ def test_mazur_vectorised_names_array_elements(golden, leaf, index, labels, line
     # the loss's own names (out_h) win over the helper's (sigmoid.s, sigmoid.z)
     assert [label for label, _ in expl.factors] == labels
     assert line in render_explanation(expl)
-    scalar = explain(mazur_scalar, MAZUR, MAZUR_ARGS, leaf="w5" if leaf == "W2" else "w1")
+    scalar = explain(mazur_scalar_loss, MAZUR, MAZUR_ARGS, leaf="w5" if leaf == "W2" else "w1")
     for (_, v), (_, s) in zip(expl.factors, scalar.factors, strict=True):
         assert v == pytest.approx(s, abs=1e-12)
 
@@ -171,7 +156,7 @@ def test_helpers_sharing_a_variable_name_are_told_apart():
 
 
 def test_wrapping_lambda_does_not_prefix_names():
-    expl = explain(lambda p, *a: mazur_scalar(p, *a), MAZUR, MAZUR_ARGS, leaf="w5")
+    expl = explain(lambda p, *a: mazur_scalar_loss(p, *a), MAZUR, MAZUR_ARGS, leaf="w5")
     assert expl.factors[0][0] == "dE_total/dout_o1"
 
 
@@ -277,13 +262,13 @@ def test_namespace_is_plugged_in_through_retrace(monkeypatch):
 
 def test_correct_grad_matches():
     grad = {k: 0.0 for k in MAZUR} | {"w5": 0.08216704056423078}
-    text = render_explanation(explain(mazur_scalar, MAZUR, MAZUR_ARGS, leaf="w5", grad=grad))
+    text = render_explanation(explain(mazur_scalar_loss, MAZUR, MAZUR_ARGS, leaf="w5", grad=grad))
     assert text.splitlines()[-1] == "yours: 0.082167041 (matches)"
 
 
 def test_wrong_grad_differs():
     grad = {k: 0.0 for k in MAZUR} | {"w1": 2 * 0.00043856773447434685}
-    expl = explain(mazur_scalar, MAZUR, MAZUR_ARGS, leaf="w1", grad=grad)
+    expl = explain(mazur_scalar_loss, MAZUR, MAZUR_ARGS, leaf="w1", grad=grad)
     assert expl.yours == pytest.approx(0.000877135469) and expl.matches is False
     assert render_explanation(expl).splitlines()[-1] == "yours: 0.000877135 (differs by 0.000438568)"
 
@@ -299,7 +284,7 @@ def test_vectorised_grad_element():
 
 def test_unknown_leaf_lists_the_parameters():
     with pytest.raises(InvalidCase, match=r"unknown parameter 'w9'.*'w1', 'w2'"):
-        explain(mazur_scalar, MAZUR, MAZUR_ARGS, leaf="w9")
+        explain(mazur_scalar_loss, MAZUR, MAZUR_ARGS, leaf="w9")
 
 
 @pytest.mark.parametrize("index", [(2, 0), (0,), (0, 0, 0)])
@@ -361,7 +346,7 @@ def test_grad_of_the_wrong_shape():
 
 def test_trace_hook_is_restored():
     before = sys.gettrace()
-    explain(mazur_scalar, MAZUR, MAZUR_ARGS, leaf="w5")
+    explain(mazur_scalar_loss, MAZUR, MAZUR_ARGS, leaf="w5")
     with pytest.raises(UserCodeError):
         explain(lambda p: 1 / 0, 1.0, leaf="params")
     assert sys.gettrace() is before
