@@ -180,6 +180,33 @@ def test_a_loss_too_long_to_trace_under_jax_is_left_to_the_other_references(monk
     assert next(s for s in bad.references if s.name == "jax").seconds < 0.1  # not traced again
 
 
+def test_the_trace_deadline_is_not_raised_where_a_finalizer_would_swallow_it():
+    """Past the deadline the hook waits for code outside JAX and the standard library: raised in
+    a weakref finalizer, the exception would be printed and dropped, CPython would remove the
+    hook and the trace would run on unbounded."""
+    import textwrap as library_code
+    import weakref
+
+    from gradcheck.references import jax_ref
+
+    class Held:
+        pass
+
+    swallowed = []
+    hook, sys.unraisablehook = sys.unraisablehook, swallowed.append
+    try:
+        with pytest.raises(jax_ref._OutOfTime):
+            with jax_ref._traced_until(time.perf_counter()):
+                held = Held()
+                weakref.finalize(held, library_code.fill, "word " * 2000)
+                del held  # the finalizer runs standard-library code past the deadline
+                for _ in range(5000):
+                    len(())
+    finally:
+        sys.unraisablehook = hook
+    assert not swallowed and sys.getprofile() is None
+
+
 def test_sympy_every_element_plan_is_capped_unless_asked_for(monkeypatch):
     """A small loss slow under SymPy holds a default check a tenth of the default budget at most;
     asked for by name, SymPy gets what the budget leaves."""

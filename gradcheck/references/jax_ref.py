@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
+import sysconfig
 import time
 import types
 import weakref
@@ -36,6 +38,7 @@ import numpy as np
 _RANDOM_STATE = np.random.get_state()  # importing jax draws from numpy's global generator: put it back
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import jaxlib  # noqa: E402
 
 np.random.set_state(_RANDOM_STATE)
 
@@ -302,6 +305,23 @@ class _OutOfTime(BaseException):
 TRACE_SECONDS = 3.0
 
 
+def _interruptible(code: types.CodeType, cache: dict = {}) -> bool:
+    """Whether the deadline may be raised in a frame running `code`: not in JAX's own code nor
+    the standard library's, where a weakref finalizer or `__del__` would swallow the exception
+    (and CPython would then drop the profile hook, leaving the trace unbounded)."""
+    known = cache.get(code)
+    if known is None:
+        name = code.co_filename
+        library = name.startswith(_STDLIB) and not name.startswith(_SITE)
+        known = cache[code] = not (library or name.startswith(_JAX) or code.co_name == "__del__")
+    return known
+
+
+_JAX = tuple(os.path.dirname(m.__file__) + os.sep for m in (jax, jaxlib))
+_STDLIB = (sysconfig.get_paths()["stdlib"] + os.sep, "<frozen ")
+_SITE = tuple({sysconfig.get_paths()[k] + os.sep for k in ("purelib", "platlib")})
+
+
 @contextlib.contextmanager
 def _traced_until(deadline: float | None) -> Iterator[None]:
     """Stop tracing (JAX runs the learner's Python) once `deadline` passes.
@@ -309,18 +329,22 @@ def _traced_until(deadline: float | None) -> Iterator[None]:
     A loss that loops over elements in Python (`for i in range(N)` with array operations inside)
     makes JAX trace, and then compile, every iteration: thousands of iterations take many
     seconds, and neither can be cut short from outside. The profile hook sees each Python and
-    C call while JAX traces and stops the trace at the deadline. Under a profiler of the user's
-    own nothing is installed.
+    C call while JAX traces and, once the deadline has passed, stops the trace at the next event
+    in code outside JAX and the standard library (the learner's loss, or gradcheck's rebinding).
+    Under a profiler of the user's own nothing is installed.
     """
     if deadline is None or sys.getprofile() is not None:
         yield
         return
     calls = 0
+    late = False
 
     def watch(frame: Any, event: str, arg: Any) -> None:
-        nonlocal calls
+        nonlocal calls, late
         calls += 1
-        if not calls & 1023 and time.perf_counter() > deadline:
+        if not late:
+            late = not calls & 1023 and time.perf_counter() > deadline
+        if late and _interruptible(frame.f_code):
             raise _OutOfTime()
 
     sys.setprofile(watch)
