@@ -31,6 +31,8 @@ VET_CALLS = 6
 SYMPY_ALL_SYMBOLS = 64
 #: Seconds of tracing under JAX any budget allows (a small loss traces in milliseconds).
 TRACE_FLOOR = 0.25
+#: How many trace shares a loss that must run op by op may take on its first run.
+EAGER_FACTOR = 2.0
 #: At most this share of the default budget (2 s) goes to the every-element-a-symbol plan.
 SYMPY_ALL_SYMBOLS_SHARE = 0.1
 #: Elements SymPy differentiates on larger problems (each with the rest held as numbers).
@@ -464,7 +466,10 @@ def _jax(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUD
     # A small loss traces in milliseconds: TRACE_FLOOR lets it, however small the budget.
     share = max(0.5 * budget, TRACE_SECONDS) if asked else min(0.5 * budget, max(TRACE_SECONDS, 0.1 * budget))
     share = max(share, TRACE_FLOOR)
-    return jax_gradient(prep.objective, selection, f0=prep.loss_value, trace_seconds=share)
+    # Op by op (Python control flow on values) each operation compiles on its first use: twice
+    # the share, within half of what is left.
+    eager = max(share, min(EAGER_FACTOR * share, 0.5 * budget))
+    return jax_gradient(prep.objective, selection, f0=prep.loss_value, trace_seconds=share, eager_seconds=eager)
 
 
 def _sympy(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET, asked: bool = False,

@@ -196,7 +196,7 @@ def test_the_trace_deadline_is_not_raised_where_a_finalizer_would_swallow_it():
     hook, sys.unraisablehook = sys.unraisablehook, swallowed.append
     try:
         with pytest.raises(jax_ref._OutOfTime):
-            with jax_ref._traced_until(time.perf_counter()):
+            with jax_ref._traced_until(jax_ref._Clock(time.perf_counter())):
                 held = Held()
                 weakref.finalize(held, library_code.fill, "word " * 2000)
                 del held  # the finalizer runs standard-library code past the deadline

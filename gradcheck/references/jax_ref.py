@@ -322,8 +322,15 @@ _STDLIB = (sysconfig.get_paths()["stdlib"] + os.sep, "<frozen ")
 _SITE = tuple({sysconfig.get_paths()[k] + os.sep for k in ("purelib", "platlib")})
 
 
+@dataclass
+class _Clock:
+    """The deadline of a first run; running op by op (after jit failed) may move it."""
+
+    deadline: float | None
+
+
 @contextlib.contextmanager
-def _traced_until(deadline: float | None) -> Iterator[None]:
+def _traced_until(clock: _Clock) -> Iterator[None]:
     """Stop tracing (JAX runs the learner's Python) once `deadline` passes.
 
     A loss that loops over elements in Python (`for i in range(N)` with array operations inside)
@@ -333,7 +340,7 @@ def _traced_until(deadline: float | None) -> Iterator[None]:
     in code outside JAX and the standard library (the learner's loss, or gradcheck's rebinding).
     Under a profiler of the user's own nothing is installed.
     """
-    if deadline is None or sys.getprofile() is not None:
+    if clock.deadline is None or sys.getprofile() is not None:
         yield
         return
     calls = 0
@@ -343,7 +350,7 @@ def _traced_until(deadline: float | None) -> Iterator[None]:
         nonlocal calls, late
         calls += 1
         if not late:
-            late = not calls & 1023 and time.perf_counter() > deadline
+            late = not calls & 1023 and time.perf_counter() > clock.deadline  # type: ignore[operator]
         if late and _interruptible(frame.f_code):
             raise _OutOfTime()
 
@@ -361,17 +368,25 @@ def _too_slow(seconds: float) -> str:
             f"(budget=...)")
 
 
-def _run(program: _Program, leaves: Sequence[Any], trace_seconds: float | None = None) -> tuple[Any, list]:
+def _run(program: _Program, leaves: Sequence[Any], trace_seconds: float | None = None,
+         eager_seconds: float | None = None) -> tuple[Any, list]:
     """(value, grads) of the loss at float64 leaves, jitted when possible; the first run (which
-    traces and compiles) stops after `trace_seconds` of tracing."""
+    traces and compiles) stops after `trace_seconds`, or `eager_seconds` when it must run op by
+    op (each operation compiled on its first use, and the loop run in Python)."""
     compiled = program.compiled
     if compiled.too_slow and trace_seconds is not None and trace_seconds <= compiled.too_slow:
         raise ReferenceUnavailable(_too_slow(compiled.too_slow))
     if compiled.first_seconds is None:
         start = time.perf_counter()
+        clock = _Clock(None if trace_seconds is None else start + trace_seconds)
+
+        def op_by_op() -> None:
+            if trace_seconds is not None:
+                clock.deadline = start + max(trace_seconds, eager_seconds or 0.0)
+
         try:
-            with _traced_until(None if trace_seconds is None else start + trace_seconds):
-                out = _gradient(program, leaves)
+            with _traced_until(clock):
+                out = _gradient(program, leaves, op_by_op)
         except _OutOfTime:
             compiled.too_slow = float(trace_seconds or 0.0)
             raise ReferenceUnavailable(_too_slow(compiled.too_slow)) from None
@@ -386,7 +401,7 @@ def first_gradient_seconds(objective: Objective) -> float | None:
     return None if program is None else program.compiled.first_seconds
 
 
-def _gradient(program: _Program, leaves: Sequence[Any]) -> tuple[Any, list]:
+def _gradient(program: _Program, leaves: Sequence[Any], op_by_op: Callable[[], None] = lambda: None) -> tuple[Any, list]:
     compiled = program.compiled
     vg = jax.value_and_grad(compiled.loss)
     if not compiled.eager:
@@ -396,6 +411,7 @@ def _gradient(program: _Program, leaves: Sequence[Any]) -> tuple[Any, list]:
             return compiled.jitted(leaves, program.arrays)
         except _CONCRETIZATION:
             compiled.eager = True
+    op_by_op()
     out = compiled.constant.run(vg, leaves, program.arrays)
     if out is not None:
         if not compiled.notes:
@@ -466,7 +482,8 @@ class ConstantData:
 
 
 def jax_value_and_grad(objective: Objective, leaves: Sequence[np.ndarray] | None = None,
-                       trace_seconds: float | None = None) -> tuple[float, list[np.ndarray]]:
+                       trace_seconds: float | None = None,
+                       eager_seconds: float | None = None) -> tuple[float, list[np.ndarray]]:
     """The loss and its full gradient (float64, one array per leaf) at `leaves` (default: x0);
     a first run stops tracing after `trace_seconds` (ReferenceUnavailable)."""
     program = _program(objective)
@@ -474,7 +491,7 @@ def jax_value_and_grad(objective: Objective, leaves: Sequence[np.ndarray] | None
     with float64():
         inputs = [_device_copy(x, np.float64) for x in leaves]
         try:
-            value, grads = _run(program, inputs, trace_seconds)
+            value, grads = _run(program, inputs, trace_seconds, eager_seconds)
         except ReferenceUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - anything JAX cannot run is a reference limitation
@@ -489,15 +506,15 @@ def jax_full_gradient(objective: Objective, leaves: Sequence[np.ndarray] | None 
 
 
 def jax_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f0: float | None = None,
-                 trace_seconds: float | None = None) -> ReferenceGradient:
+                 trace_seconds: float | None = None, eager_seconds: float | None = None) -> ReferenceGradient:
     """The JAX reference at objective.x0, reported on the selected flat indices of each leaf.
 
     `f0`, the numpy loss at x0 if the caller has it, spares one loss call: the JAX value is
     compared with it to make sure the re-run computes the same loss. Tracing the loss (the
-    first time) stops after `trace_seconds`.
+    first time) stops after `trace_seconds` (`eager_seconds` when it must run op by op).
     """
     start = time.perf_counter()
-    value, grads = jax_value_and_grad(objective, trace_seconds=trace_seconds)
+    value, grads = jax_value_and_grad(objective, trace_seconds=trace_seconds, eager_seconds=eager_seconds)
     expected = objective(objective.x0) if f0 is None else f0
     if not abs(value - expected) <= VALUE_RTOL * abs(expected) + VALUE_ATOL:
         raise ReferenceUnavailable(
