@@ -52,7 +52,7 @@ import problems  # noqa: E402
 
 import gradcheck  # noqa: E402
 from gradcheck import blame as blame_module  # noqa: E402
-from gradcheck.capture import record  # noqa: E402
+from gradcheck.usercode.capture import record  # noqa: E402
 
 RUNS = 21
 TARGET = 10_000
@@ -107,7 +107,7 @@ def _objective(problem: dict) -> Any:
 
 def _phases(problem: dict, objective: Any) -> tuple[dict, float]:
     """Median seconds per blame phase and of one gradient, their runs interleaved."""
-    from gradcheck.references.jax_ref import jax_value_and_grad
+    from gradcheck.references.jax.reference import jax_value_and_grad
 
     runs, gradients = [], []
     for _ in range(RUNS):
@@ -139,7 +139,7 @@ def _ratio(phases: dict, one_gradient: float) -> float:
 
 def _at_size(n_params: int) -> dict:
     """The phases and the ratio on the same MLP with about n_params parameters (one run, interleaved)."""
-    from gradcheck.references.jax_ref import jax_value_and_grad
+    from gradcheck.references.jax.reference import jax_value_and_grad
 
     problem = problems.make_mlp(n_params)
     objective = _objective(problem)
@@ -156,7 +156,7 @@ def measure() -> dict:
     params, args = problem["params"], tuple(problem["args"])
     import jax  # noqa: F401 - importing JAX is not the blame's cost
 
-    from gradcheck.references.jax_ref import jax_value_and_grad
+    from gradcheck.references.jax.reference import jax_value_and_grad
 
     objective = _objective(problem)
     cold_t0 = time.perf_counter()

@@ -34,7 +34,7 @@ import grade_class  # noqa: E402
 TARGET_SECONDS = 60.0
 TIMEOUT, JOBS, CORRECT = 10, 2, 9
 #: A child's imports: what `python -m gradcheck.grade_worker` loads before the student's code.
-CHILD_IMPORTS = "import gradcheck.grade_worker, gradcheck.config, gradcheck.check, gradcheck.report"
+CHILD_IMPORTS = "import gradcheck.grade_worker, gradcheck.config, gradcheck.pipeline, gradcheck.report"
 PEAK = '''
 import sys, gradcheck
 sys.path[:0] = [{folder!r}, {root!r}]

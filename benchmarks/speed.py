@@ -88,8 +88,8 @@ def speed(sizes) -> list[dict]:
 
 def differences(sizes) -> list[dict]:
     """Every element by finite differences: per-element numpy calls against the batched loss."""
-    from gradcheck.check import prepare
-    from gradcheck.references import jax_ref
+    from gradcheck.pipeline import prepare
+    from gradcheck.references.jax import reference as jax_ref
     from gradcheck.references.numeric import numeric_gradient
 
     rows = []
@@ -133,7 +133,7 @@ def sensitivity() -> list[dict]:
 
 def latency() -> dict:
     sys.path.insert(0, str(HERE.parent))
-    from worked_examples import get_case
+    from gradcheck.worked_examples import get_case
 
     case = get_case("mazur")
     run = lambda: gradcheck.check(case["loss"], case["grad"], case["params"], case.get("args", ()),  # noqa: E731
@@ -141,7 +141,7 @@ def latency() -> dict:
     run()
     warm = min(_timed(run)[0] for _ in range(5))
     code = ("import sys; sys.path.insert(0, %r); import gradcheck; "
-            "from worked_examples import get_case; c=get_case('mazur'); "
+            "from gradcheck.worked_examples import get_case; c=get_case('mazur'); "
             "gradcheck.check(c['loss'], c['grad'], c['params'], c.get('args', ()), against='all'); "
             "print('done', flush=True)") % str(HERE.parent)
     verdicts, exits = [], []
@@ -224,7 +224,7 @@ _MEMORY_CHILD = """
 import json, sys
 sys.path.insert(0, {here!r})
 import problems, gradcheck
-import gradcheck.references.jax_ref, gradcheck.references.sympy_ref  # imports are not the check's memory
+import gradcheck.references.jax.reference, gradcheck.references.sympy.reference  # imports are not the check's memory
 
 def status_mb(field):
     with open("/proc/self/status") as f:

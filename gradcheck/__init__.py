@@ -11,41 +11,35 @@ reference needs them.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (ConfigError, GradcheckError, GradientMismatch, InvalidCase, NondeterministicLoss,
                      ReferenceUnavailable, StructureMismatch, UserCodeError)
 
+if TYPE_CHECKING:
+    from .explanation import explain
+    from .layer import assert_layer, check_layer
+    from .model import ParamResult, ReferenceStatus, Report
+    from .pipeline import assert_gradients, check
+
 #: Public names that live in numpy-using modules, loaded on first use.
 _LAZY = {
-    "check": "check", "assert_gradients": "check",
+    "check": "pipeline", "assert_gradients": "pipeline",
     "check_layer": "layer", "assert_layer": "layer",
-    "explain": "explain",
+    "explain": "explanation",
     "Report": "model", "ParamResult": "model", "ReferenceStatus": "model",
 }
 
 
-class _Package(types.ModuleType):
-    """The gradcheck package: public functions load lazily and shadow same-named submodules."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name not in _LAZY:
-            raise AttributeError(f"module 'gradcheck' has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        self.__dict__[name] = value
-        return value
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Importing gradcheck.check (the module) must not replace gradcheck.check (the function).
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gradcheck' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
 
 
-sys.modules[__name__].__class__ = _Package
-
+#: The one version number (pyproject.toml reads it from here).
 __version__ = "0.1.0"
 
 __all__ = [

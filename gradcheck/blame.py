@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from .capture import Binding, Recording, RecordingTooLarge, environment, is_number, record, substituting
+from .usercode.capture import Binding, Recording, RecordingTooLarge, environment, is_number, record, substituting
 from .model import Blame
 from .objective import fresh
 from .tree import flatten, flatten_like, unflatten, validate_leaf
@@ -460,7 +460,7 @@ def adjoints(case: Case, forward: list[Binding], f0: float) -> tuple[list, dict,
     if case.use_jax:
         shapes = {b.key: np.shape(b.value) for b in forward}
         try:
-            from .references.jax_adjoints import intermediate_adjoints
+            from .references.jax.adjoints import intermediate_adjoints
 
             value, grads, adj = intermediate_adjoints(case.jax_objective(), case.leaves, shapes)
             if abs(value - f0) <= 1e-6 * max(1.0, abs(f0)):
@@ -1031,7 +1031,7 @@ def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
         raise _NotLocated(f"more than {MAX_PARAMS:,} parameters: blame records small and medium problems only")
     if case.use_jax:
         try:  # importing JAX is a one-off cost, not the blame's
-            from .references import jax_adjoints  # noqa: F401
+            import gradcheck.references.jax.adjoints  # noqa: F401
         except ImportError:
             case.use_jax = False
     clock = _Stopwatch(case.timings)

@@ -404,7 +404,7 @@ def _plot(report: Any, objs: dict, path: Path) -> str:
 
 def _examples() -> Any:
     try:
-        import worked_examples
+        from . import worked_examples
     except ImportError as exc:
         raise ConfigError(f"the worked examples are not installed ({exc}); reinstall gradcheck") from None
     if not hasattr(worked_examples, "all_cases"):
@@ -504,7 +504,7 @@ def _matches(expect: dict, report: Any) -> bool:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import explain, render_explanation
+    from .explanation import explain, render_explanation
 
     loss, params, data, grad = _explain_case(args)
     index = _parse_index(args.index)
@@ -553,9 +553,9 @@ def _as_args(data: Any) -> tuple:
 
 
 def _call_grad(grad: Callable, params: Any, data: tuple) -> Any:
-    from .check import _call_user
+    from .usercode.frames import call_user
 
-    return _call_user(grad, "gradient function", params, *data)
+    return call_user(grad, "gradient function", params, *data)
 
 
 def _parse_index(text: str) -> tuple:

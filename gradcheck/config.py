@@ -386,21 +386,11 @@ def _load_file(root: Path, where: str, target: str) -> Any:
 
 
 def _import_failed(exc: BaseException, target: str) -> UserCodeError:
-    from .objective import user_location, user_traceback
+    from .usercode.frames import skip_leading, user_location, user_traceback
 
-    _skip_import_frames(exc)
+    skip_leading(exc, ("<frozen",))  # importlib's frames, then gradcheck's
     return UserCodeError(f"importing the code of target {target!r} raised {type(exc).__name__}: {exc}",
                          where=user_location(exc), user_traceback=user_traceback(exc))
-
-
-def _skip_import_frames(exc: BaseException) -> None:
-    """Start the traceback at the user's first frame (drop importlib's and gradcheck's)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None and (
-            tb.tb_frame.f_code.co_filename.startswith(("<frozen", here))):
-        tb = tb.tb_next
-    exc.__traceback__ = tb
 
 
 def _get_attr(module: Any, attr: str, target: str) -> Any:
@@ -422,7 +412,7 @@ def _get_attr(module: Any, attr: str, target: str) -> Any:
 
 def call_data(fn: Any, role: str, target: str, case: str) -> Any:
     """Call a zero-argument function that returns a case's params, args or inputs (errors name the case)."""
-    from .objective import user_location, user_traceback
+    from .usercode.frames import user_location, user_traceback
 
     try:
         return fn()
@@ -466,7 +456,7 @@ def run_objects(case: Mapping[str, Any], *, kind: str | None = None, title: str 
 
         extra = {k: case[k] for k in ("wrt", "dout") if case.get(k) is not None}
         return check_layer(case["forward"], case["backward"], case["inputs"], title=title, **extra, **options)
-    from .check import check
+    from .pipeline import check
 
     return check(case.get("loss"), case.get("grad"), case.get("params"), case.get("args", ()),
                  value_and_grad=case.get("value_and_grad"), kwargs=case.get("kwargs"), title=title, **options)

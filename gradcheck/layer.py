@@ -11,10 +11,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .check import _call_user, check
+from .pipeline import check
 from .errors import GradientMismatch, InvalidCase
 from .model import Report
-from .objective import _same, fresh
+from .objective import fresh, same_value
+from .usercode.frames import call_user
 from .tree import flatten
 
 
@@ -27,7 +28,7 @@ _CACHE_WARNING = ("your backward modifies the cache in place; gradcheck ran forw
 def _same_tree(a: Any, b: Any) -> bool:
     """Two (nested) caches hold equal leaves."""
     leaves_a, leaves_b = flatten(a)[1], flatten(b)[1]
-    return len(leaves_a) == len(leaves_b) and all(_same(x, y) for x, y in zip(leaves_a, leaves_b))
+    return len(leaves_a) == len(leaves_b) and all(same_value(x, y) for x, y in zip(leaves_a, leaves_b))
 
 
 def _split_forward(result: Any) -> tuple[Any, Any]:
@@ -113,7 +114,7 @@ def projected_loss(forward: Callable, inputs: Any, *, wrt: Sequence[str] | None 
     if not wrt:
         raise InvalidCase(f"none of the inputs {names} is a float array; pass wrt= to say which to check.")
     constants = {n: fresh(v) for n, v in zip(names, values) if n not in wrt}
-    out, _ = _call_user(lambda: _call_forward(forward, fresh(values)), "forward")
+    out, _ = call_user(lambda: _call_forward(forward, fresh(values)), "forward")
     out = np.asarray(out)
     if out.dtype.kind not in "fc":
         raise InvalidCase(f"forward returned {type(out).__name__} of dtype {out.dtype}; expected a float array.")

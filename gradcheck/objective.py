@@ -7,49 +7,14 @@ write into its inputs, fresh copies.
 
 from __future__ import annotations
 
-import os
-import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import InvalidCase, UserCodeError
+from .errors import InvalidCase
 from .tree import TreeDef, unflatten
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-#: What the user's code may raise and the check turns into UserCodeError: every Exception, and
-#: SystemExit (a script's sys.exit() left in a function must not end the caller's process).
-#: KeyboardInterrupt and the rest of BaseException propagate as they are.
-USER_FAILURES = (Exception, SystemExit)
-
-
-def user_traceback(exc: BaseException) -> str:
-    """Format `exc`'s traceback without gradcheck's own frames."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PACKAGE_DIR)]
-    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
-    return "Traceback (most recent call last):\n" + "".join(lines)
-
-
-def user_location(exc: BaseException) -> str:
-    """'file:line' of the innermost frame of the user's code in `exc`'s traceback."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PACKAGE_DIR)]
-    frames = [f for f in frames if "site-packages" not in f.filename] or frames
-    if not frames:
-        return ""
-    f = frames[-1]
-    return f"{os.path.basename(f.filename)}:{f.lineno}" + (f" ({f.line.strip()})" if f.line else "")
-
-
-def user_error(exc: BaseException, what: str, where: str = "") -> UserCodeError:
-    """The UserCodeError for `exc` raised by the user's `what` ("loss", "gradient function")."""
-    if isinstance(exc, SystemExit):
-        message = (f"your {what} called sys.exit({exc.code!r}){where}: a {what} must return, not end the "
-                   f"program. Remove the exit (raise an exception for a real error).")
-    else:
-        message = f"your {what} raised {type(exc).__name__}: {exc}{where}"
-    return UserCodeError(message, where=user_location(exc), user_traceback=user_traceback(exc))
-
+from .usercode.frames import USER_FAILURES, user_error
 
 def fresh(tree: Any) -> Any:
     """Copy every ndarray in a (nested) container; other objects are passed through."""
@@ -246,15 +211,16 @@ def mutations(names: Sequence[str], before: Sequence[Any], after: Sequence[Any],
     """The parameters and arguments the user's code wrote into, e.g. ["parameter 'W'", "argument args[0]"]."""
     from .tree import flatten
 
-    out = [f"parameter '{name}'" for name, b, a in zip(names, before, after) if not _same(b, a)]
+    out = [f"parameter '{name}'" for name, b, a in zip(names, before, after) if not same_value(b, a)]
     arg_names, arg_before, _ = flatten(list(args_before))
     _, arg_after, _ = flatten(list(args_after))
     out += [f"argument args{name}" for name, b, a in zip(arg_names, arg_before, arg_after)
-            if isinstance(b, np.ndarray) and not _same(b, a)]
+            if isinstance(b, np.ndarray) and not same_value(b, a)]
     return out
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Whether a and b hold the same values (NaN equal to NaN), incomparable counting as different."""
     try:
         a, b = np.asarray(a), np.asarray(b)
         return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))

@@ -35,6 +35,7 @@ from typing import Any, Callable
 import pytest
 
 from .errors import ConfigError, GradcheckError, GradientMismatch
+from .usercode.frames import skip_leading
 
 #: Options of the command line and ini files, with their pytest ini types.
 OPTIONS = {"against": "args", "rtol": "float", "atol": "float", "seed": "int", "budget": "float"}
@@ -210,15 +211,11 @@ def _hide_internals(exc: BaseException, chained: bool) -> BaseException:
     With `chained`, pytest renders that exception (with source lines), so the copy of its
     traceback in the message goes.
     """
-    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
     if chained and getattr(exc, "user_traceback", ""):
         exc.user_traceback = ""
     cause = exc.__cause__
     while cause is not None:
-        tb = cause.__traceback__
-        while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(here):
-            tb = tb.tb_next
-        cause.__traceback__ = tb
+        skip_leading(cause)
         cause = cause.__cause__
     return exc.with_traceback(None)
 
@@ -357,7 +354,7 @@ class GradientChecker:
                  args: Any = (), **kwargs: Any) -> Any:
         """Check grad(params, *args) against loss; see gradcheck.check for the keyword arguments."""
         __tracebackhide__ = True
-        from .check import check
+        from .pipeline import check
 
         return self._run("gradient", lambda **o: check(loss, grad, params, args, **o), kwargs)
 

@@ -18,14 +18,14 @@ from hypothesis import strategies as st
 
 import gradcheck
 from gradcheck.objective import Objective
-from gradcheck.references import jax_ref
+from gradcheck.references.jax import reference as jax_ref
 from gradcheck.references.numeric import numeric_gradient
 from gradcheck.tree import flatten
 from gradcheck.tree import validate_leaf
 
 import nets
 
-check_module = importlib.import_module("gradcheck.check")
+check_module = importlib.import_module("gradcheck.pipeline")
 
 
 def objective(loss, params, *args) -> Objective:

@@ -24,7 +24,7 @@ import pytest
 
 import gradcheck
 from gradcheck.blame import Case, attach_blame, blame, blame_case
-from gradcheck.capture import environment, record, statement_at, substituting
+from gradcheck.usercode.capture import environment, record, statement_at, substituting
 from gradcheck.model import Blame
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -193,7 +193,7 @@ def test_blame_inside_a_layers_backward_function():
 
 def test_finite_differences_serve_where_jax_cannot_run():
     from gradcheck.objective import Objective
-    from gradcheck.references.jax_adjoints import intermediate_adjoints
+    from gradcheck.references.jax.adjoints import intermediate_adjoints
 
     c = _case("mazur-float-sign")
     names, leaves, treedef = gradcheck.tree.flatten(c.params())
@@ -514,7 +514,7 @@ def test_constants_the_loss_branches_on_get_no_delta_and_the_adjoint_pass_stays_
     """A Python number bound in the loss (a clock reading, a switch) is no intermediate under
     JAX: perturbing it would turn the loss's own `while`/`if` on it into control flow on a
     traced value, and the adjoint pass would fall back to running op by op."""
-    from gradcheck.references import jax_adjoints
+    from gradcheck.references.jax import adjoints as jax_adjoints
 
     X = np.linspace(-1.0, 1.0, 12).reshape(4, 3)
 
@@ -543,7 +543,7 @@ def test_constants_the_loss_branches_on_get_no_delta_and_the_adjoint_pass_stays_
 def test_a_mask_made_from_the_data_keeps_the_adjoint_pass_compiled():
     """`yhat[onehot == 1]` (CS224n) stops jit while the data is an argument; the adjoint pass,
     like the JAX reference, compiles with the data as constants instead of running op by op."""
-    from gradcheck.references import jax_adjoints
+    from gradcheck.references.jax import adjoints as jax_adjoints
 
     rng = np.random.default_rng(11)
     X, onehot = rng.normal(size=(5, 3)), np.eye(2)[[0, 1, 1, 0, 1]]

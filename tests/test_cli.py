@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import gradcheck
 from gradcheck import check
 from gradcheck.cli import Ticker, main
 
@@ -136,7 +137,7 @@ def test_exit_3_when_the_loss_is_random(learner, capsys) -> None:
 
 def test_exit_3_when_a_required_reference_cannot_run(learner, capsys, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "jax", None)  # as if jax were not installed
-    monkeypatch.delitem(sys.modules, "gradcheck.references.jax_ref", raising=False)  # loaded by earlier tests
+    monkeypatch.delitem(sys.modules, "gradcheck.references.jax.reference", raising=False)  # loaded by earlier tests
     assert main(TARGETS + ["--against", "jax"]) == 3
     err = capsys.readouterr().err
     assert "jax" in err and err.count("\n") <= 3
@@ -266,7 +267,7 @@ def test_no_pyproject_or_no_cases(learner, tmp_path, capsys) -> None:
 
 
 def _worked_examples():
-    import worked_examples
+    from gradcheck import worked_examples
 
     return worked_examples
 
@@ -286,10 +287,11 @@ def fake_examples(learner, monkeypatch):
     data = {"loss": learner.loss, "params": learner.params(), "args": learner.data}
     grads = [learner.grad, learner.grad_transposed_b, learner.grad_transposed_b]
     cases = [{**c, **data, "grad": g} for c, g in zip(FAKE_EXAMPLES, grads)]
-    module = types.ModuleType("worked_examples")
+    module = types.ModuleType("gradcheck.worked_examples")
     module.all_cases = lambda: cases
     module.get_case = lambda name: next(c for c in cases if c["name"] == name)
-    monkeypatch.setitem(sys.modules, "worked_examples", module)
+    monkeypatch.setitem(sys.modules, "gradcheck.worked_examples", module)
+    monkeypatch.setattr(gradcheck, "worked_examples", module, raising=False)
     return cases
 
 
@@ -336,9 +338,9 @@ W1_CHAIN = "0.036350306 x 0.241300709 x 0.05 = 0.000438568"
 
 
 def test_explain_mazur_from_targets(tmp_path, monkeypatch, capsys) -> None:
-    import worked_examples.mazur  # noqa: F401 - the example the CLI resolves
+    import gradcheck.worked_examples.mazur  # noqa: F401 - the example the CLI resolves
     (tmp_path / "cli_mazur.py").write_text(textwrap.dedent("""
-        from worked_examples.mazur import INPUTS, TARGETS, grad, initial_params, loss
+        from gradcheck.worked_examples.mazur import INPUTS, TARGETS, grad, initial_params, loss
         data = (INPUTS, TARGETS)
     """))
     monkeypatch.chdir(tmp_path)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gradcheck.errors import InvalidCase, ReferenceUnavailable, UserCodeError
-from gradcheck.explain import MAX_OPS, explain, format_number, render_explanation
+from gradcheck.explanation import MAX_OPS, explain, format_number, render_explanation
 
 from nets import MAZUR_PARAMS, MAZUR_SCALAR_ARGS, mazur_golden, mazur_scalar_loss
 
@@ -236,14 +236,14 @@ def test_loss_independent_of_the_parameter():
 def test_namespace_is_plugged_in_through_retrace(monkeypatch):
     import types
 
-    def rebind(fn, namespace):   # stands in for gradcheck.retrace.rebind: swap the np global
+    def rebind(fn, namespace):   # stands in for gradcheck.usercode.rebind.rebind: swap the np global
         return types.FunctionType(fn.__code__, {**fn.__globals__, "np": namespace}, fn.__name__,
                                   fn.__defaults__, fn.__closure__)
 
     namespace = types.ModuleType("traced_numpy")
     namespace.__dict__.update({k: getattr(np, k) for k in ("sum", "exp", "log")})
     namespace.logaddexp = lambda a, b: np.log(np.exp(a) + np.exp(b))
-    monkeypatch.setitem(sys.modules, "gradcheck.retrace", types.SimpleNamespace(rebind=rebind))
+    monkeypatch.setitem(sys.modules, "gradcheck.usercode.rebind", types.SimpleNamespace(rebind=rebind))
 
     def softplus_loss(p, x):
         margin = p * x

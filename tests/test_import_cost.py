@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-WATCHED = ("jax", "sympy", "hypothesis", "numpy", "matplotlib", "tqdm", "gradcheck.pytest_plugin", "gradcheck.check")
+WATCHED = ("jax", "sympy", "hypothesis", "numpy", "matplotlib", "tqdm", "gradcheck.pytest_plugin", "gradcheck.pipeline")
 
 
 def pytest_unconfigure(config):
@@ -60,4 +60,4 @@ def test_import_gradcheck_and_its_cli_load_no_heavy_module() -> None:
 
 
 def test_no_numpy_nor_check_machinery(loaded_modules: list) -> None:
-    assert not {"numpy", "gradcheck.check"} & set(loaded_modules)
+    assert not {"numpy", "gradcheck.pipeline"} & set(loaded_modules)

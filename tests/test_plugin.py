@@ -17,7 +17,7 @@ import hypothesis  # noqa: F401
 import numpy  # noqa: F401
 import pytest
 
-import gradcheck.check  # noqa: F401
+import gradcheck.pipeline  # noqa: F401
 import gradcheck.config  # noqa: F401
 import gradcheck.layer  # noqa: F401
 

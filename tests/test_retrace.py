@@ -16,7 +16,8 @@ from numpy import exp, tanh as np_tanh
 import numpy as np
 import pytest
 
-from gradcheck.retrace import is_user_code, rebind, rebind_guarded, user_location
+from gradcheck.usercode.frames import is_user_code, user_location
+from gradcheck.usercode.rebind import rebind, rebind_guarded
 
 SCALE = 2.0
 

@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradcheck import check
-from gradcheck.references import jax_ref
+from gradcheck.references.jax import reference as jax_ref
 
 import nets
 
-check_module = importlib.import_module("gradcheck.check")
+check_module = importlib.import_module("gradcheck.pipeline")
 
 FAST = "numeric"
 DEFAULT = ("numeric", "jax")

@@ -18,7 +18,7 @@ from gradcheck.model import ReferenceGradient
 
 from nets import W_MIXED, mixed_grad, mixed_loss  # a small element beside large ones
 
-check_module = importlib.import_module("gradcheck.check")
+check_module = importlib.import_module("gradcheck.pipeline")
 
 # --- a small element beside large ones in one leaf -----------------------------------------------
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gradcheck import symnp
+from gradcheck.references.sympy import symnp
 
 DPS = 50
 T = sympy.Symbol("t", real=True)

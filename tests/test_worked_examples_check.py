@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import gradcheck
-from worked_examples import all_cases
+from gradcheck.worked_examples import all_cases
 
 CASES = all_cases()
 

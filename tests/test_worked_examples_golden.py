@@ -15,8 +15,8 @@ import re
 import numpy as np
 import pytest
 
-import worked_examples
-from worked_examples import (britz, cs231n_layers, karpathy, mazur, micrograd_engine, nielsen,
+from gradcheck import worked_examples
+from gradcheck.worked_examples import (britz, cs231n_layers, karpathy, mazur, micrograd_engine, nielsen,
                              single_neuron, trask)
 
 DIAGNOSES = {"ok", "sign_flipped", "scaled", "transposed", "swapped", "zero", "wrong_shape", "partial",

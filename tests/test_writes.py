@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gradcheck
-from gradcheck.retrace import rebind, user_location
-from gradcheck.writes import functional_code, setitem
+from gradcheck.usercode.frames import user_location
+from gradcheck.usercode.rebind import rebind
+from gradcheck.usercode.rewrite import functional_code, setitem
 
 jnp = pytest.importorskip("jax.numpy")
 

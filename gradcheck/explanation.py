@@ -21,7 +21,7 @@ of exactly 1 is kept (E_total = E_o1 + E_o2 gives dE_total/dE_o1 = 1): only rena
 
 Where numpy cannot apply a function to traced numbers (np.logaddexp, or np.log of the plain
 constant np.clip put in an array), `explain(..., namespace=module)` runs the loss with its
-`np` rebound to `module` through gradcheck.retrace.
+`np` rebound to `module` through gradcheck.usercode.rebind.
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .capture import tracing, user_tracer
+from .usercode.capture import tracing, user_tracer
 from .compare import default_tolerances
 from .errors import InvalidCase, ReferenceUnavailable, UserCodeError
-from .objective import fresh, user_location, user_traceback
+from .objective import fresh
+from .usercode.frames import user_location, user_traceback
 from .tree import flatten, flatten_like, unflatten, validate_leaf
 
 #: Networks above these sizes are refused: a walkthrough is for networks you can draw.
@@ -491,7 +492,7 @@ def explain(loss: Callable, params: Any, args: tuple = (), *, leaf: str, index: 
 
     `grad`, if given, is the learner's gradient (same structure as params); its value at the
     element is shown beside the chain. `namespace` is an array module to run the loss under
-    instead of numpy (via gradcheck.retrace) for operations numpy cannot apply to traced numbers.
+    instead of numpy (via gradcheck.usercode.rebind) for operations numpy cannot apply to traced numbers.
     """
     names, leaves, treedef = flatten(params)
     arrays = _small_leaves(names, leaves, leaf, max_params)
@@ -557,10 +558,10 @@ def _rebind(loss: Callable, namespace: ModuleType | None) -> Callable:
     if namespace is None:
         return loss
     try:
-        from .retrace import rebind
+        from .usercode.rebind import rebind
     except ImportError as exc:
         raise ReferenceUnavailable(
-            f"explain(namespace=...) needs gradcheck.retrace, which could not be imported: {exc}"
+            f"explain(namespace=...) needs gradcheck.usercode.rebind, which could not be imported: {exc}"
         ) from exc
     return rebind(loss, namespace)
 

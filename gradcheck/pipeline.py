@@ -17,7 +17,8 @@ from .diagnose import diagnose, diagnose_shape
 from .errors import (GradientMismatch, InvalidCase, NondeterministicGradient, NondeterministicLoss,
                      ReferenceUnavailable, UserCodeError)
 from .model import ParamResult, ReferenceGradient, ReferenceStatus, Report
-from .objective import USER_FAILURES, Objective, fresh, mutations, user_error, widen
+from .objective import Objective, fresh, mutations, widen
+from .usercode.frames import USER_FAILURES, call_user, user_error
 from .tree import flatten, flatten_like, validate_leaf
 from .triangulate import combine
 
@@ -32,7 +33,7 @@ SYMPY_ALL_SYMBOLS = 64
 #: Seconds of tracing under JAX any budget allows (a small loss traces in milliseconds).
 TRACE_FLOOR = 0.25
 #: How many trace shares a loss that must run op by op may take on its first run.
-EAGER_FACTOR = 2.0
+EAGER_FACTOR = 3.0
 #: At most this share of the default budget (2 s) goes to the every-element-a-symbol plan.
 SYMPY_ALL_SYMBOLS_SHARE = 0.1
 #: Elements SymPy differentiates on larger problems (each with the rest held as numbers).
@@ -81,14 +82,6 @@ def normalize_against(against: Any) -> tuple[tuple[str, ...], bool]:
         raise InvalidCase(f"unknown reference {unknown[0] if unknown else '(none)'!r} in against=; choose from "
                           f"{', '.join(KNOWN_REFERENCES)}, 'all' or 'auto'.")
     return names, True
-
-
-def _call_user(fn: Callable, what: str, *a: Any, **kw: Any) -> Any:
-    """Call the user's `fn`; what it raises (sys.exit included) becomes a UserCodeError with its traceback."""
-    try:
-        return fn(*a, **kw)
-    except USER_FAILURES as exc:  # the user's code, shown with its own traceback
-        raise user_error(exc, what) from exc
 
 
 def _batch_sizes(args: Sequence[Any]) -> list[int]:
@@ -188,7 +181,7 @@ def prepare(loss: Callable | None, grad: Callable | None, params: Any, args: Seq
     user_params = objective.params([a.copy() for a in arrays])  # the user's dtypes, fresh
     user_args = fresh(objective.user_args)
     t0 = time.perf_counter()
-    g = _call_user(grad, "gradient function", user_params, *user_args, **fresh(objective.user_kwargs))
+    g = call_user(grad, "gradient function", user_params, *user_args, **fresh(objective.user_kwargs))
     t_grad = time.perf_counter() - t0
     written = mutations(names, arrays, flatten(user_params)[1], objective.user_args, user_args)
     if written:
@@ -217,7 +210,7 @@ def prepare(loss: Callable | None, grad: Callable | None, params: Any, args: Seq
     yours = [_as_leaf_array(n, v, "the gradient") for n, v in zip(names, glist)]
 
     def grad_at_x0() -> list:
-        g_again = _call_user(grad, "gradient function", objective.params([a.copy() for a in arrays]),
+        g_again = call_user(grad, "gradient function", objective.params([a.copy() for a in arrays]),
                              *fresh(objective.user_args), **fresh(objective.user_kwargs))
         return [_as_leaf_array(n, v, "the gradient") for n, v in zip(names, flatten_like(treedef, g_again))]
 
@@ -369,7 +362,7 @@ def batched_differences(prep: Prepared, refs: Mapping, elements: int, seconds: f
     if "jax" not in refs or prep.objective.eps > np.finfo(np.float64).eps or numpy_cost < BATCH_WORTH \
             or numpy_cost * BATCH_BEST_CASE > seconds:
         return None
-    from .references.jax_ref import batched_loss
+    from .references.jax.reference import batched_loss
 
     batched = batched_loss(prep.objective)
     return batched if batched is not None and batched.seconds_per_row < prep.t_loss else None
@@ -459,14 +452,14 @@ def _numeric(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT
 
 def _jax(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET, asked: bool = False,
          **_: Any) -> ReferenceGradient:
-    from .references.jax_ref import TRACE_SECONDS, jax_gradient
+    from .references.jax.reference import TRACE_SECONDS, jax_gradient
 
     # Tracing may take half of what is left (compiling takes about as long again); unless JAX was
     # asked for by name, at most TRACE_SECONDS or a tenth of the budget: other references wait.
     # A small loss traces in milliseconds: TRACE_FLOOR lets it, however small the budget.
     share = max(0.5 * budget, TRACE_SECONDS) if asked else min(0.5 * budget, max(TRACE_SECONDS, 0.1 * budget))
     share = max(share, TRACE_FLOOR)
-    # Op by op (Python control flow on values) each operation compiles on its first use: twice
+    # Op by op (Python control flow on values) each operation compiles on its first use: three times
     # the share, within half of what is left.
     eager = max(share, min(EAGER_FACTOR * share, 0.5 * budget))
     return jax_gradient(prep.objective, selection, f0=prep.loss_value, trace_seconds=share, eager_seconds=eager)
@@ -474,7 +467,7 @@ def _jax(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUD
 
 def _sympy(prep: Prepared, selection: list, seed: int, budget: float = DEFAULT_BUDGET, asked: bool = False,
            **_: Any) -> ReferenceGradient:
-    from .references.sympy_ref import sympy_gradient
+    from .references.sympy.reference import sympy_gradient
 
     total = sum(x.size for x in prep.x0)
     if total <= SYMPY_ALL_SYMBOLS:
@@ -728,7 +721,7 @@ SYMPY_CALLS = 12
 def _jax_adjoints_affordable(prep: Prepared, seconds: float) -> bool:
     """Whether blame's JAX pass fits in `seconds`: compiled before, or its first run (one
     gradient's compilation, as the JAX reference's first gradient took) fits twice over."""
-    from .references import jax_adjoints, jax_ref
+    from .references.jax import adjoints as jax_adjoints, reference as jax_ref
 
     first = jax_ref.first_gradient_seconds(prep.objective)
     return jax_adjoints.ready(prep.objective) or (first is not None and 2 * first <= seconds)

@@ -1,6 +1,6 @@
 """JAX reference: the learner's numpy loss re-run under jax.numpy and differentiated by jax.grad.
 
-The only module of gradcheck that imports jax. The loss is rebound (see `gradcheck.retrace`)
+The only module of gradcheck that imports jax. The loss is rebound (see `gradcheck.usercode.rebind`)
 so that `np.*` means `jax.numpy.*`, and runs in float64 inside
 `jax.enable_x64(True)`: the user's own JAX configuration is left as it was. The gradient is
 compiled with `jax.jit` when the code allows it (and reused by later checks of the same loss);
@@ -42,12 +42,12 @@ import jaxlib  # noqa: E402
 
 np.random.set_state(_RANDOM_STATE)
 
-from ..errors import ReferenceUnavailable  # noqa: E402
-from ..model import ReferenceGradient
-from . import unavailable
-from ..objective import Objective
-from ..retrace import INDEX_ERRORS, INDEX_REWRITE, SCALAR_REWRITE, SeededRandom, UnseededDraw, rebind_guarded, user_location
-from ..tree import map_data, unflatten
+from ...errors import ReferenceUnavailable  # noqa: E402
+from ...model import ReferenceGradient
+from .. import unavailable
+from ...objective import Objective
+from ...usercode.rebind import SCALAR_REWRITE, SeededRandom, UnseededDraw, rebind_guarded
+from ...tree import map_data, unflatten
 
 EPS = float(np.finfo(np.float64).eps)
 #: Autodiff is exact up to rounding in the forward and backward passes: float64 rounding, or
@@ -263,11 +263,8 @@ def rebound_loss(objective: Objective) -> tuple[Callable, list]:
 
 # --- explaining failures -----------------------------------------------------------------------
 
-def _explain(exc: BaseException) -> str:
+def _explain(exc: BaseException, text: str, at: str) -> str | None:
     """Why JAX could not run the user's loss, naming the operation and the user's line."""
-    where = user_location(exc)
-    at = f" at {where}" if where else ""
-    text = str(exc).split("\n")[0]
     if isinstance(exc, (JaxUnsupported, UnseededDraw)):
         return f"{text}{at}"
     if isinstance(exc, TypeError) and ("does not support item assignment" in text or "immutable" in text):
@@ -285,13 +282,11 @@ def _explain(exc: BaseException) -> str:
     if isinstance(exc, jax.errors.TracerArrayConversionError):
         return (f"a parameter-dependent value is passed to plain numpy{at} (np.asarray, a numpy function that "
                 f"could not be swapped for jax.numpy, or a library written in numpy)")
-    if isinstance(exc, (IndexError, TypeError)) and any(e in text for e in INDEX_ERRORS):
-        return f"{INDEX_REWRITE}{at}: {text}"
-    return f"the loss raised {type(exc).__name__} under JAX{at}: {text}"
+    return None
 
 
 def _unavailable(exc: BaseException) -> ReferenceUnavailable:
-    return unavailable("JAX", _explain(exc), exc)
+    return unavailable("JAX", exc, _explain)
 
 
 # --- gradients ---------------------------------------------------------------------------------

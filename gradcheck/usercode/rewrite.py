@@ -64,9 +64,7 @@ def setitem(target: Any, index: Any, value: Any, op: str | None = None) -> Any:
     if hasattr(target, "at") and not isinstance(target, np.ndarray):  # a JAX array or tracer
         if _is_mask(index, target) and np.ndim(value) == 0:
             # `h[h < 0] = 0`: a select, which jit can compile (a boolean index it cannot).
-            import jax.numpy as jnp
-
-            return jnp.where(index, value if op is None else _OPERATORS[op][0](target, value), target)
+            return target.__array_namespace__().where(index, value if op is None else _OPERATORS[op][0](target, value), target)
         if op is not None:
             value = _OPERATORS[op][0](target[index], value)
         return target.at[index].set(value)

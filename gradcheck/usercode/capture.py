@@ -29,15 +29,16 @@ import ctypes
 import functools
 import itertools
 import linecache
-import os
 import sys
-import sysconfig
+
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Callable, Iterator
 
 import numpy as np
+
+from .frames import is_user_file
 
 #: Containers held in locals are looked into when they are at most this long, this deep.
 MAX_ITEMS = 64
@@ -48,43 +49,6 @@ MAX_ELEMENTS = 50_000_000
 
 
 # --------------------------------------------------------------------------- whose code
-
-
-def _dirs(*paths: str) -> tuple[str, ...]:
-    return tuple(os.path.join(p, "") for p in paths if p)
-
-
-_PATHS = sysconfig.get_paths()
-#: Code that is not the learner's: numpy, gradcheck itself, the standard library (but not the
-#: site-packages inside it, where an installed course package may live).
-_NOT_USER = _dirs(os.path.dirname(np.__file__), os.path.dirname(os.path.abspath(__file__)))
-_STDLIB = _dirs(_PATHS.get("stdlib", ""), _PATHS.get("platstdlib", ""))
-_SITE = _dirs(_PATHS.get("purelib", ""), _PATHS.get("platlib", ""))
-
-
-#: Array libraries whose code is never the learner's, wherever they are installed.
-_LIBRARIES = ("jax", "jaxlib", "scipy", "sympy", "mpmath", "ml_dtypes", "opt_einsum")
-
-
-def _library_dirs() -> tuple[str, ...]:
-    """The directories of the array libraries loaded so far."""
-    out = []
-    for name in _LIBRARIES:
-        module = sys.modules.get(name)
-        path = getattr(module, "__file__", None)
-        if path:
-            out.append(os.path.join(os.path.dirname(os.path.abspath(path)), ""))
-    return tuple(out)
-
-
-def is_user_file(filename: str) -> bool:
-    """Whether code from this file is the learner's (not numpy, gradcheck, the standard library or
-    an array library such as jax)."""
-    if filename.startswith("<frozen"):
-        return False
-    path = os.path.abspath(filename)
-    return not (path.startswith(_NOT_USER) or path.startswith(_library_dirs())
-                or (path.startswith(_STDLIB) and not path.startswith(_SITE)))
 
 
 Handler = Callable[[FrameType, str, Any], Any]
@@ -100,7 +64,7 @@ def user_tracer(stop: FrameType | None, on_frame: Callable[[FrameType, int], Han
         code = frame.f_code
         mine = known.get(code)
         if mine is None:
-            mine = known[code] = is_user_file(code.co_filename)
+            mine = known[code] = is_user_file(code.co_filename, packages=True)
         return mine
 
     def rank(frame: FrameType) -> int:

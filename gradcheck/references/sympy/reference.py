@@ -1,6 +1,6 @@
 """SymPy reference: the learner's numpy loss re-run on symbols and differentiated exactly.
 
-The loss runs with `np` bound to `gradcheck.symnp` (see `gradcheck.retrace`), so it returns a
+The loss runs with `np` bound to `gradcheck.references.sympy.symnp` (see `gradcheck.usercode.rebind`), so it returns a
 SymPy expression. Numbers (the data, the parameters held fixed) are mpmath numbers holding the
 exact binary values of the float64 inputs; arithmetic is done at `digits + 15` digits.
 
@@ -55,13 +55,13 @@ import numpy as np
 import sympy
 from sympy.core.parameters import evaluate as sympy_evaluate
 
-from .. import symnp
-from ..errors import ReferenceUnavailable
-from ..model import ReferenceGradient
-from . import unavailable
-from ..objective import Objective
-from ..retrace import INDEX_ERRORS, INDEX_REWRITE, SCALAR_REWRITE, UnseededDraw, rebind, user_location
-from ..tree import leaf_names, map_data, unflatten
+from . import symnp
+from ...errors import ReferenceUnavailable
+from ...model import ReferenceGradient
+from .. import unavailable
+from ...objective import Objective
+from ...usercode.rebind import SCALAR_REWRITE, UnseededDraw, rebind
+from ...tree import leaf_names, map_data, unflatten
 
 #: Extra working digits beyond the requested ones: data and constants carry these.
 GUARD_DIGITS = 15
@@ -464,10 +464,8 @@ def _numbers(x: np.ndarray) -> np.ndarray:
 
 # --- explaining failures -----------------------------------------------------------------------
 
-def _explain(exc: BaseException) -> str:
-    where = user_location(exc)
-    at = f" at {where}" if where else ""
-    text = str(exc).split("\n")[0]
+def _explain(exc: BaseException, text: str, at: str) -> str | None:
+    """Why SymPy could not run the user's loss, naming the operation (None: no known cause)."""
     if isinstance(exc, (symnp.NoSymbolicCounterpart, UnseededDraw)):
         return f"{text}{at}"
     if isinstance(exc, TypeError) and "truth value of Relational" in text:
@@ -479,13 +477,11 @@ def _explain(exc: BaseException) -> str:
     if isinstance(exc, TypeError) and ("loop of ufunc does not support" in text or "has no callable" in text):
         return (f"a numpy function was called on symbolic values without being swapped for its symbolic "
                 f"counterpart{at} (a numpy call reached through an object or a library): {text}")
-    if isinstance(exc, (IndexError, TypeError)) and any(e in text for e in INDEX_ERRORS):
-        return f"{INDEX_REWRITE}{at}: {text}"
-    return f"the loss raised {type(exc).__name__} under SymPy{at}: {text}"
+    return None
 
 
 def _unavailable(exc: BaseException) -> ReferenceUnavailable:
-    return unavailable("SymPy", _explain(exc), exc)
+    return unavailable("SymPy", exc, _explain)
 
 
 # --- the two plans -----------------------------------------------------------------------------
@@ -616,9 +612,9 @@ def _gradient_all_symbols(objective: Objective, selection: Sequence[np.ndarray],
         _check_value(objective, state.evaluator(state.expression), f0)
         values, checks = _derivatives(state.expression, wrt, state.evaluator.point, state.evaluator)
     except symnp.OutOfTime as exc:  # nothing checked is no verdict: the reference did not run, and says why
-        raise unavailable("SymPy", f"with every parameter a symbol, the symbolic run did not finish within its "
-                                   f"time budget ({time_budget:.2g} s); give the check more time (budget=...) or "
-                                   f"leave SymPy out", exc) from None
+        message = (f"with every parameter a symbol, the symbolic run did not finish within its time budget "
+                   f"({time_budget:.2g} s); give the check more time (budget=...) or leave SymPy out")
+        raise unavailable("SymPy", exc, lambda *_: message) from None
     finally:
         if state.evaluator is not None:
             state.evaluator.deadline = None  # the cached evaluator serves later calls, with their own budget
@@ -771,7 +767,7 @@ def _traced_run(objective: Objective, state: _State, leaves: list, point: dict, 
     """A symbolic run that also returns the local variables of the user's outermost function."""
     import sys
 
-    from ..retrace import is_user_file
+    from ...usercode.frames import is_user_file
 
     captured: dict = {}
 

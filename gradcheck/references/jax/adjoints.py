@@ -21,9 +21,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..capture import substituting
-from ..objective import Objective
-from .jax_ref import ConstantData, float64, jax, jnp, rebound_loss
+from ...usercode.capture import substituting
+from ...objective import Objective
+from .reference import ConstantData, float64, jax, jnp, rebound_loss
 
 _CONCRETIZATION = (jax.errors.ConcretizationTypeError, jax.errors.NonConcreteBooleanIndexError,
                    jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)

@@ -29,18 +29,15 @@ import copy
 import functools
 import inspect
 import math
-import os
-import site
 import sys
-import sysconfig
 import types
 from typing import Any, Callable
 
 import numpy as np
 
-from .tree import map_data
+from ..tree import map_data
+from .frames import is_user_code, is_user_file
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 #: math functions that have a numpy namesake, so a `math.exp(w)` on a parameter can be traced.
 MATH_NAMES = ("exp", "log", "log1p", "expm1", "sqrt", "tanh", "sinh", "cosh", "sin", "cos", "tan",
@@ -49,34 +46,6 @@ _MATH_TO_NUMPY = {"fabs": "abs", "pow": "power", "atan": "arctan", "asin": "arcs
                   "atan2": "arctan2"}
 #: numpy submodules whose functions are looked up in the namespace's submodule of the same name.
 SUBMODULES = ("linalg", "random", "fft")
-
-
-@functools.lru_cache(maxsize=1)
-def _library_dirs() -> tuple[str, ...]:
-    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    paths.update(getattr(site, "getsitepackages", lambda: [])())
-    paths.add(getattr(site, "getusersitepackages", lambda: "")() or "")
-    return tuple(sorted(os.path.realpath(p) + os.sep for p in paths if p))
-
-
-@functools.lru_cache(maxsize=512)
-def is_user_file(filename: str) -> bool:
-    """Whether code from this file is the user's (not the standard library, a package or gradcheck)."""
-    if filename.startswith("<frozen"):
-        return False
-    if filename.startswith("<"):
-        return True  # <stdin>, <string>, notebooks' <ipython-input-...>
-    path = os.path.realpath(filename)
-    if path.startswith(_PACKAGE_DIR + os.sep):
-        return False
-    if any(part in path.split(os.sep) for part in ("site-packages", "dist-packages")):
-        return False
-    return not path.startswith(_library_dirs())
-
-
-def is_user_code(fn: types.FunctionType) -> bool:
-    """Whether a Python function was written by the user (not numpy, a library or gradcheck)."""
-    return is_user_file(fn.__code__.co_filename)
 
 
 @functools.lru_cache(maxsize=1)
@@ -403,7 +372,7 @@ class Rebinder:
         """The code the copy runs: with assignments into arrays made functional if asked."""
         if not self.functional_writes:
             return code
-        from .writes import functional_code, helpers
+        from .rewrite import functional_code, helpers
 
         rewritten = functional_code(code)
         if rewritten is None:
@@ -602,9 +571,7 @@ def _global_names(code: types.CodeType) -> set[str]:
 
 def _is_user_module(module: types.ModuleType) -> bool:
     filename = getattr(module, "__file__", None)
-    if not filename or module.__name__.startswith(("numpy", "gradcheck")):
-        return False
-    return is_user_file(filename)
+    return bool(filename) and is_user_file(filename)
 
 
 def _is_user_class(klass: type) -> bool:
@@ -726,18 +693,3 @@ def _runner(rebinder: Rebinder, clone: Callable) -> Callable:
     return run
 
 
-def user_location(exc: BaseException) -> str:
-    """'file:line (source)' of the innermost frame of the user's own code in exc's traceback.
-
-    Like gradcheck.objective.user_location, but also skips the standard library's frames
-    (contextlib, functools), which JAX and SymPy errors pass through.
-    """
-    import traceback
-
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_user_file(f.filename)]
-    if not frames:
-        from .objective import user_location as fallback
-
-        return fallback(exc)
-    f = frames[-1]
-    return f"{os.path.basename(f.filename)}:{f.lineno}" + (f" ({f.line.strip()})" if f.line else "")

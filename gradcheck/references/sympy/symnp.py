@@ -922,7 +922,7 @@ class SymScalar:
 
     def __float__(self) -> float:
         if self.expr.free_symbols:
-            raise TypeError("Cannot convert expression to float")  # SymPy's words: see sympy_ref._explain
+            raise TypeError("Cannot convert expression to float")  # SymPy's words: see reference._explain
         return float(_value(self.expr))
 
     def __int__(self) -> int:
@@ -1196,14 +1196,14 @@ class _Unavailable:
 
 
 def _seeded_random() -> Any:
-    from .retrace import SeededRandom  # retrace imports no sympy: no cycle at import time
+    from ...usercode.rebind import SeededRandom  # retrace imports no sympy: no cycle at import time
 
     return SeededRandom()
 
 
 linalg = _Linalg()
 # Draws do not depend on the parameters: numpy's own once the loss fixes the seed, constants to
-# the derivative (gradcheck.retrace.SeededRandom).
+# the derivative (gradcheck.usercode.rebind.SeededRandom).
 random = _seeded_random()
 fft = _Unavailable("fft", "")
 
