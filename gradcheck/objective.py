@@ -13,50 +13,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .errors import InvalidCase
-from .tree import TreeDef, unflatten
+from .tree import TreeDef, fresh, readonly, unflatten, widen  # fresh, widen: also imported from here
 from .usercode.frames import USER_FAILURES, user_error
-
-def fresh(tree: Any) -> Any:
-    """Copy every ndarray in a (nested) container; other objects are passed through."""
-    if isinstance(tree, np.ndarray):
-        return tree.copy()
-    if isinstance(tree, dict):
-        return {k: fresh(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        items = [fresh(v) for v in tree]
-        return items if isinstance(tree, list) else type(tree)(items) if not hasattr(tree, "_fields") else type(tree)(*items)
-    return tree
-
-
-def readonly(tree: Any) -> Any:
-    """Read-only views of every ndarray in a (nested) container."""
-    if isinstance(tree, np.ndarray):
-        view = tree.view()
-        view.flags.writeable = False
-        return view
-    if isinstance(tree, dict):
-        return {k: readonly(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
-        items = [readonly(v) for v in tree]
-        return items if isinstance(tree, list) else tuple(items)
-    return tree
-
-
-def widen(tree: Any, dtype: Any = np.float64) -> Any:
-    """Float arrays and scalars narrower than `dtype` in a (nested) container as `dtype`; others as they are.
-
-    The references evaluate the loss in float64 (parameters and data alike): finite differences
-    of a float32 loss cannot resolve most gradients, so a float32 reference would pass anything.
-    """
-    wide = np.dtype(dtype)
-    if isinstance(tree, (np.ndarray, np.floating)) and tree.dtype.kind == "f" and tree.dtype.itemsize < wide.itemsize:
-        return np.asarray(tree, dtype=wide) if isinstance(tree, np.ndarray) else wide.type(tree)
-    if isinstance(tree, dict):
-        return {k: widen(v, dtype) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
-        items = [widen(v, dtype) for v in tree]
-        return items if isinstance(tree, list) else tuple(items)
-    return tree
 
 
 def value_eps(value: Any) -> float:

@@ -93,6 +93,41 @@ def map_data(tree: Any, leaf: Callable[[Any], Any]) -> Any:
     return leaf(tree)
 
 
+def fresh(tree: Any) -> Any:
+    """Copy every ndarray in a (nested) container; other objects are passed through."""
+    return map_data(tree, lambda x: x.copy() if isinstance(x, np.ndarray) else x)
+
+
+def readonly(tree: Any) -> Any:
+    """Read-only views of every ndarray in a (nested) container."""
+    return map_data(tree, _readonly_view)
+
+
+def _readonly_view(value: Any) -> Any:
+    if not isinstance(value, np.ndarray):
+        return value
+    view = value.view()
+    view.flags.writeable = False
+    return view
+
+
+def widen(tree: Any, dtype: Any = np.float64) -> Any:
+    """Float arrays and scalars narrower than `dtype` in a (nested) container as `dtype`; others as they are.
+
+    The references evaluate the loss in float64 (parameters and data alike): finite differences
+    of a float32 loss cannot resolve most gradients, so a float32 reference would pass anything.
+    """
+    wide = np.dtype(dtype)
+
+    def leaf(value: Any) -> Any:
+        if not isinstance(value, (np.ndarray, np.floating)) or value.dtype.kind != "f" \
+                or value.dtype.itemsize >= wide.itemsize:
+            return value
+        return np.asarray(value, dtype=wide) if isinstance(value, np.ndarray) else wide.type(value)
+
+    return map_data(tree, leaf)
+
+
 def unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:
     """Rebuild a pytree of the given structure from leaves in flatten order."""
     it = iter(leaves)
