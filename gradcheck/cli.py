@@ -178,14 +178,26 @@ def _check_parser(prog: str) -> argparse.ArgumentParser:
               "       %(prog)s {examples, example NAME, explain ...} [options]",
         description="Check hand-written gradients against finite differences, JAX and SymPy. Without targets, "
                     "run the cases in [tool.gradcheck] of ./pyproject.toml.")
-    p.add_argument("targets", nargs="*", metavar="TARGET", help="LOSS GRAD PARAMS, or PARAMS with --value-and-grad")
-    p.add_argument("--args", metavar="DATA", help="target of the extra arguments: a tuple (X, y), or one value")
+    _add_targets(p, "LOSS GRAD PARAMS, or PARAMS with --value-and-grad",
+                 "target of the extra arguments: a tuple (X, y), or one value")
     p.add_argument("--value-and-grad", metavar="F", help="target of f(params, *args) -> (loss, grads)")
     p.add_argument("--config", metavar="FILE", help="read [tool.gradcheck] from FILE (default: ./pyproject.toml)")
     p.add_argument("--case", action="append", metavar="NAME", help="run only this configured case (repeatable)")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _add_check_options(p)
     return p
+
+
+def _add_targets(p: argparse.ArgumentParser, targets: str, args: str) -> None:
+    p.add_argument("targets", nargs="*", metavar="TARGET", help=targets)
+    p.add_argument("--args", metavar="DATA", help=args)
+
+
+def _add_display_flags(p: argparse.ArgumentParser) -> None:
+    """Display flags every subcommand accepts (for scripts), shown only in the main help."""
+    p.add_argument("--no-color", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--color", choices=COLOR_CHOICES, default="auto", help=argparse.SUPPRESS)
 
 
 def _version() -> str:
@@ -197,9 +209,7 @@ def _version() -> str:
 def _examples_parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="List the worked examples.")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
-    p.add_argument("--no-color", action="store_true", help=argparse.SUPPRESS)  # accepted everywhere, for scripts
-    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--color", choices=COLOR_CHOICES, default="auto", help=argparse.SUPPRESS)
+    _add_display_flags(p)
     return p
 
 
@@ -218,15 +228,12 @@ def _explain_parser(prog: str) -> argparse.ArgumentParser:
                          "[--index I,J]",
         description="Walk the chain rule from the loss down to one parameter element, each local derivative "
                     "with its value (as Matt Mazur's step-by-step backpropagation post does).")
-    p.add_argument("targets", nargs="*", metavar="TARGET", help="LOSS PARAMS")
-    p.add_argument("--args", metavar="DATA", help="target of the extra arguments")
+    _add_targets(p, "LOSS PARAMS", "target of the extra arguments")
     p.add_argument("--grad", metavar="GRAD", help="target of your gradient, shown beside the chain")
     p.add_argument("--example", metavar="NAME", help="explain a worked example instead (e.g. mazur)")
     p.add_argument("--leaf", required=True, help="the parameter, as gradcheck names it (W1, layer1.W, weights[0])")
     p.add_argument("--index", default="", help="the element, e.g. 0,2 (default: the scalar itself)")
-    p.add_argument("--no-color", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--color", choices=COLOR_CHOICES, default="auto", help=argparse.SUPPRESS)
+    _add_display_flags(p)
     return p
 
 

@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from .config import OPTION_KEYS, load_config, parse_target, validate_options
 from .errors import ConfigError
+from .report import finding_lines
 
 STATUSES = ("passed", "failed", "error", "timeout")
 COURSE = "course:"
@@ -537,9 +538,7 @@ def feedback_text(row: Row, spec: GradeSpec | None = None, folder: Path | None =
     if bad:
         lines.append("What to look at:")
         for p in bad:
-            lines.append(f"  {p.name}: {p.detail}")
-            if p.cause:
-                lines.append(f"      likely cause: {p.cause}")
+            lines += finding_lines(p.name, p.detail, p.cause, indent="  ")
             hint = explain_hint(spec, folder, p) if spec is not None and folder is not None else ""
             if hint:
                 lines.append(f"      to follow the chain rule for {p.name} step by step, run in your folder:")

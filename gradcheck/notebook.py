@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import html
 import re
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from .model import ParamResult, Report
-from .report import _COLUMNS, _index, _num, _row, headline, verdict
+from .report import COLUMNS, format_index, headline, table_row, verdict, worst_line
+
+if TYPE_CHECKING:  # the records render themselves through these functions: no import at run time
+    from .model import ParamResult, Report
 
 #: Relative errors are drawn on a log scale from machine precision to the largest possible (2).
 REL_FLOOR, REL_CEIL = 1e-16, 2.0
@@ -101,7 +103,7 @@ def _cell_name(p: ParamResult, r: int, c: int, br: int, bc: int, grid_shape: tup
     if not shape:
         return p.name
     flat = r * grid_shape[1] + c
-    return p.name + _index(tuple(int(i) for i in np.unravel_index(flat, shape)))
+    return p.name + format_index(tuple(int(i) for i in np.unravel_index(flat, shape)))
 
 
 def _short(v: float) -> str:
@@ -241,12 +243,12 @@ def _notes(report: Report) -> list[str]:
 
 
 def _table_html(report: Report) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in _COLUMNS)
+    head = "".join(f"<th>{_e(c)}</th>" for c in COLUMNS)
     body = []
     for p in report.parameters:
         v = verdict(p)
         colour = _FAIL if v == "FAIL" else (_KINK if v == "PASS*" else _PASS)
-        cells = _row(p)
+        cells = table_row(p)
         cells[2] = f"{_MARK[v]} {v}"
         tds = "".join(f'<td style="color:{colour};font-weight:bold">{_e(c)}</td>' if i == 2 else f"<td>{_e(c)}</td>"
                       for i, c in enumerate(cells))
@@ -254,27 +256,26 @@ def _table_html(report: Report) -> str:
     return f'<table class="gc-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def worst_line(p: ParamResult) -> str:
-    """'worst element W[0, 2]: yours 1.5 vs sympy 0.75 (rtol 1e-08, atol 7.8e-12)', or ''."""
-    if p.worst_index is None or p.passed:
-        return ""
-    return (f"worst element {p.name}{_index(p.worst_index)}: yours {_num(p.yours, '.10g')} vs "
-            f"{p.reference_name} {_num(p.reference, '.10g')} (rtol {p.rtol:.0e}, atol {p.atol:.1e})")
+def _finding_lines(p: ParamResult, cause: Callable[[str], str], worst: Callable[[str], str],
+                   blamed: Callable[[str, str], str], note: Callable[[str], str]) -> list[str]:
+    """A finding's likely cause, worst element, blamed line and notes, each as the renderer writes it."""
+    where, source, notes = blame_parts(p)
+    out = [cause(p.cause)] if p.cause else []
+    out += [worst(worst_line(p))] if worst_line(p) else []
+    out += [blamed(where, source)] if where or source else []
+    return out + [note(n) for n in notes]
 
 
 def _finding_html(p: ParamResult, svg: str) -> str:
     title = p.diagnosis + (f" x{p.factor:.8g}" if p.factor is not None else "") + (
         f" \u2194 {p.swapped_with}" if p.swapped_with else "")
     text = [f"<h4>{_e(p.name)}: {_e(title)}</h4>", f'<p class="gc-detail">{_e(p.detail)}</p>']
-    if p.cause:
-        text.append(f'<p class="gc-cause"><b>likely cause:</b> {_e(p.cause)}</p>')
-    if worst_line(p):
-        text.append(f'<p class="gc-worst"><code>{_e(worst_line(p))}</code></p>')
-    where, source, notes = blame_parts(p)
-    if where or source:
-        text.append(f'<p class="gc-blame"><b>blamed line:</b> {_e(where)}</p>'
-                    + (f'<pre class="gc-line">{_e(source)}</pre>' if source else ""))
-    text += [f'<p class="gc-blame-note">{_e(n)}</p>' for n in notes]
+    text += _finding_lines(
+        p, lambda cause: f'<p class="gc-cause"><b>likely cause:</b> {_e(cause)}</p>',
+        lambda worst: f'<p class="gc-worst"><code>{_e(worst)}</code></p>',
+        lambda where, source: f'<p class="gc-blame"><b>blamed line:</b> {_e(where)}</p>'
+        + (f'<pre class="gc-line">{_e(source)}</pre>' if source else ""),
+        lambda note: f'<p class="gc-blame-note">{_e(note)}</p>')
     return (f'<div class="gc-finding" data-parameter="{_e(p.name)}">'
             + (f'<div class="gc-map">{svg}<div class="gc-caption">relative error per element:<br>'
                f'|yours - reference| / max(|yours|, |reference|)</div></div>' if svg else "")
@@ -319,14 +320,10 @@ def _md(value: Any) -> str:
 
 def _finding_markdown(p: ParamResult, svg: str) -> list[str]:
     lines = ["", f"**{_md(p.name)}**: {_md(p.detail)}"]
-    if p.cause:
-        lines.append(f"- likely cause: {_md(p.cause)}")
-    if worst_line(p):
-        lines.append(f"- {_md(worst_line(p))}")
-    where, source, notes = blame_parts(p)
-    if where or source:
-        lines.append(f"- blamed line: {_md(where)}" + (f" `{source.replace('`', chr(39))}`" if source else ""))
-    lines += [f"- {_md(n)}" for n in notes]
+    lines += _finding_lines(
+        p, lambda cause: f"- likely cause: {_md(cause)}", lambda worst: f"- {_md(worst)}",
+        lambda where, source: f"- blamed line: {_md(where)}" + (f" `{source.replace('`', chr(39))}`" if source else ""),
+        lambda note: f"- {_md(note)}")
     if svg:
         data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
         lines += ["", f"![relative error per element of {_md(p.name)}](data:image/svg+xml;base64,{data})"]
@@ -338,9 +335,9 @@ def report_markdown(report: Report) -> str:
     mark = _MARK["PASS" if report.passed else "FAIL"]
     lines = [f"**{mark} {_md(headline(report))}**", ""]
     lines += [f"- {_md(r.name)}: {_md(r.method)}" for r in report.references if r.ran]
-    lines += ["", "| " + " | ".join(_md(c) for c in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["", "| " + " | ".join(_md(c) for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for p in report.parameters:
-        cells = _row(p)
+        cells = table_row(p)
         cells[2] = f"{_MARK[verdict(p)]} {verdict(p)}"
         lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
     for p, svg in _heatmaps(report):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .model import ParamResult, Report
+if TYPE_CHECKING:  # the records render themselves through these functions: no import at run time
+    from .model import ParamResult, Report
 
-_COLUMNS = ("parameter", "shape", "verdict", "max rel err", "worst index", "yours", "reference", "diagnosis")
+#: The table's columns, in text and in notebooks.
+COLUMNS = ("parameter", "shape", "verdict", "max rel err", "worst index", "yours", "reference", "diagnosis")
 _GREEN, _RED, _YELLOW, _RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[0m"
 
 
@@ -14,11 +16,13 @@ def _shape(shape: Any) -> str:
     return "()" if not shape else "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _index(index: Any) -> str:
+def format_index(index: Any) -> str:
+    """'[0, 2]' for an element's index ('' for a scalar)."""
     return "[" + ", ".join(map(str, index)) + "]" if index else ""
 
 
-def _num(x: Any, fmt: str = ".6g") -> str:
+def format_value(x: Any, fmt: str = ".6g") -> str:
+    """A number for the table ('-' when there is none)."""
     return "-" if x is None else format(float(x), fmt)
 
 
@@ -29,14 +33,28 @@ def verdict(p: ParamResult) -> str:
     return "PASS*" if p.diagnosis == "nondifferentiable" else "PASS"
 
 
-def _row(p: ParamResult) -> list[str]:
+def table_row(p: ParamResult) -> list[str]:
+    """One parameter's cells, in COLUMNS' order."""
     diag = p.diagnosis + (f" x{p.factor:.8g}" if p.factor is not None else "") + (
         f" <-> {p.swapped_with}" if p.swapped_with else "")
     index = "-" if p.worst_index is None else _shape(p.worst_index)
     # No element compared on its own (a verdict from projections alone): no error to show.
-    error = "-" if p.total and not p.checked and p.actual_shape is None else _num(p.max_rel_error, ".1e")
+    error = "-" if p.total and not p.checked and p.actual_shape is None else format_value(p.max_rel_error, ".1e")
     return [p.name, _shape(p.actual_shape if p.actual_shape is not None else p.shape), verdict(p),
-            error, index, _num(p.yours), _num(p.reference), diag]
+            error, index, format_value(p.yours), format_value(p.reference), diag]
+
+
+def finding_lines(name: str, detail: str, cause: str, indent: str = "") -> list[str]:
+    """'name: what was found' and, indented under it, the likely cause (the report's and the gradebook's)."""
+    return [f"{indent}{name}: {detail}"] + ([f"{indent}    likely cause: {cause}"] if cause else [])
+
+
+def worst_line(p: ParamResult) -> str:
+    """'worst element W[0, 2]: yours 1.5 vs sympy 0.75 (rtol 1e-08, atol 7.8e-12)', or ''."""
+    if p.worst_index is None or p.passed:
+        return ""
+    return (f"worst element {p.name}{format_index(p.worst_index)}: yours {format_value(p.yours, '.10g')} vs "
+            f"{p.reference_name} {format_value(p.reference, '.10g')} (rtol {p.rtol:.0e}, atol {p.atol:.1e})")
 
 
 def _colour(text: str, p: ParamResult, color: bool) -> str:
@@ -73,8 +91,8 @@ def blame_lines(b: Any) -> list[str]:
 
 def render_text(report: Report, *, color: bool = False) -> str:
     """The report as a table plus one explanation paragraph per finding."""
-    rows = [list(_COLUMNS)] + [_row(p) for p in report.parameters]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+    rows = [list(COLUMNS)] + [table_row(p) for p in report.parameters]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = [headline(report)]
     lines += [f"  {r.name}: {r.method}" for r in report.references if r.ran]
     lines.append("")
@@ -85,12 +103,9 @@ def render_text(report: Report, *, color: bool = False) -> str:
     if findings:
         lines.append("")
     for p in findings:
-        lines.append(f"{p.name}: {p.detail}")
-        if p.cause:
-            lines.append(f"    likely cause: {p.cause}")
-        if p.worst_index is not None and not p.passed:
-            lines.append(f"    worst element {p.name}{_index(p.worst_index)}: yours {_num(p.yours, '.10g')} vs "
-                         f"{p.reference_name} {_num(p.reference, '.10g')} (rtol {p.rtol:.0e}, atol {p.atol:.1e})")
+        lines += finding_lines(p.name, p.detail, p.cause)
+        if worst_line(p):
+            lines.append("    " + worst_line(p))
         if p.blame is not None and not p.passed:
             lines += blame_lines(p.blame)
     skipped = [r for r in report.references if not r.ran]
