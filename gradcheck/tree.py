@@ -148,7 +148,7 @@ def _build(treedef: TreeDef, it: Iterator[Any]) -> Any:
     return tuple(children) if treedef.kind == "tuple" else children
 
 
-def _new_dataclass(cls: type, fields: dict) -> Any:
+def _new_dataclass(cls: Any, fields: dict) -> Any:
     """An instance of `cls` holding `fields`, made without __init__ (which may validate or copy)."""
     obj = cls.__new__(cls)
     for key, value in fields.items():
