@@ -17,8 +17,13 @@ are built on it here:
   many times that line bound that name before) is the same in both, so a recorded binding
   can be perturbed in a later run, under numpy or under another array namespace.
 
-explain (naming traced numbers after the learner's variables) and blame (which line of a
-backward pass goes wrong) both run on this module. (SymPy's reference has its own capturer.)
+- `outer_locals(fn, *args)` runs a function and returns the locals of the learner's outermost
+  function as it returned: SymPy's reference reads them to write its formulas in the learner's
+  own names (`out_o1`, `out_h1`).
+
+explain (naming traced numbers after the learner's variables), blame (which line of a backward
+pass goes wrong) and SymPy's readable formulas all run on this module; nothing else in gradcheck
+calls sys.settrace.
 """
 
 from __future__ import annotations
@@ -54,17 +59,19 @@ MAX_ELEMENTS = 50_000_000
 Handler = Callable[[FrameType, str, Any], Any]
 
 
-def user_tracer(stop: FrameType | None, on_frame: Callable[[FrameType, int], Handler | None]) -> Callable:
+def user_tracer(stop: FrameType | None, on_frame: Callable[[FrameType, int], Handler | None], *,
+                packages: bool = True) -> Handler:
     """A sys.settrace function: each call into the learner's named code gets `on_frame(frame, rank)`,
     which returns the frame's local trace function (or None); `rank` counts the learner's named
-    functions between the frame and `stop` (0: the function gradcheck called)."""
+    functions between the frame and `stop` (0: the function gradcheck called). `packages`: code of
+    installed packages counts as the learner's (see `frames.is_user_file`)."""
     known: dict[Any, bool] = {}
 
     def is_user(frame: FrameType) -> bool:
         code = frame.f_code
         mine = known.get(code)
         if mine is None:
-            mine = known[code] = is_user_file(code.co_filename, packages=True)
+            mine = known[code] = is_user_file(code.co_filename, packages=packages)
         return mine
 
     def rank(frame: FrameType) -> int:
@@ -87,7 +94,7 @@ def user_tracer(stop: FrameType | None, on_frame: Callable[[FrameType, int], Han
 
 
 @contextmanager
-def tracing(tracer: Callable) -> Iterator[None]:
+def tracing(tracer: Handler) -> Iterator[None]:
     """sys.settrace(tracer) for the block; the previous trace function (a debugger's) is restored."""
     previous = sys.gettrace()
     sys.settrace(tracer)
@@ -476,6 +483,31 @@ def record(fn: Callable, *args: Any, max_bindings: int = MAX_BINDINGS, max_eleme
     with tracing(user_tracer(sys._getframe(), rec.on_frame)):
         result = fn(*args, **kwargs)
     return Recording(rec.bindings, result)
+
+
+def outer_locals(fn: Callable, *args: Any, packages: bool = False, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """Run fn(*args, **kwargs); return its result and the locals of the function gradcheck called
+    (the learner's outermost named function; the last such call's) as it returned.
+
+    Only that frame is traced, for its return alone: the rest runs nearly at its own speed.
+    """
+    captured: dict[str, Any] = {}
+
+    def on_return(frame: FrameType, event: str, arg: Any) -> Handler:
+        if event == "return":
+            captured.clear()
+            captured.update(frame.f_locals)
+        return on_return
+
+    def on_frame(frame: FrameType, rank: int) -> Handler | None:
+        if rank:
+            return None
+        frame.f_trace_lines = False
+        return on_return
+
+    with tracing(user_tracer(sys._getframe(), on_frame, packages=packages)):
+        result = fn(*args, **kwargs)
+    return result, captured
 
 
 def environment(b: Binding, substitute: dict | None = None) -> dict:

@@ -60,6 +60,7 @@ from ...errors import ReferenceUnavailable
 from ...model import ReferenceGradient
 from .. import unavailable
 from ...objective import Objective
+from ...usercode.capture import outer_locals
 from ...usercode.rebind import SCALAR_REWRITE, UnseededDraw, rebind
 from ...tree import leaf_names, map_data, unflatten
 
@@ -765,30 +766,7 @@ def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, dig
 
 def _traced_run(objective: Objective, state: _State, leaves: list, point: dict, dps: int) -> tuple[Any, dict]:
     """A symbolic run that also returns the local variables of the user's outermost function."""
-    import sys
-
-    from ...usercode.frames import is_user_file
-
-    captured: dict = {}
-
-    def on_return(frame: Any, event: str, arg: Any) -> Any:
-        if event == "return":
-            captured.clear()
-            captured.update(frame.f_locals)  # the outermost user frame returns last
-        return on_return
-
-    def on_call(frame: Any, event: str, arg: Any) -> Any:
-        if event == "call" and is_user_file(frame.f_code.co_filename):
-            frame.f_trace_lines = False
-            return on_return
-        return None
-
-    previous = sys.gettrace()
-    sys.settrace(on_call)
-    try:
-        expr, _ = _run(objective, state, leaves, Evaluator(point, dps), simplify=True)
-    finally:
-        sys.settrace(previous)
+    (expr, _), captured = outer_locals(_run, objective, state, leaves, Evaluator(point, dps), simplify=True)
     return expr, captured
 
 
