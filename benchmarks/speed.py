@@ -88,7 +88,7 @@ def speed(sizes) -> list[dict]:
 
 def differences(sizes) -> list[dict]:
     """Every element by finite differences: per-element numpy calls against the batched loss."""
-    from gradcheck.pipeline import prepare
+    from gradcheck.case import prepare
     from gradcheck.references.jax import reference as jax_ref
     from gradcheck.references.numeric import numeric_gradient
 

@@ -13,36 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Default tolerances by the dtype of the user's values: (rtol, atol as a fraction of the
-#: leaf's largest reference entry). float64 catches a relative error of 1e-7; float32 and
-#: float16 leave room for their own round-off (about 1e2-1e3 eps of accumulated error).
-TOLERANCES = {
-    "float64": (1e-8, 1e-10),
-    "float32": (2e-4, 1e-5),
-    "float16": (2e-2, 2e-3),
-}
-#: Absolute floor of atol: differences below it are at the bottom of float64's range.
-TINY = 1e-290
-#: The reference error bar is widened by this factor before it excuses a difference.
-ERROR_BAR = 3.0
-#: An element whose reference error bar (times ERROR_BAR) exceeds this fraction of the reference
-#: (plus atol) cannot be judged: it is reported as not checked, never as a pass.
-RESOLVE = 0.1
-#: atol is at least ROUNDOFF eps(dtype) times the largest reference entry over all leaves: the
-#: user's own round-off (1 - tanh^2 of a saturated unit cancels) is relative to the gradient's
-#: overall size, not to a leaf that is tiny throughout.
-ROUNDOFF = 100.0
-
-
-def default_tolerances(dtype: np.dtype | str) -> tuple[float, float]:
-    """(rtol, relative atol) for values computed in `dtype`."""
-    name = np.dtype(dtype).name
-    if name in TOLERANCES:
-        return TOLERANCES[name]
-    if np.dtype(dtype).kind == "f" and np.dtype(dtype).itemsize > 8:
-        return TOLERANCES["float64"]
-    return TOLERANCES["float64"]
-
+from .tolerances import ERROR_BAR, RESOLVE, tolerances_for
 
 @dataclass(frozen=True)
 class Combined:
@@ -92,21 +63,6 @@ class Comparison:
         if not m.any():
             return False
         return bool(np.all(np.abs(a[m] - b[m]) <= scale * self.tol[m]))
-
-
-def tolerances_for(ref: Combined, dtype, rtol: float | None, atol: float | None) -> tuple[float, float]:
-    """The (rtol, absolute atol) to use for one leaf."""
-    d_rtol, d_atol = default_tolerances(dtype)
-    rtol = d_rtol if rtol is None else float(rtol)
-    if atol is None:
-        vals = np.abs(ref.value[ref.checked])
-        scale = float(vals.max()) if vals.size and np.isfinite(vals).all() else 0.0
-        atol = d_atol * scale
-        if np.isfinite(ref.scale):
-            dt = np.dtype(dtype)
-            eps = float(np.finfo(dt if dt.kind == "f" else np.float64).eps)
-            atol = max(atol, ROUNDOFF * eps * ref.scale)
-    return rtol, max(float(atol), TINY)
 
 
 def compare_leaf(yours: np.ndarray, ref: Combined, dtype, rtol: float | None = None,

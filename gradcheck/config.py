@@ -26,7 +26,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
-import math
 import os
 import pkgutil
 import re
@@ -34,19 +33,19 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from .errors import ConfigError, GradcheckError, UserCodeError
+from .options import AGAINST_WORDS, OPTION_KEYS, option_problem
+from .references import REFERENCE_NAMES
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-#: References `against` may name (kept in step with gradcheck.check.KNOWN_REFERENCES).
-REFERENCE_NAMES = ("numeric", "jax", "sympy", "all", "auto")
-#: Check options a config may set, globally or per case.
-OPTION_KEYS = ("against", "rtol", "atol", "seed", "budget", "max_elements")
+#: What `against` may name: a reference, 'all' or 'auto'.
+AGAINST_NAMES = REFERENCE_NAMES + AGAINST_WORDS
 #: The targets of each kind of case: (required, optional).
 TARGET_KEYS = {
     "gradient": (("loss", "grad", "params"), ("value_and_grad", "args")),
@@ -227,34 +226,25 @@ def _against(value: Any, what: str) -> Any:
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"{what} must be a reference name or a list of them "
-                          f"({', '.join(REFERENCE_NAMES)}), not {_type(value)}.")
+                          f"({', '.join(AGAINST_NAMES)}), not {_type(value)}.")
     for n in names:
-        if n not in REFERENCE_NAMES:
+        if n not in AGAINST_NAMES:
             raise ConfigError(f"{what} names an unknown reference {n!r}; "
-                              + (_suggest(n, REFERENCE_NAMES) or f"choose from {', '.join(REFERENCE_NAMES)}."))
+                              + (_suggest(n, AGAINST_NAMES) or f"choose from {', '.join(AGAINST_NAMES)}."))
     return value if isinstance(value, str) else list(value)
 
 
-def _nonneg_number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{what} is {value!r}; it must be a non-negative number such as 1e-7.")
-    return float(value)
+def _option(key: str) -> Callable[[Any, str], Any]:
+    """The validator of a numeric option: gradcheck.options' rule, in the configuration's words."""
+    def validate(value: Any, what: str) -> Any:
+        rule = option_problem(key, value)
+        if rule is not None:
+            raise ConfigError(f"{what} is {value!r}; it must be {rule}.")
+        return value if key in ("seed", "max_elements") else float(value)
+    return validate
 
 
-def _seed(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value >= 2**63:
-        raise ConfigError(f"{what} is {value!r}; it must be a non-negative integer.")
-    return value
-
-
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} is {value!r}; it must be a positive integer.")
-    return value
-
-
-_VALIDATORS = {"against": _against, "rtol": _nonneg_number, "atol": _nonneg_number, "budget": _nonneg_number,
-               "seed": _seed, "max_elements": _positive_int}
+_VALIDATORS = {"against": _against, **{key: _option(key) for key in OPTION_KEYS if key != "against"}}
 
 
 def _reject_unknown(table: dict, allowed: tuple, where: str) -> None:

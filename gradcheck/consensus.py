@@ -1,29 +1,48 @@
-"""Which references may judge: an exact reference earns trust by agreeing with the loss itself.
+"""Which references judge, and what they say together: every rule of trust in one place.
 
 JAX and SymPy re-run the user's code; a re-run that sees the code differently (state it
 cannot follow, a numpy call left unswapped) can return a wrong gradient without an error,
-even one that is identically zero. Before such a gradient judges anyone, it is compared
-with finite differences of the user's own numpy loss along a random direction (one
-directional derivative: 6 loss calls), and, on a leaf where it disagrees element-wise with
-the finite-difference reference, along a direction through the disagreeing elements. A
-reference that fails a conclusive test is set aside (for the whole problem, or for that
-leaf) with a message. A test is conclusive only where the loss is smooth along the
-direction: at a kink the directional difference is the mean of two slopes and proves nothing.
+even one that is identically zero. Such a gradient earns trust by agreeing with the loss
+itself, before it judges anyone:
+
+- `validate_by_projections`: beside a sample of finite differences, two projections of the
+  gradient along random directions (the plan's choice on problems too big to difference
+  element by element); a gradient failing them is set aside with `set_aside`;
+- `vet`: one directional derivative of the user's numpy loss along a random direction (6 loss
+  calls), and, on a leaf where the reference disagrees element-wise with finite differences,
+  along a direction through the disagreeing elements. A reference failing a conclusive test is
+  set aside (for the whole problem, or for that leaf) with a message. A test is conclusive only
+  where the loss is smooth along the direction: at a kink the directional difference is the
+  mean of two slopes and proves nothing;
+- `combine`: the merge for one leaf. References that agree give one value; where they disagree
+  the most precise stands, and an exact reference disagreeing with finite differences at many
+  smooth elements is set aside for the leaf. An element is a kink only on evidence that the loss
+  is not smooth there: finite differences whose one-sided slopes differ at shrinking steps, or
+  SymPy finding a non-smooth operation at a tie (ReLU at 0, a max tie, abs at 0). There the user
+  is held only to the interval spanned by the one-sided derivatives and the references' values.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from .compare import Combined
+from .fast import Projection, masked_direction, project
 from .model import ReferenceGradient, ReferenceStatus
 from .objective import Objective
+from .references import REFERENCE_NAMES
 from .references.numeric import BASE_STEP, EPS, STEP_FRACTIONS, element_steps, extrapolate
-from .triangulate import disagreement
+from .tolerances import default_tolerances
 
+if TYPE_CHECKING:
+    from .case import Prepared
+
+#: Relative slack when two references are compared with each other.
+AGREE_RTOL = 1e-9
 #: Relative slack of a directional test, on top of three times the difference's own error.
 DIRECTION_RTOL = 1e-7
 
@@ -195,3 +214,122 @@ def _vet_leaves(objective: Objective, x0: list, f0: float, ref: ReferenceGradien
                             f"not ({t.theirs:.6g} vs {t.numeric:.6g} along those elements); it was set aside for "
                             f"this parameter (is the loss using state the {ref.name} re-run cannot see?)")
     return (replace(ref, checked=tuple(checked)) if warnings else ref), warnings
+
+
+def validate_by_projections(prep: Prepared, refs: dict, statuses: dict, name: str, seed: int
+                            ) -> tuple[list[Projection], list[str]]:
+    """Two projections of the exact reference `name`'s gradient against finite differences of the
+    loss (random signs on every element); failing either sets the reference aside.
+
+    Returns the projections and the warnings in the user's words.
+    """
+    ref = refs[name]
+    rng = np.random.default_rng(seed + 2)
+    n = len(prep.x0)
+    grads = [np.nan_to_num(v) for v in ref.values]
+    tols = [default_tolerances("float64")[0]] * n
+    out = []
+    for label in ("random signs", "random signs (second)"):
+        v = [masked_direction(x, rng, np.arange(x.size)) if x.size else None for x in prep.x0]
+        out.append(project(prep.objective, prep.x0, grads, v, prep.loss_value, tols, [0.0] * n,
+                           f"{ref.name} gradient: {label}"))
+    if all(p.ok for p in out):
+        return out, []
+    set_aside(refs, statuses, name, "disagrees with finite differences")
+    return out, [f"the {name} gradient failed its finite-difference projections; it was set aside and the check "
+                 f"fell back to projections and localisation"]
+
+
+# --------------------------------------------------------------------------- the merge, leaf by leaf
+
+
+def _rank(ref: ReferenceGradient) -> int:
+    """0 for the most precise reference (the last of REFERENCE_NAMES); unknown names rank last."""
+    if ref.name not in REFERENCE_NAMES:
+        return len(REFERENCE_NAMES)
+    return len(REFERENCE_NAMES) - 1 - REFERENCE_NAMES.index(ref.name)
+
+
+def disagreement(a: ReferenceGradient, b: ReferenceGradient, k: int) -> np.ndarray:
+    """Elements of leaf k where both references ran and differ beyond their error bars."""
+    both = a.checked[k] & b.checked[k]
+    va, vb = np.where(both, a.values[k], 0.0), np.where(both, b.values[k], 0.0)
+    ea, eb = np.where(both, a.errors[k], 0.0), np.where(both, b.errors[k], 0.0)
+    scale = np.maximum(np.abs(va), np.abs(vb))
+    with np.errstate(invalid="ignore"):
+        return both & (np.abs(va - vb) > 3 * (ea + eb) + AGREE_RTOL * scale)
+
+
+def combine(refs: Sequence[ReferenceGradient], k: int, shape: tuple) -> tuple[Combined, list[str]]:
+    """The combined reference for leaf k, and warnings about references that look unreliable."""
+    refs = sorted(refs, key=_rank)
+    warnings: list[str] = []
+    numeric = next((r for r in refs if r.name == "numeric"), None)
+    kink = np.zeros(shape, bool)
+    for ref in refs:  # finite differences see a one-sided gap; SymPy sees a tie at the point
+        if ref.kinks is not None:
+            kink |= ref.kinks[k] & ref.checked[k]
+    if numeric is not None and numeric.steps is not None:
+        warnings += _not_finite_warning(numeric, k)
+    trusted = list(refs)
+    for a in refs:
+        for b in refs:
+            if _rank(a) >= _rank(b):
+                continue
+            bad = disagreement(a, b, k)
+            if numeric is not None and b is numeric and bad.sum() > max(2, 0.1 * (a.checked[k] & b.checked[k]).sum()) \
+                    and not (bad & kink).all():
+                # Too many smooth disagreements is not a kink: the exact reference mis-ran.
+                warnings.append(
+                    f"the {a.name} reference disagrees with finite differences at {int(bad.sum())} elements; "
+                    f"it was set aside for this parameter (is the loss using state {a.name} cannot see?)"
+                )
+                if a in trusted:
+                    trusted.remove(a)
+            # Otherwise the more precise reference (ranked first) stands: a disagreement alone is
+            # no evidence of a kink (a step too long for the element disagrees too).
+    value = np.full(shape, np.nan)
+    error = np.full(shape, np.inf)
+    checked = np.zeros(shape, bool)
+    low = np.full(shape, np.inf)
+    high = np.full(shape, -np.inf)
+    source = ""
+    for ref in trusted:
+        m = ref.checked[k] & ~checked
+        if m.any() and not source:
+            source = ref.name
+        value = np.where(m, ref.values[k], value)
+        error = np.where(m, ref.errors[k], error)
+        checked |= ref.checked[k]
+        for bound in (ref.values[k], *(b[k] for b in (ref.lower, ref.upper) if b is not None)):
+            ok = ref.checked[k] & np.isfinite(bound)
+            low = np.where(ok, np.minimum(low, bound), low)
+            high = np.where(ok, np.maximum(high, bound), high)
+    lost = None
+    if numeric is not None and numeric.steps is not None:
+        lost = np.isfinite(numeric.steps[k]) & ~numeric.checked[k] & ~checked
+    return Combined(value=value, error=error, checked=checked, kink=kink & checked, low=low, high=high,
+                    source=source, scale=_overall_scale(trusted), lost=lost), warnings
+
+
+def _overall_scale(refs: Sequence[ReferenceGradient]) -> float:
+    """The largest finite, checked reference entry over every leaf."""
+    biggest = 0.0
+    for ref in refs:
+        for values, checked in zip(ref.values, ref.checked):
+            v = np.abs(values[checked & np.isfinite(values)])
+            if v.size:
+                biggest = max(biggest, float(v.max()))
+    return biggest
+
+
+def _not_finite_warning(numeric: ReferenceGradient, k: int) -> list[str]:
+    """A warning for elements finite differences visited (a step is set) but could not estimate."""
+    lost = np.isfinite(numeric.steps[k]) & ~numeric.checked[k]
+    if not lost.any():
+        return []
+    where = [tuple(int(i) for i in ix) for ix in np.argwhere(lost)]
+    shown = ", ".join("[" + ", ".join(map(str, ix)) + "]" for ix in where[:5]) + (" ..." if len(where) > 5 else "")
+    return [f"{len(where)} element(s) were NOT checked ({shown}): the loss is NaN or inf at points a finite-"
+            f"difference step away (log or sqrt of a value the step pushed to 0 or below, or overflow); "
+            f"move the parameters away from the edge of the loss's domain, e.g. clip before log"]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from .compare import Combined, Comparison, worst_index
+from .compare import Combined, Comparison, compare_leaf, worst_index
+from .consensus import combine
 from .model import ParamResult
+
+if TYPE_CHECKING:
+    from .case import Prepared
 
 #: Likely causes, keyed by diagnosis (scaled causes are keyed by factor below).
 CAUSES = {
@@ -299,3 +304,53 @@ def _shape_hint(yours: np.ndarray, ref: Combined) -> str:
     if yours.size == 1 and int(np.prod(expected)) > 1:
         return "a single number where the parameter is an array: the gradient was summed over too many axes"
     return ""
+
+
+def findings(prep: Prepared, refs: list, rtol: float | None, atol: float | None) -> tuple[list, list]:
+    """Every leaf's finding: the references combined per leaf (gradcheck.consensus.combine), the
+    user's values compared, each leaf diagnosed; and the warnings about elements left unjudged."""
+    combined: dict[str, Combined] = {}
+    warnings: list[str] = []
+    for k, (name, x) in enumerate(zip(prep.names, prep.x0)):
+        c, w = combine(refs, k, x.shape)
+        combined[name] = c
+        warnings += [f"{name}: {msg}" for msg in w]
+    results: list[ParamResult] = []
+    for k, (name, y, dtype) in enumerate(zip(prep.names, prep.yours, prep.dtypes)):
+        ref = combined[name]
+        if y.shape != ref.value.shape:
+            results.append(diagnose_shape(name, y, ref, prep.batch_sizes, dtype=dtype))
+            continue
+        slack = prep.roundoff[k] if prep.roundoff is not None else None
+        cmp = compare_leaf(y, ref, dtype, rtol, atol, slack=slack)
+        if cmp.unresolved is not None and cmp.unresolved.any():
+            where = ", ".join(f"{name}[{', '.join(map(str, ix))}]" for ix in np.argwhere(cmp.unresolved)[:5])
+            warnings.append(f"{name}: {int(cmp.unresolved.sum())} element(s) were NOT checked ({where}): the finite-"
+                            f"difference estimate there is too uncertain to judge (the loss is noisy or changes "
+                            f"faster than any step can follow); check them with against='jax' or 'sympy'")
+        results.append(diagnose(name, cmp, combined, prep.batch_sizes, dtype=dtype, x=prep.x0[k]))
+    return results, warnings
+
+
+
+def projection_failures(results: list, failed_leaves: list, projections: list) -> list:
+    """A leaf that failed a projection fails, even if its sampled elements happened to pass."""
+    out = []
+    for p, failed in zip(results, failed_leaves):
+        if failed and p.passed:
+            bad = [t for t in projections if t.label.startswith(f"{p.name}:") and not t.ok]
+            where = bad[0] if bad else None
+            detail = (f"{p.name} fails a projection check ({where.label}: yours {where.yours:.6g} vs finite "
+                      f"differences {where.numeric:.6g})") if where else f"{p.name} fails a projection check"
+            if p.checked:
+                detail += " although its sampled elements pass; the error is spread over many small elements"
+                cause = "many elements slightly wrong: a small systematic term (a regulariser, a mean) missing"
+            else:
+                if where is not None and where.numeric:
+                    detail += f": along that direction yours is {where.yours / where.numeric:.4g} times the loss's slope"
+                cause = (f"the projection shows {p.name}'s gradient is wrong, not where: no element was checked on "
+                         f"its own within the budget; give the check more time (budget=...) to find the elements")
+            p = replace(p, passed=False, diagnosis="wrong", detail=detail, cause=cause)
+        out.append(p)
+    return out
+

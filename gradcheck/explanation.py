@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .usercode.capture import tracing, user_tracer
-from .compare import default_tolerances
+from .tolerances import default_tolerances
 from .errors import InvalidCase, ReferenceUnavailable, UserCodeError
 from .objective import fresh
 from .usercode.frames import user_location, user_traceback
@@ -630,7 +630,7 @@ def _yours(treedef: Any, grad: Any, leaf: str, k: int, index: tuple, shape: tupl
     if g.shape != shape and not (g.size == 1 and int(np.prod(shape)) == 1):
         raise InvalidCase(f"gradient for '{leaf}' has shape {g.shape}, but the parameter has shape {shape}.")
     g = g.reshape(shape)
-    rtol = default_tolerances(g.dtype)[0] if g.dtype.kind == "f" else default_tolerances("float64")[0]
+    rtol = default_tolerances(g.dtype)[0]
     return float(g[index]), rtol
 
 

@@ -60,7 +60,7 @@ class StepSweep:
 def objective_for(loss: Callable | None, params: Any, args: Sequence[Any] = (), *, kwargs: dict | None = None,
                   value_and_grad: Callable | None = None) -> Objective:
     """The loss as gradcheck's safe Objective, validated as `check` validates it."""
-    from .pipeline import prepare
+    from .case import prepare
 
     if value_and_grad is not None:
         def loss(p: Any, *a: Any, **kw: Any) -> Any:

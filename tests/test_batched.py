@@ -25,7 +25,7 @@ from gradcheck.tree import validate_leaf
 
 import nets
 
-check_module = importlib.import_module("gradcheck.pipeline")
+plan_module = importlib.import_module("gradcheck.plan")
 
 
 def objective(loss, params, *args) -> Objective:
@@ -147,7 +147,7 @@ def test_relu_written_in_place_is_batched():
 
 @pytest.fixture
 def batch_every_size(monkeypatch):
-    monkeypatch.setattr(check_module, "BATCH_WORTH", 0.0)
+    monkeypatch.setattr(plan_module, "BATCH_WORTH", 0.0)
 
 
 def numeric_status(report):

@@ -179,7 +179,7 @@ def test_settle_puts_the_users_state_back_at_their_parameters(stateful_module):
     """The building block a check ends with: after calls at perturbed and complex points, settle()."""
     import importlib
     m = stateful_module
-    prep = importlib.import_module("gradcheck.pipeline").prepare(m.loss, m.grad, P, (X,))
+    prep = importlib.import_module("gradcheck.case").prepare(m.loss, m.grad, P, (X,))
     obj = prep.objective
     obj(obj.perturb(obj.x0, 0, 1, complex(P[1], 1e-30)), allow_complex=True)
     assert m.LAST.dtype == np.complex128

@@ -35,7 +35,7 @@ SLOW = settings.default.max_examples >= 500
 LAYOUT = settings(max_examples=settings.default.max_examples if SLOW else 12, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-#: float64 defaults (gradcheck.compare): rtol; atol as a fraction of the leaf's largest entry, and at
+#: float64 defaults (gradcheck.tolerances): rtol; atol as a fraction of the leaf's largest entry, and at
 #: least ROUNDOFF eps of the largest entry over all leaves
 RTOL, ATOL_FRACTION, ROUNDOFF_EPS = 1e-8, 1e-10, 100 * np.finfo(np.float64).eps
 

@@ -35,7 +35,7 @@ def _batch_every_size(request, monkeypatch):
     if callspec is not None and callspec.params.get("against") == BATCHED:
         import importlib
 
-        monkeypatch.setattr(importlib.import_module("gradcheck.pipeline"), "BATCH_WORTH", 0.0)
+        monkeypatch.setattr(importlib.import_module("gradcheck.plan"), "BATCH_WORTH", 0.0)
 
 
 def run(net, grad=None, against="numeric", **options):

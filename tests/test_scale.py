@@ -13,7 +13,6 @@ and counted in far fewer loss calls than there are parameters.
 
 from __future__ import annotations
 
-import importlib
 import tracemalloc
 
 import numpy as np
@@ -21,12 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gradcheck import check
+from gradcheck import check, diagnose, plan as plan_module
 from gradcheck.references.jax import reference as jax_ref
 
 import nets
-
-check_module = importlib.import_module("gradcheck.pipeline")
 
 FAST = "numeric"
 DEFAULT = ("numeric", "jax")
@@ -136,7 +133,7 @@ def test_a_leaf_failing_a_projection_fails_even_if_its_sampled_elements_pass():
 
     results = list(check(NET.loss, NET.grad, NET.params, NET.args, against=FAST).parameters)
     failing = Projection(label="W1: random signs", yours=1.0, numeric=1.1, error=1e-9, tol=1e-6)
-    flagged = check_module._projection_failures(results, [True, False, False, False], [failing])
+    flagged = diagnose.projection_failures(results, [True, False, False, False], [failing])
     assert not flagged[0].passed and flagged[0].diagnosis == "wrong"
     assert "W1: random signs" in flagged[0].detail and "yours 1 vs finite differences 1.1" in flagged[0].detail
     assert flagged[1:] == results[1:]
@@ -198,7 +195,7 @@ def test_sympy_is_sampled_on_a_larger_network():
     report = check(NET.loss, NET.grad, NET.params, NET.args, against=("numeric", "sympy"), max_elements=SAMPLE)
     assert report.passed, report
     sympy = {r.name: r for r in report.references}["sympy"]
-    assert sympy.ran and 0 < sympy.elements <= check_module.SYMPY_SAMPLE
+    assert sympy.ran and 0 < sympy.elements <= plan_module.SYMPY_SAMPLE
 
 
 def test_auto_leaves_sympy_out_above_its_limit():
