@@ -350,6 +350,7 @@ def _print(outcomes: list, args: argparse.Namespace, config_mode: bool) -> None:
 def _json_case(o: Outcome) -> dict:
     if o.report is not None:
         return o.report.to_dict()
+    assert o.error is not None  # _run records a report or the error that stopped it
     return {"passed": False, "error": {"type": type(o.error).__name__, "message": _message(o.error),
                                        "exit_code": o.code}}
 

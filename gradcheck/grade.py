@@ -290,7 +290,8 @@ def _tail(path: Path) -> str:
 def make_row(spec: GradeSpec, student: str, result: dict | None, *, seconds: float, output: str = "",
              returncode: int | None = 0, timed_out: bool = False) -> Row:
     """The gradebook row of one submission, from what its child wrote (or did not)."""
-    base = dict(student=student, score=0.0, max_score=spec.max_score, seconds=round(seconds, 3), output=output)
+    base: dict[str, Any] = dict(student=student, score=0.0, max_score=spec.max_score, seconds=round(seconds, 3),
+                                output=output)
     if timed_out:
         msg = (f"your code did not finish within {spec.timeout:g} s and was stopped: look for a loop that never "
                f"ends, a sleep or a wait for input")

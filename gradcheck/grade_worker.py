@@ -49,7 +49,7 @@ def block_unasked_jax(against: Any) -> bool:
     names = [against] if isinstance(against, str) else list(against or ["auto"])
     if any(n in ("jax", "auto", "all") for n in names) or "jax" in sys.modules:
         return False
-    sys.modules["jax"] = None  # type: ignore[assignment] - the documented way to make an import fail
+    sys.modules["jax"] = None  # type: ignore[assignment]  # the documented way to make an import fail
     return True
 
 

@@ -30,11 +30,11 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import pytest
 
-from .errors import ConfigError, GradcheckError, GradientMismatch
+from .errors import ConfigError, GradcheckError, GradientMismatch, UserCodeError
 from .usercode.frames import skip_leading
 
 #: Options of the command line and ini files, with their pytest ini types.
@@ -172,7 +172,7 @@ def _jsonable(obj: Any) -> Any:
 def _record(nodeid: str, kind: str, title: str, options: dict, seconds: float, report: Any = None,
             error: BaseException | None = None) -> dict:
     """One check, as the JSON-able dict the report file lists."""
-    rec = {"nodeid": nodeid, "kind": kind, "title": title, "options": dict(options),
+    rec: dict[str, Any] = {"nodeid": nodeid, "kind": kind, "title": title, "options": dict(options),
            "seconds": round(seconds, 4), "passed": bool(report is not None and report.passed),
            "max_rel_error": None, "report": None, "error": None}
     if report is not None:
@@ -211,7 +211,7 @@ def _hide_internals(exc: BaseException, chained: bool) -> BaseException:
     With `chained`, pytest renders that exception (with source lines), so the copy of its
     traceback in the message goes.
     """
-    if chained and getattr(exc, "user_traceback", ""):
+    if chained and isinstance(exc, UserCodeError) and exc.user_traceback:  # the one error that carries it
         exc.user_traceback = ""
     cause = exc.__cause__
     while cause is not None:
@@ -325,7 +325,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _state(config: pytest.Config) -> GradcheckSession:
-    return config.pluginmanager.get_plugin(_PLUGIN_NAME)
+    return cast(GradcheckSession, config.pluginmanager.get_plugin(_PLUGIN_NAME))  # registered at configure
 
 
 # --------------------------------------------------------------------------- the fixture
@@ -472,11 +472,16 @@ def _grade_table(path: Path) -> Any:
     return load_config(path).grade
 
 
+def _grade_plugin(config: pytest.Config) -> GradePlugin:
+    """The grading plugin; registered at configure whenever submissions are collected."""
+    return cast(GradePlugin, config.pluginmanager.get_plugin("gradcheck-grade"))
+
+
 class SubmissionsFolder(pytest.Directory):
     """The submissions folder: one item per student, never its files."""
 
     def collect(self) -> Any:
-        plugin = self.config.pluginmanager.get_plugin("gradcheck-grade")
+        plugin = _grade_plugin(self.config)
         for folder in plugin.students:
             yield SubmissionItem.from_parent(self, name=folder.name, folder=folder)
 
@@ -495,7 +500,7 @@ class SubmissionItem(pytest.Item):
     def runtest(self) -> None:
         from .grade import feedback_text, grade_submission
 
-        spec = self.config.pluginmanager.get_plugin("gradcheck-grade").spec
+        spec = _grade_plugin(self.config).spec
         row = grade_submission(spec, self.folder)
         self.user_properties.append(("gradcheck_grade", json.dumps(row.to_dict())))
         error = None if row.status == "passed" else {"type": row.status, "message": row.feedback}
