@@ -115,9 +115,10 @@ def prepare(loss: Callable | None, grad: Callable | None, params: Any, args: Seq
             return _pair(vag(p, *a, **kw))[1]
 
         loss.gradcheck_part_of = grad.gradcheck_part_of = vag  # type: ignore[attr-defined]
-    for fn, what in ((loss, "loss"), (grad, "grad")):
-        if not callable(fn):
-            raise InvalidCase(f"{what} must be a function {what}(params, *args), got {type(fn).__name__}.")
+    if not callable(loss):
+        raise _not_a_function("loss", loss)
+    if not callable(grad):
+        raise _not_a_function("grad", grad)
     if params is None:
         raise InvalidCase("params is None; pass the parameters as an array, a dict, a list or a tuple of arrays.")
     args = tuple(args) if isinstance(args, (list, tuple)) else (args,)
@@ -236,7 +237,7 @@ def _shared_memory(names: Sequence[str], leaves: Sequence[Any]) -> list[str]:
             if not np.may_share_memory(a, b):
                 continue
             try:
-                shared = np.shares_memory(a, b, max_work=10_000)
+                shared = np.shares_memory(a, b, max_work=10_000)  # type: ignore[arg-type]  # numpy's stub allows only -1 and 0
             except Exception:  # noqa: BLE001 - numpy's TooHardError: too costly to decide, assume shared
                 shared = True
             if shared:
@@ -244,6 +245,10 @@ def _shared_memory(names: Sequence[str], leaves: Sequence[Any]) -> list[str]:
                            f"array): gradcheck checks each as an independent copy, as your loss sees them, but in "
                            f"a training loop an update to one also changes the other")
     return out
+
+
+def _not_a_function(what: str, value: Any) -> InvalidCase:
+    return InvalidCase(f"{what} must be a function {what}(params, *args), got {type(value).__name__}.")
 
 
 def _pair(result: Any) -> tuple:

@@ -184,6 +184,7 @@ def _parse_case(raw: Any, n: int, defaults: dict, path: Path | None) -> CaseSpec
 
 def _case_targets(raw: dict, kind: str, where: str) -> dict:
     """The target strings of a case, checked for presence, exclusivity and syntax."""
+    required: tuple[str, ...]
     required, optional = TARGET_KEYS[kind]
     other = [k for k in _ALL_TARGETS if k in raw and k not in required + optional]
     if other:

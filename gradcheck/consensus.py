@@ -325,6 +325,8 @@ def _overall_scale(refs: Sequence[ReferenceGradient]) -> float:
 
 def _not_finite_warning(numeric: ReferenceGradient, k: int) -> list[str]:
     """A warning for elements finite differences visited (a step is set) but could not estimate."""
+    if numeric.steps is None:
+        return []
     lost = np.isfinite(numeric.steps[k]) & ~numeric.checked[k]
     if not lost.any():
         return []

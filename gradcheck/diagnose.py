@@ -157,9 +157,11 @@ def diagnose(name: str, cmp: Comparison, others: Mapping[str, Combined], batch_s
         shown = ", ".join(at(ix) for ix in wrong[:8]) + (" ..." if len(wrong) > 8 else "")
         return _result(name, cmp, "partial", f"{len(wrong)} of {counted} checked elements of {name} are wrong: {shown}.",
                        CAUSES["partial"], wrong_indices=tuple(wrong[:1000]), dtype=dtype)
-    ix = worst_index(cmp)
+    worst = worst_index(cmp)
+    if worst is None:  # not reached: elements were checked and some are wrong
+        worst = wrong[0]
     return _result(name, cmp, "wrong", f"{len(wrong)} of {counted} checked elements of {name} are wrong, "
-                   f"worst at {at(ix)}: yours {_fmt(float(y[ix]))} vs reference {_fmt(float(r[ix]))}.",
+                   f"worst at {at(worst)}: yours {_fmt(float(y[worst]))} vs reference {_fmt(float(r[worst]))}.",
                    CAUSES["wrong"], wrong_indices=tuple(wrong[:1000]), dtype=dtype)
 
 

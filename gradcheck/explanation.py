@@ -177,10 +177,10 @@ class Node:
     def __ge__(self, other: Any) -> bool:
         return bool(self.value >= _value(other))
 
-    def __eq__(self, other: Any) -> bool:  # type: ignore[override]
+    def __eq__(self, other: Any) -> bool:
         return bool(self.value == _value(other))
 
-    def __ne__(self, other: Any) -> bool:  # type: ignore[override]
+    def __ne__(self, other: Any) -> bool:
         return bool(self.value != _value(other))
 
     # np.var and friends take x * conj(x) and .real on object arrays; a real number is its own.
@@ -248,8 +248,8 @@ def _unary_method(name: str, derivative: Callable) -> Callable[[Node], Node]:
     return method
 
 
-for _name, _derivative in _UNARY.items():
-    setattr(Node, _name, _unary_method(_name, _derivative))
+for _unary_name, _unary_derivative in _UNARY.items():
+    setattr(Node, _unary_name, _unary_method(_unary_name, _unary_derivative))
 
 
 # --------------------------------------------------------------------------- naming

@@ -59,7 +59,7 @@ def option_problem(name: str, value: Any) -> str | None:
     if isinstance(value, bool):
         return OPTION_RULES[name]
     if name in ("seed", "max_elements"):
-        ok = isinstance(value, numbers.Integral) and value >= 0
+        ok = isinstance(value, numbers.Integral) and int(value) >= 0
     else:
         ok = isinstance(value, numbers.Real) and math.isfinite(float(value)) \
             and float(value) >= 0

@@ -115,7 +115,7 @@ def sweep_element(report: Report) -> ParamResult | None:
 def sweep_for_report(report: Report, objective: Objective) -> StepSweep | None:
     """The step sweep for the report's most telling element (None if no element was compared)."""
     p = sweep_element(report)
-    if p is None:
+    if p is None or p.worst_index is None:
         return None
     return step_sweep(objective, p.name, p.worst_index, yours=p.yours, reference=p.reference)
 
@@ -196,7 +196,11 @@ def _figure(report: Report, sweep: StepSweep | None) -> Any:
     only_scalars = bool(scalars) and not arrays
     heat_h, sweep_h = 0.8 + (1.4 if only_scalars else 2.4) * nrows, (3.4 if sweep is not None else 0.0)
     fig = Figure(figsize=(10, heat_h + sweep_h), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[heat_h, max(sweep_h, 1e-3)]) if sweep else (fig, None)
+    top: Any = fig
+    bottom: Any = None
+    if sweep is not None:
+        panels: Any = fig.subfigures(2, 1, height_ratios=[heat_h, max(sweep_h, 1e-3)])  # an array of two
+        top, bottom = panels
     cmap, norm, threshold = _colours(report)
     grid = top.add_gridspec(max(nrows, 1), ncols)
     axes, image = [], None
@@ -209,7 +213,7 @@ def _figure(report: Report, sweep: StepSweep | None) -> Any:
         image = _scalar_panel(axes[-1], scalars, cmap, norm) or image
     if image is not None:
         _colourbar(top, axes, image, threshold)
-    if bottom is not None:
+    if bottom is not None and sweep is not None:
         _sweep_panel(bottom.add_subplot(), sweep)
     _headline(top, report)
     if left_out:

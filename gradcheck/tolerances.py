@@ -40,9 +40,14 @@ def default_tolerances(dtype: np.dtype | str) -> tuple[float, float]:
 class Reference(Protocol):
     """What the tolerance of one leaf reads of its combined reference."""
 
-    value: np.ndarray
-    checked: np.ndarray
-    scale: float
+    @property
+    def value(self) -> np.ndarray: ...
+
+    @property
+    def checked(self) -> np.ndarray: ...
+
+    @property
+    def scale(self) -> float: ...
 
 
 def relative_atol(atol_rel: float, values: np.ndarray) -> float:

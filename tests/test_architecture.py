@@ -1,10 +1,12 @@
 """The package's shape, checked by reading its source: imports point one way, private names stay
-in their module, jax and sympy are imported only under references/."""
+in their module, jax and sympy are imported only under references/, and mypy accepts it."""
 
 from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "gradcheck"
@@ -126,3 +128,10 @@ def test_the_scanner_sees_imports_inside_functions():
     inner = [target for target, _, _ in _imports("gradcheck.references.jax.reference")]
     assert "jax" in inner
     assert any(t == "gradcheck.references.jax.adjoints" for name in MODULES for t, _, _ in _imports(name))
+
+
+def test_mypy_finds_no_error_in_the_package():
+    """`py.typed` ships: the package's annotations must hold (pyproject.toml's [tool.mypy], default mode)."""
+    result = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", "--no-error-summary"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr

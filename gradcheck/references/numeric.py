@@ -128,8 +128,7 @@ def loss_noise(objective: Objective, leaves: list, f0: float, points: int = 4) -
                 values.append(f0 if j == 0 else objective([x + j * d for x, d in zip(leaves, v)]))
     except Exception:  # noqa: BLE001 - a probe only; the finite differences themselves will say why
         return 0.0
-    values = np.asarray(values, dtype=np.float64)
-    d6 = np.diff(values, 6)
+    d6 = np.diff(np.asarray(values, dtype=np.float64), 6)
     if d6.size == 0 or not np.isfinite(d6).all():
         return 0.0
     gamma = math.factorial(6) ** 2 / math.factorial(12)
