@@ -494,10 +494,10 @@ def _numeric_adjoints(case: Case, forward: list[Binding]) -> tuple[list, dict, s
     total = sum(np.size(b.value) for b in live) + params
     _affordable(total, why)
     pace.calls += 2 * (total - params)
-    grads = [_differences(lambda i, h, k=k: _loss_moved(case, k, i, h), np.asarray(x, float), pace)
+    grads = [_differences(functools.partial(_loss_moved, case, k), np.asarray(x, float), pace)
              for k, x in enumerate(case.leaves)]
-    adj = {b.key: _differences(lambda i, h, b=b: _loss_with(case, b.key, _element(i, h)), np.asarray(b.value, float),
-                               pace) for b in live}
+    adj = {b.key: _differences(functools.partial(_loss_element, case, b.key), np.asarray(b.value, float), pace)
+           for b in live}
     return grads, {key: adj[b.key] for key, b in twin.items()}, "finite differences", RTOL["numeric"]
 
 
@@ -573,6 +573,11 @@ def _loss_with(case: Case, key: tuple, change: Callable[[Any], Any]) -> float:
     with substituting(lambda k, value: change(value) if k == key else None,
                       only=(key[0], key[1], key[3])):  # only that function's frames and that name
         return case.call_loss(case.params())
+
+
+def _loss_element(case: Case, key: tuple, i: int, h: float) -> float:
+    """The loss with element i of one intermediate moved by h."""
+    return _loss_with(case, key, _element(i, h))
 
 
 def _loss_moved(case: Case, k: int, i: int, h: float) -> float:
@@ -842,7 +847,7 @@ class _Search:
                               f"{'match' if len(unexplained) > 1 else 'matches'} no known quantity, so the line "
                               f"where the error entered cannot be told")
         if not node.statement.rerunnable and any(
-                self.matched(self.origin(p)) is not None and self.matched(self.origin(p)).pattern != "exact"
+                (m := self.matched(self.origin(p))) is not None and m.pattern != "exact"
                 for _, p in self.parents(node)):
             raise _NotLocated(f"{_where(node)} is wrong, but it cannot be re-run to tell whether the error "
                               f"entered there or in a value it read")
@@ -919,9 +924,9 @@ def _why(search: _Search, node: Binding, expected: Quantity) -> str:
             if (v.size > 2 or round_) and close(v, c * e.reshape(v.shape), expected.rtol):
                 return f"it is {c:.6g} times the right value: a factor is missing or extra"
         for p in (q for q in search.known.of([e.shape], eager=True) if q.kind == "param" and q.value.size > 2):
-            c = _coefficient(expected, p, v)
-            if c is not None:
-                return (f"it is {expected.label} {'-' if c > 0 else '+'} {_factor(abs(c))} x {p.label}: the "
+            reg = _coefficient(expected, p, v)
+            if reg is not None:
+                return (f"it is {expected.label} {'-' if reg > 0 else '+'} {_factor(abs(reg))} x {p.label}: the "
                         f"regularisation's gradient is off by that much")
     if v.ndim == 2 and v.shape[::-1] == e.shape and expected.holds(v.T):
         return "it is transposed"
@@ -1007,10 +1012,23 @@ def blame(loss: Callable | None = None, grad: Callable | None = None, params: An
     arrays = [validate_leaf(n, v) for n, v in zip(names, values)]
     scalar = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in values]
     pair = value_and_grad is not None
-    case = Case(loss if loss is not None else (lambda p, *a, **k: value_and_grad(p, *a, **k)[0]),
-                value_and_grad if pair else grad, names, arrays, treedef, scalar, tuple(args), dict(kwargs or {}),
+    gradient = _gradient_function(grad, value_and_grad)
+    case = Case(loss if loss is not None else (lambda p, *a, **k: gradient(p, *a, **k)[0]),
+                gradient, names, arrays, treedef, scalar, tuple(args), dict(kwargs or {}),
                 pair, seconds, use_jax=use_jax)
     return blame_case(case, list(leaves) if leaves is not None else names)
+
+
+def _gradient_function(grad: Callable | None, value_and_grad: Callable | None) -> Callable:
+    """value_and_grad if given, else grad; with neither, a function that fails as calling None would."""
+    given = value_and_grad if value_and_grad is not None else grad
+    if given is not None:
+        return given
+
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("neither grad nor value_and_grad was given")
+
+    return missing
 
 
 def blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
@@ -1105,8 +1123,8 @@ def _blame_leaf(search: _Search, bwd: Recording, obj: Any, expected: Quantity, n
         node, should, hint = search.locate(final, expected)
     except _NotLocated as exc:
         return Blame(reason=str(exc)), True
-    if node is final and not any(search.matched(search.origin(p)) is not None
-                                 and search.matched(search.origin(p)).quantity.kind not in ("param", "data")
+    if node is final and not any((m := search.matched(search.origin(p))) is not None
+                                 and m.quantity.kind not in ("param", "data")
                                  for _, p in search.parents(node)):
         return Blame(reason=f"the gradient of {name} is one expression of the parameters and data "
                             f"({_where(node)}): there is no named intermediate to compare; name its steps "
@@ -1129,7 +1147,7 @@ def attach_blame(results: Sequence[Any], prep: Any, grad: Callable | None, value
         return list(results)
     try:
         obj = prep.objective
-        case = Case(obj.loss, value_and_grad if value_and_grad is not None else grad, list(prep.names),
+        case = Case(obj.loss, _gradient_function(grad, value_and_grad), list(prep.names),
                     [np.array(x, copy=True) for x in obj.x0_user], obj.treedef, list(obj.scalar_leaves),
                     tuple(obj.user_args), dict(obj.user_kwargs), value_and_grad is not None,
                     min(BLAME_SECONDS, 0.25 * budget, float("inf") if left is None else max(left, 0.0)),
