@@ -99,7 +99,7 @@ def _cell_name(p: ParamResult, r: int, c: int, br: int, bc: int, grid_shape: tup
         rows = f"{r * br}-{min((r + 1) * br, grid_shape[0]) - 1}"
         cols = f"{c * bc}-{min((c + 1) * bc, grid_shape[1]) - 1}"
         return f"{p.name}: rows {rows}, columns {cols} (worst element of the block)"
-    shape = np.shape(p.rel_errors)
+    shape = np.shape(p.rel_errors) if p.rel_errors is not None else ()
     if not shape:
         return p.name
     flat = r * grid_shape[1] + c

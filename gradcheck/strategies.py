@@ -22,7 +22,7 @@ imports hypothesis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, cast
 
 import numpy as np
 from hypothesis import strategies as st
@@ -45,7 +45,7 @@ TINY = 1e-3
 
 
 def values(*, bound: float = BOUND, kinks: Sequence[float] = (), margin: float = MARGIN,
-           allow_kinks: bool = False, tiny: float = TINY, width: int = 64) -> st.SearchStrategy[float]:
+           allow_kinks: bool = False, tiny: float = TINY, width: Literal[16, 32, 64] = 64) -> st.SearchStrategy[float]:
     """Floats in [-bound, bound], 0 or at least `tiny` in size, `margin` from every kink unless `allow_kinks`."""
     if bound <= 0:
         raise ValueError(f"bound={bound!r}: give a positive magnitude bound such as 2.0.")
@@ -66,7 +66,8 @@ def arrays(shape: int | Sequence[int], *, dtype: Any = np.float64, bound: float 
            ) -> st.SearchStrategy[np.ndarray]:
     """Float arrays of a fixed shape with well-conditioned values (see `values`)."""
     dtype = np.dtype(dtype)
-    elements = values(bound=bound, kinks=kinks, margin=margin, allow_kinks=allow_kinks, width=8 * dtype.itemsize)
+    elements = values(bound=bound, kinks=kinks, margin=margin, allow_kinks=allow_kinks,
+                      width=cast(Literal[16, 32, 64], 8 * dtype.itemsize))
     shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
     return hnp.arrays(dtype, shape, elements=elements)
 
@@ -85,7 +86,7 @@ def params_like(params: Any, *, bound: float = 1.0, **options: Any) -> st.Search
     those of `arrays` (bound, kinks, margin, allow_kinks).
     """
     _, leaves, treedef = flatten(params)
-    parts = []
+    parts: list[st.SearchStrategy[Any]] = []
     for leaf in leaves:
         arr = np.asarray(leaf)
         dtype = arr.dtype if arr.dtype.kind == "f" else np.float64
@@ -128,7 +129,7 @@ def mlp_params(sizes: Sequence[int], *, bound: float = 1.0, weight: str = "W{}",
 
 
 def _mlp_shapes(sizes: Sequence[int], weight: str = "W{}", bias: str = "b{}") -> dict:
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for i, (n, m) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
         shapes[weight.format(i)] = (n, m)
         shapes[bias.format(i)] = (m,)
