@@ -469,8 +469,8 @@ class Rebinder:
         if isinstance(raw, classmethod):
             return classmethod(self.convert(raw.__func__))
         if isinstance(raw, property):
-            return property(*(self.convert(f) if f is not None else None for f in (raw.fget, raw.fset, raw.fdel)),
-                            raw.__doc__)
+            fget, fset, fdel = (self.convert(f) if f is not None else None for f in (raw.fget, raw.fset, raw.fdel))
+            return property(fget, fset, fdel, raw.__doc__)
         return raw
 
     def instance(self, obj: Any) -> Any:
@@ -483,7 +483,7 @@ class Rebinder:
         if rebound is type(obj):  # a class that could not be rebound (an Enum member stays itself)
             return obj
         try:
-            clone = object.__new__(rebound)
+            clone: Any = object.__new__(rebound)
         except TypeError:  # a subclass of a builtin type (list, dict): copy it, then retype the copy
             try:
                 clone = copy.copy(obj)
@@ -541,13 +541,15 @@ def _rebound_metaclass(meta: type) -> type:
     Objects the rebound code receives (in args) are instances of the user's class, not of
     its rebound copy: `isinstance(layer, Dense)` must stay true for them.
     """
+    base: Any = meta  # typeshed reads meta.__instancecheck__ as bound to meta; on a class it is unbound
+
     def __instancecheck__(cls: Any, obj: Any) -> bool:
         original = vars(cls).get("__rebound_from__")
-        return isinstance(obj, original) if original is not None else meta.__instancecheck__(cls, obj)
+        return isinstance(obj, original) if original is not None else base.__instancecheck__(cls, obj)
 
     def __subclasscheck__(cls: Any, sub: Any) -> bool:
         original = vars(cls).get("__rebound_from__")
-        return issubclass(sub, original) if original is not None else meta.__subclasscheck__(cls, sub)
+        return issubclass(sub, original) if original is not None else base.__subclasscheck__(cls, sub)
 
     return type(f"Rebound{meta.__name__}", (meta,), {"__instancecheck__": __instancecheck__,
                                                      "__subclasscheck__": __subclasscheck__})

@@ -36,7 +36,7 @@ import operator
 import sys
 import textwrap
 import types
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 
@@ -186,7 +186,7 @@ def _local_names(function: ast.FunctionDef) -> set[str]:
     a = function.args
     names = {arg.arg for arg in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if arg is not None}
     declared: set[str] = set()
-    todo = list(function.body)
+    todo: list[ast.AST] = list(function.body)
     while todo:
         node = todo.pop()
         if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
@@ -276,7 +276,7 @@ def _compiled(definition: ast.FunctionDef, code: types.CodeType) -> types.CodeTy
             args=ast.arguments(posonlyargs=[], args=[ast.arg(v) for v in code.co_freevars], kwonlyargs=[],
                                kw_defaults=[], defaults=[]),
             body=[definition, ast.Return(ast.Name(definition.name, ast.Load()))], decorator_list=[], returns=None)
-        if "type_params" in ast.FunctionDef._fields:  # Python 3.12+
+        if sys.version_info >= (3, 12):  # FunctionDef has type_params from 3.12
             factory.type_params = []
         body = [factory]
     module = ast.fix_missing_locations(ast.Module(body, type_ignores=[]))
@@ -337,7 +337,7 @@ def functional_code(code: types.CodeType) -> types.CodeType | None:
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef) or tree.body[0].name != code.co_name:
         return None
     ast.increment_lineno(tree, code.co_firstlineno - 1)  # the user's line numbers in tracebacks
-    original = _compiled(ast.parse(source).body[0], code)
+    original = _compiled(cast(ast.FunctionDef, ast.parse(source).body[0]), code)  # the same source as tree
     if original is None or not _same_bytecode(original, code):
         return None  # the file changed since the function was defined: do not guess
     definition = tree.body[0]

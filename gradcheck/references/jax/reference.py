@@ -31,7 +31,7 @@ import types
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, cast
 
 import numpy as np
 
@@ -63,7 +63,7 @@ def float64() -> Any:
     """A context in which JAX computes in float64; the user's global setting is untouched."""
     if hasattr(jax, "enable_x64"):
         return jax.enable_x64(True)
-    from jax.experimental import enable_x64  # jax < 0.5
+    from jax.experimental import enable_x64  # type: ignore[attr-defined, unused-ignore]  # jax < 0.5
 
     return enable_x64(True)
 
@@ -312,7 +312,7 @@ def _interruptible(code: types.CodeType, cache: dict = {}) -> bool:
     return known
 
 
-_JAX = tuple(os.path.dirname(m.__file__) + os.sep for m in (jax, jaxlib))
+_JAX = tuple(os.path.dirname(cast(str, m.__file__)) + os.sep for m in (jax, jaxlib))  # packages, with a file
 _STDLIB = (sysconfig.get_paths()["stdlib"] + os.sep, "<frozen ")
 _SITE = tuple({sysconfig.get_paths()[k] + os.sep for k in ("purelib", "platlib")})
 
