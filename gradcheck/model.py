@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -48,7 +48,7 @@ class ReferenceGradient:
     notes: tuple = ()
     seconds: float = 0.0
     exact: bool = False
-    formulas: dict = field(default_factory=dict, compare=False)
+    formulas: Mapping[str, Any] = field(default_factory=dict, compare=False)
     kinks: Optional[tuple] = None  # per leaf: elements where the loss has a kink
 
 
@@ -169,7 +169,7 @@ class Report:
     loss_value: Optional[float] = None
     seed: int = 0
     plan: dict = field(default_factory=dict)
-    formulas: dict = field(default_factory=dict, compare=False)
+    formulas: Mapping[str, Any] = field(default_factory=dict, compare=False)
     title: str = ""
 
     @property

@@ -13,7 +13,7 @@ import sys
 import time
 from collections import ChainMap
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -132,8 +132,9 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
         plan["seconds"] = round(time.perf_counter() - started, 4)
         warnings = prep.warnings + numeric.warnings + vetted + warnings + [
             f"{s.name} reference skipped: {s.reason}" for s in ordered if not s.ran]
-        # SymPy's formulas are worked out when read: keep its mapping as it is.
-        formulas = ChainMap(*(r.formulas for r in refs.values() if r.formulas))
+        # SymPy's formulas are worked out when read: keep its mapping as it is (a ChainMap only
+        # writes to a map when written to, and a report's formulas are read only).
+        formulas: Mapping[str, Any] = ChainMap(*(r.formulas for r in refs.values() if r.formulas))  # type: ignore[arg-type]
         if not all(p.passed for p in results):
             results = _blame(results, prep, grad, value_and_grad, refs, plan, budget, left())
             plan["seconds"] = round(time.perf_counter() - started, 4)
