@@ -172,10 +172,15 @@ class Statement:
     def _code(self) -> Any:
         code = _CODE.get(self)
         if code is None:
-            if isinstance(self.node, ast.Return):
-                code = compile(ast.Expression(self.node.value), self.filename, "eval")
+            node = self.node
+            if isinstance(node, ast.Return):
+                if node.value is None:
+                    raise ValueError("field 'body' is required for Expression")  # a bare `return`
+                code = compile(ast.Expression(node.value), self.filename, "eval")
             else:
-                code = compile(ast.Module([self.node], []), self.filename, "exec")
+                if node is None:
+                    raise ValueError("None disallowed in statement list")
+                code = compile(ast.Module([node], []), self.filename, "exec")
             _CODE[self] = code
         return code
 
@@ -224,7 +229,7 @@ def _narrow(node: ast.stmt, label: str) -> ast.AST:
     return value
 
 
-_TREES: dict[str, Any] = {}
+_TREES: dict[str, ast.Module | None] = {}
 _CODE: dict[Statement, Any] = {}
 _READS: dict[tuple, tuple] = {}
 _STATEMENTS: dict[tuple[str, int], Statement] = {}
@@ -240,15 +245,14 @@ def statement_at(filename: str, lineno: int) -> Statement:
 
 
 def _statement_at(filename: str, lineno: int) -> Statement:
-    tree = _TREES.get(filename)
-    if tree is None:
+    if filename not in _TREES:
         try:
-            tree = ast.parse("".join(linecache.getlines(filename)))
+            _TREES[filename] = ast.parse("".join(linecache.getlines(filename)))
         except (SyntaxError, ValueError):
-            tree = False
-        _TREES[filename] = tree
+            _TREES[filename] = None  # not Python source: no statement to be found
+    tree = _TREES[filename]
     best = None
-    if tree:
+    if tree is not None:
         for node in ast.walk(tree):
             if isinstance(node, ast.stmt) and node.lineno <= lineno <= (node.end_lineno or node.lineno):
                 if best is None or (node.lineno, -(node.end_lineno or 0)) > (best.lineno, -(best.end_lineno or 0)):

@@ -278,14 +278,14 @@ def _dual(fn: Callable, numeric: Callable) -> Callable:
     def apply(*args: Any) -> Any:
         if builtins.all(_numeric(a) for a in args):
             return _real(numeric(*[_mp(a) for a in args]))
-        args = [_number(a) for a in args]
-        return fn(*args, evaluate=False) if global_parameters.evaluate else build(*args)
+        operands = [_number(a) for a in args]
+        return fn(*operands, evaluate=False) if global_parameters.evaluate else build(*operands)
 
     apply.__name__ = getattr(fn, "__name__", "fn")
     return apply
 
 
-def _node(cls: type) -> Callable:
+def _node(cls: Callable) -> Callable:
     """cls(*args, evaluate=False) built directly, for expressions that are only evaluated and
     differentiated (formulas, built with evaluation on, keep SymPy's own constructors).
 
@@ -302,9 +302,10 @@ def _node(cls: type) -> Callable:
 
     def extremum(*args: Any) -> Any:
         numbers = [a for a in args if _numeric(a)]
+        operands = list(args)
         if len(numbers) > 1:
-            args = [a for a in args if not _numeric(a)] + [pick(numbers, key=_mp)]
-        unique = tuple({id(a): a for a in map(sympy.sympify, args)}.values())
+            operands = [a for a in args if not _numeric(a)] + [pick(numbers, key=_mp)]
+        unique = tuple({id(a): a for a in map(sympy.sympify, operands)}.values())
         if len(unique) == 1:
             return unique[0]
         node = sympy.Expr.__new__(cls, *unique)
@@ -446,7 +447,7 @@ def _reduce_with(fn: Callable, a: np.ndarray, axis: Any, keepdims: bool, many: b
     axes = tuple(range(a.ndim)) if axis is None else tuple(np.atleast_1d(axis).tolist())
     axes = tuple(ax % a.ndim for ax in axes) if a.ndim else ()
     moved = np.moveaxis(a, axes, tuple(range(a.ndim - len(axes), a.ndim)))
-    rows = moved.reshape(moved.shape[:a.ndim - len(axes)] + (-1,))
+    rows: np.ndarray = moved.reshape(moved.shape[:a.ndim - len(axes)] + (-1,))
     if rows.shape[-1] == 0:
         if identity is None:
             raise ValueError("zero-size array to reduction operation which has no identity")
@@ -513,9 +514,9 @@ def _scaled(m: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     Returns (ints, exponents, exact): for axis=1, m[i, k] == ints[i, k] * 2**exponents[i] wherever
     exact[i, k]; ints is 0 elsewhere (symbols, values without a binary form, too wide a row).
     """
-    man, exp, bits = zip(*[_binary(x) or _INEXACT for x in m.flat])
-    man = np.array(man, dtype=object).reshape(m.shape)
-    exp, bits = (np.array(v, dtype=np.int64).reshape(m.shape) for v in (exp, bits))
+    man_, exp_, bits_ = zip(*[_binary(x) or _INEXACT for x in m.flat])
+    man = np.array(man_, dtype=object).reshape(m.shape)
+    exp, bits = (np.array(v, dtype=np.int64).reshape(m.shape) for v in (exp_, bits_))
     live = bits > 0  # the nonzero numbers set the scale
     low = np.where(live, exp, _MAX_EXPONENT).min(axis=axis, keepdims=True)
     high = np.where(live, exp + bits, -_MAX_EXPONENT).max(axis=axis, keepdims=True)
@@ -597,7 +598,7 @@ def _matmul_2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ints_a, exp_a, exact_a = _scaled(a, axis=1)
     ints_b, exp_b, exact_b = _scaled(b, axis=0)
     out = _rounded(_int_matmul(ints_a, ints_b), exp_a[:, None] + exp_b[None, :])
-    loose_a, loose_b = ~exact_a, ~exact_b
+    loose_a, loose_b = np.logical_not(exact_a), np.logical_not(exact_b)
     mixed = loose_a.any(axis=1)[:, None] | loose_b.any(axis=0)[None, :]
     for i, j in zip(*np.nonzero(mixed)):
         terms = np.flatnonzero(loose_a[i] | loose_b[:, j])
@@ -764,13 +765,14 @@ class SymArray(np.ndarray):
     def tolist(self) -> Any:
         return _scalars(np.ndarray.tolist(self))
 
-    @property
-    def flat(self) -> "_Flat":  # type: ignore[override]
+    @property  # type: ignore[override]  # a _Flat, not numpy's flatiter: its items are SymScalars
+    def flat(self) -> "_Flat":
         return _Flat(np.ndarray.flat.__get__(self))
 
     @flat.setter
     def flat(self, value: Any) -> None:
-        np.ndarray.flat.__set__(self, plain(value))
+        # numpy's stub types ndarray.flat as a read-only property; at run time it is assignable
+        np.ndarray.flat.__set__(self, plain(value))  # type: ignore[attr-defined]
 
     def __bool__(self) -> bool:
         if self.size == 1:
@@ -792,8 +794,8 @@ class SymArray(np.ndarray):
     def argmin(self, axis: Any = None, out: Any = None, **kwargs: Any) -> Any:
         return np.argmin(_values_at_point(self), axis=axis, **kwargs)
 
-    def std(self, axis: Any = None, dtype: Any = None, out: Any = None, ddof: int = 0,
-            keepdims: bool = False, **kwargs: Any) -> Any:
+    def std(self, axis: Any = None, dtype: Any = None, out: Any = None, ddof: Any = 0,
+            keepdims: Any = False, **kwargs: Any) -> Any:
         return sqrt(self.var(axis=axis, ddof=ddof, keepdims=keepdims))
 
     def __float__(self) -> float:
@@ -1107,7 +1109,7 @@ def _floating(dtype: Any) -> bool:
     return dtype is None or np.dtype(dtype).kind in "fcO"
 
 
-def array(obj: Any, dtype: Any = None, copy: bool = True, **kwargs: Any) -> Any:
+def array(obj: Any, dtype: Any = None, copy: bool | None = True, **kwargs: Any) -> Any:
     """np.array; anything holding SymPy values becomes a SymArray (float dtypes are ignored)."""
     if isinstance(obj, SymArray) or is_symbolic(obj):
         if not _floating(dtype):
@@ -1159,7 +1161,7 @@ def full(shape: Any, fill_value: Any, dtype: Any = None, **kwargs: Any) -> Any:
 class float64(np.float64):
     """np.float64: a dtype as usual; called on a symbolic value it returns the value unchanged."""
 
-    def __new__(cls, x: Any = 0.0) -> Any:  # type: ignore[misc]
+    def __new__(cls, x: Any = 0.0) -> Any:
         if is_symbolic(x):
             return _wrap(x) if isinstance(x, np.ndarray) else x
         return np.float64(x)
