@@ -356,3 +356,9 @@ def projection_failures(results: list, failed_leaves: list, projections: list) -
         out.append(p)
     return out
 
+
+def missing_backward(p: ParamResult) -> ParamResult:
+    """A layer input whose backward pass returned None: it fails, whatever it was compared as."""
+    return replace(p, passed=False, diagnosis="missing", detail=f"backward returned None for input '{p.name}'.",
+                   cause="the backward pass returned None for this input: it is still a stub",
+                   worst_index=None, yours=None, reference=None, max_rel_error=float("inf"))

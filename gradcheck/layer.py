@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .diagnose import missing_backward
 from .pipeline import check
 from .errors import GradientMismatch, InvalidCase
 from .model import Report
@@ -164,14 +165,8 @@ def check_layer(forward: Callable, backward: Callable, inputs: Any, *, wrt: Sequ
 
 
 def _with_layer_findings(report: Report, missing: list[str], warnings: list[str]) -> Report:
-    results = []
-    for p in report.parameters:
-        if p.name in missing:
-            p = replace(p, passed=False, diagnosis="missing", detail=f"backward returned None for input '{p.name}'.",
-                        cause="the backward pass returned None for this input: it is still a stub",
-                        worst_index=None, yours=None, reference=None, max_rel_error=float("inf"))
-        results.append(p)
-    return replace(report, parameters=tuple(results), warnings=tuple(warnings) + report.warnings)
+    results = tuple(missing_backward(p) if p.name in missing else p for p in report.parameters)
+    return replace(report, parameters=results, warnings=tuple(warnings) + report.warnings)
 
 
 def assert_layer(*a: Any, **kw: Any) -> Report:
