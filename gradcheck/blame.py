@@ -33,7 +33,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Generic, Iterator, NamedTuple, Sequence, TypeVar, overload
 
 import numpy as np
 
@@ -57,21 +57,24 @@ MAX_RERUNS = 3_000
 
 #: The fixed random vector of each size a value is projected on ((r, sum |r|, |r|) by size), and the
 #: transposed copies of 2-D ones; kept across blames, up to PROBE_ELEMENTS elements in all.
-_PROBES: dict[int, tuple[np.ndarray, float, float]] = {}
+_PROBES: dict[int, tuple[np.ndarray, float, float, float, float]] = {}
 _TRANSPOSED: dict[tuple, np.ndarray] = {}
 PROBE_ELEMENTS = 4_000_000
+_T = TypeVar("_T")
 _EPS = float(np.finfo(np.float64).eps)
 
 
-def _probe_vector(n: int) -> tuple[np.ndarray, float, float]:
-    """(r, sum |r|, |r|): the fixed random vector of n elements, the same in every blame."""
+def _probe_vector(n: int) -> tuple[np.ndarray, float, float, float, float]:
+    """(r, sum |r|, |r|, sqrt(n), 2 n eps max(|r|, 1)): the fixed random vector of n elements, the same
+    in every blame, with the constants a Print of that size carries."""
     got = _PROBES.get(n)
     if got is None:
         if n + sum(_PROBES) + sum(r.size for r in _TRANSPOSED.values()) > PROBE_ELEMENTS:
             _PROBES.clear()
             _TRANSPOSED.clear()
         r = np.random.default_rng(n + 7919).standard_normal(n)
-        got = _PROBES[n] = (r, float(np.abs(r).sum()), math.sqrt(float(r @ r)))
+        length = math.sqrt(float(r @ r))
+        got = _PROBES[n] = (r, float(np.abs(r).sum()), length, math.sqrt(n), 2.0 * n * _EPS * max(length, 1.0))
     return got
 
 
@@ -82,6 +85,30 @@ def _transposed_probe(shape: tuple) -> np.ndarray:
         r = _probe_vector(shape[0] * shape[1])[0]
         got = _TRANSPOSED[shape] = np.ascontiguousarray(r.reshape(shape[::-1]).T).reshape(-1)
     return got
+
+
+class _once(Generic[_T]):
+    """A cached property without functools.cached_property's lock (blame runs in one thread): the value
+    computed on first access is stored in the instance's __dict__, which later reads find first."""
+
+    def __init__(self, fn: Callable[[Any], _T]) -> None:
+        self.fn, self.name = fn, fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _once[_T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> _T | _once[_T]:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
 
 
 class Print(NamedTuple):
@@ -100,11 +127,10 @@ def fingerprint(a: np.ndarray) -> Print:
     """The Print of a float or complex array (two dot products, no copy of a contiguous array)."""
     flat = a.reshape(-1)
     n = flat.size
-    r, spread, length = _probe_vector(n)
-    grain = 2.0 * n * _EPS * max(length, 1.0)
+    r, spread, _, root, grain = _probe_vector(n)
     if a.dtype.kind == "c":
-        return Print(math.sqrt(float(np.vdot(flat, flat).real)), complex(flat @ r), n, math.sqrt(n), spread, grain)
-    return Print(math.sqrt(float(flat @ flat)), float(flat @ r), n, math.sqrt(n), spread, grain)
+        return Print(math.sqrt(float(np.vdot(flat, flat).real)), complex(flat @ r), n, root, spread, grain)
+    return Print(math.sqrt(float(flat @ flat)), float(flat @ r), n, root, spread, grain)
 
 
 def _near(p: Print, proj: Any, norm: float, other: Any, t: float) -> bool:
@@ -129,7 +155,7 @@ class Quantity:
     of: str = ""        # the forward name it belongs to
     rtol: float = RTOL["exact"]
 
-    @functools.cached_property
+    @_once
     def print(self) -> Print:
         return fingerprint(self.value)
 
@@ -137,18 +163,18 @@ class Quantity:
     def norm(self) -> float:
         return self.print.norm
 
-    @functools.cached_property
+    @_once
     def scale(self) -> float:
         """The largest entry's magnitude."""
         v = self.value
         return float(max(v.max(), -v.min())) if v.size else 0.0
 
-    @functools.cached_property
+    @_once
     def tol(self) -> float:
         """How far a value may be from this quantity, per element, and still be it (see close)."""
         return self.rtol * max(self.scale, 1e-12) + 1e-15
 
-    @functools.cached_property
+    @_once
     def loose_tol(self) -> float:
         """An upper bound on tol from the norm alone (no element is larger than the norm)."""
         return self.rtol * max(self.norm, 1e-12) + 1e-15
