@@ -301,8 +301,10 @@ class _Shelf:
     """The known quantities of one shape, in order: each made (a local derivative computed) and checked
     against the earlier ones (zero, not finite or a duplicate: dropped) when the first reader reaches it."""
 
-    def __init__(self, raw: list[tuple[int, Callable[[], Quantity], bool]]) -> None:
-        self.raw = raw  # (position in the order, the maker, whether it is known to be distinct)
+    def __init__(self, raw: list[tuple[int, Quantity | tuple[str, np.ndarray, int], bool]]) -> None:
+        # (position in the order, the quantity or the local derivative (name, value, form) to make, whether
+        # it is known to be distinct)
+        self.raw = raw
         self.next = 0
         self.kept: list[tuple[int, Quantity]] = []
 
@@ -318,7 +320,7 @@ class _Shelf:
             elif self.next < len(self.raw) and self.raw[self.next][0] < upto:
                 pos, make, checked = self.raw[self.next]
                 self.next += 1
-                q = make()
+                q = make if isinstance(make, Quantity) else _derivative(*make)
                 if checked or self._new(q):
                     self.kept.append((pos, q))
             else:
@@ -341,15 +343,14 @@ class Known:
         self.eager, self.forms, self.extra = eager, forms, list(extra)
         raw: dict[tuple, list] = {}
         for i, q in enumerate(eager):
-            raw.setdefault(q.value.shape, []).append((i, functools.partial(_same, q), False))
+            raw.setdefault(q.value.shape, []).append((i, q, False))
         self.derived = base = len(eager)  # the local derivatives' positions start here
         for i in range(FORMS):  # the activation forms first: h * (1 - h)
             for j, (name, v) in enumerate(forms):
-                raw.setdefault(v.shape, []).append((base + i * len(forms) + j,
-                                                    functools.partial(_derivative, name, v, i), False))
+                raw.setdefault(v.shape, []).append((base + i * len(forms) + j, (name, v, i), False))
         base += FORMS * len(forms)
         for i, q in enumerate(self.extra):  # distinct among themselves already (data_parts)
-            raw.setdefault(q.value.shape, []).append((base + i, functools.partial(_same, q), True))
+            raw.setdefault(q.value.shape, []).append((base + i, q, True))
         self._shelves = {s: _Shelf(items) for s, items in raw.items()}
         self._keys: dict[tuple, list[tuple]] = {}
         for s in self._shelves:
@@ -396,10 +397,6 @@ class Known:
                 if c is not None:
                     return Match(q, "scale", float(np.round(c, 9)))
         return None
-
-
-def _same(q: Quantity) -> Quantity:
-    return q
 
 
 def _derivative(name: str, v: np.ndarray, i: int) -> Quantity:
