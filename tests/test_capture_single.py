@@ -69,3 +69,8 @@ def test_sympy_formulas_are_written_in_the_learners_own_names():
     head, where, definition = text.splitlines()
     assert head == "dloss/dw = -0.5*hidden*(0.25 - hidden)*(1 - hidden)"
     assert where == "where" and definition.strip().startswith("hidden = ")
+
+
+def test_outer_locals_of_a_lambda_are_the_lambdas():
+    _, captured = outer_locals(lambda x: _outer(x), 1.0)
+    assert captured == {"x": 1.0}

@@ -60,11 +60,12 @@ Handler = Callable[[FrameType, str, Any], Any]
 
 
 def user_tracer(stop: FrameType | None, on_frame: Callable[[FrameType, int], Handler | None], *,
-                packages: bool = True) -> Handler:
+                packages: bool = True, anonymous: bool = False) -> Handler:
     """A sys.settrace function: each call into the learner's named code gets `on_frame(frame, rank)`,
     which returns the frame's local trace function (or None); `rank` counts the learner's named
     functions between the frame and `stop` (0: the function gradcheck called). `packages`: code of
-    installed packages counts as the learner's (see `frames.is_user_file`)."""
+    installed packages counts as the learner's (see `frames.is_user_file`); `anonymous`: lambdas
+    and comprehensions get `on_frame` too (not counted in ranks)."""
     known: dict[Any, bool] = {}
 
     def is_user(frame: FrameType) -> bool:
@@ -86,7 +87,7 @@ def user_tracer(stop: FrameType | None, on_frame: Callable[[FrameType, int], Han
         if event != "call" or not is_user(frame):
             return None
         name = frame.f_code.co_name
-        if name.startswith("<") and name != "<module>":
+        if name.startswith("<") and name != "<module>" and not anonymous:
             return None
         return on_frame(frame, rank(frame))
 
@@ -491,7 +492,7 @@ def record(fn: Callable, *args: Any, max_bindings: int = MAX_BINDINGS, max_eleme
 
 def outer_locals(fn: Callable, *args: Any, packages: bool = False, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
     """Run fn(*args, **kwargs); return its result and the locals of the function gradcheck called
-    (the learner's outermost named function; the last such call's) as it returned.
+    (the learner's outermost function, a lambda too; the last such call's) as it returned.
 
     Only that frame is traced, for its return alone: the rest runs nearly at its own speed.
     """
@@ -509,7 +510,7 @@ def outer_locals(fn: Callable, *args: Any, packages: bool = False, **kwargs: Any
         frame.f_trace_lines = False
         return on_return
 
-    with tracing(user_tracer(sys._getframe(), on_frame, packages=packages)):
+    with tracing(user_tracer(sys._getframe(), on_frame, packages=packages, anonymous=True)):
         result = fn(*args, **kwargs)
     return result, captured
 
