@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import subprocess
+import os
 import sys
 import textwrap
 import time
@@ -203,6 +204,33 @@ def test_the_trace_deadline_is_not_raised_where_a_finalizer_would_swallow_it():
                 for _ in range(5000):
                     len(())
     finally:
+        sys.unraisablehook = hook
+    assert not swallowed and sys.getprofile() is None
+
+
+def test_the_trace_deadline_is_not_raised_in_an_installed_package_s_gc_callback():
+    """A test runner's gc callback (hypothesis registers one) lives in site-packages: raised
+    there, the exception is dropped as unraisable and the trace runs on; it waits for the
+    learner's code instead."""
+    import gc
+    import sysconfig
+
+    from gradcheck.references.jax import reference as jax_ref
+
+    runner = os.path.join(sysconfig.get_paths()["purelib"], "a_test_runner", "gc_timing.py")
+    scope: dict = {}
+    exec(compile("def on_gc(phase, info):\n    for _ in range(3000):\n        len(())\n", runner, "exec"), scope)
+    swallowed = []
+    hook, sys.unraisablehook = sys.unraisablehook, swallowed.append
+    gc.callbacks.append(scope["on_gc"])
+    try:
+        with pytest.raises(jax_ref._OutOfTime):
+            with jax_ref._traced_until(jax_ref._Clock(time.perf_counter())):
+                gc.collect()  # the callback runs past the deadline, 6000 profiled calls
+                for _ in range(5000):
+                    len(())
+    finally:
+        gc.callbacks.remove(scope["on_gc"])
         sys.unraisablehook = hook
     assert not swallowed and sys.getprofile() is None
 

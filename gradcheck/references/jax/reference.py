@@ -25,20 +25,18 @@ import contextlib
 import functools
 import os
 import sys
-import sysconfig
 import time
 import types
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence, cast
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 _RANDOM_STATE = np.random.get_state()  # importing jax draws from numpy's global generator: put it back
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import jaxlib  # noqa: E402
 
 np.random.set_state(_RANDOM_STATE)
 
@@ -46,6 +44,7 @@ from ...errors import ReferenceUnavailable  # noqa: E402
 from ...model import ReferenceGradient
 from .. import unavailable
 from ...objective import Objective
+from ...usercode.frames import PACKAGE_DIR, is_user_file
 from ...usercode.rebind import SCALAR_REWRITE, SeededRandom, UnseededDraw, rebind_guarded
 from ...tree import map_data, unflatten
 
@@ -301,20 +300,17 @@ TRACE_SECONDS = 3.0
 
 
 def _interruptible(code: types.CodeType, cache: dict = {}) -> bool:
-    """Whether the deadline may be raised in a frame running `code`: not in JAX's own code nor
-    the standard library's, where a weakref finalizer or `__del__` would swallow the exception
-    (and CPython would then drop the profile hook, leaving the trace unbounded)."""
+    """Whether the deadline may be raised in a frame running `code`: only in the learner's code
+    and gradcheck's own (the rebinding the loss runs through). Anywhere else (JAX, the standard
+    library, numpy, another installed package) the frame may be a weakref finalizer, `__del__`
+    or a gc callback (a test runner's), which would swallow the exception, and CPython would
+    then drop the profile hook, leaving the trace unbounded."""
     known = cache.get(code)
     if known is None:
         name = code.co_filename
-        library = name.startswith(_STDLIB) and not name.startswith(_SITE)
-        known = cache[code] = not (library or name.startswith(_JAX) or code.co_name == "__del__")
+        ours = not name.startswith("<") and os.path.realpath(name).startswith(PACKAGE_DIR)
+        known = cache[code] = code.co_name != "__del__" and (ours or is_user_file(name))
     return known
-
-
-_JAX = tuple(os.path.dirname(cast(str, m.__file__)) + os.sep for m in (jax, jaxlib))  # packages, with a file
-_STDLIB = (sysconfig.get_paths()["stdlib"] + os.sep, "<frozen ")
-_SITE = tuple({sysconfig.get_paths()[k] + os.sep for k in ("purelib", "platlib")})
 
 
 @dataclass
