@@ -53,8 +53,9 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     validate_numbers(rtol, atol, budget, seed, max_elements)
     seed = 0 if seed is None else int(seed)
     budget = rules.DEFAULT_BUDGET if budget is None else float(budget)
-    deadline = started + budget
     prep = prepare(loss, grad, params, args, value_and_grad=value_and_grad, kwargs=kwargs)
+    # Settling the user's state at the end calls the loss and the gradient once more: kept back.
+    deadline = started + budget - (prep.t_loss + prep.t_grad)
     # The user's state (a global the loss sets) is left at their parameters, not a perturbed point.
     with prep.objective.settled():
         refs: dict[str, ReferenceGradient] = {}
@@ -219,7 +220,13 @@ def plan_numeric(prep: Prepared, refs: dict, statuses: dict, budget: float, max_
             batched = None  # the same re-run of the loss: not to be trusted either
     if total > affordable and "jax" not in refs:
         max_tests = rules.localisation_tests(prep, budget)
-        if max_tests < rules.MAX_PROJECTIONS:
+        leaves = sum(1 for size in sizes if size)
+        if max_tests < leaves:
+            out.plan.setdefault("not_afforded", []).append(
+                f"a projection per parameter ({leaves} projections of {rules.PROJECTION_CALLS} calls of your loss each, "
+                f"{rules.PROJECTION_CALLS * call:.2g} s): one projection over all of them, weighted per "
+                f"parameter, stood in")
+        elif max_tests < rules.MAX_PROJECTIONS:
             out.plan.setdefault("not_afforded", []).append(
                 f"more than {max_tests} projections for localisation ({rules.PROJECTION_CALLS} calls of your loss "
                 f"each, {rules.PROJECTION_CALLS * call:.2g} s)")
@@ -237,12 +244,14 @@ def plan_numeric(prep: Prepared, refs: dict, statuses: dict, budget: float, max_
 
 def _batched_differences(prep: Prepared, refs: dict, elements: int, seconds: float) -> Any:
     """The loss batched under JAX (see references.jax.reference.batched_loss) when it can pay off
-    (gradcheck.plan.worth_batching, with the JAX reference running), kept only if a row is
-    cheaper than a call; else None."""
-    if "jax" not in refs or not rules.worth_batching(prep, elements, seconds):
+    (gradcheck.plan.worth_batching, with the JAX reference running; at once if an earlier check
+    compiled it), kept only if a row is cheaper than a call; else None."""
+    if "jax" not in refs:
         return None
-    from .references.jax.reference import batched_loss
+    from .references.jax.reference import batch_compiled, batched_loss
 
+    if not rules.worth_batching(prep, elements, seconds, compiled=batch_compiled(prep.objective)):
+        return None
     batched = batched_loss(prep.objective)
     return batched if batched is not None and batched.seconds_per_row < prep.t_loss else None
 

@@ -106,12 +106,13 @@ def affordable_elements(prep: Prepared, budget: float, max_elements: int | None,
     return int(budget * EXHAUSTIVE_SHARE[exact] / element_seconds(prep, batched))
 
 
-def worth_batching(prep: Prepared, elements: int, seconds: float) -> bool:
-    """Whether compiling a batched loss can pay off: a float64 loss whose `elements` differences
-    would take numpy longer than BATCH_WORTH seconds, yet could fit in `seconds` batched."""
+def worth_batching(prep: Prepared, elements: int, seconds: float, compiled: bool = False) -> bool:
+    """Whether a batched loss can pay off: a float64 loss whose `elements` differences would take
+    numpy longer than BATCH_WORTH seconds, yet could fit in `seconds` batched; or, `compiled` by
+    an earlier check (nothing left to pay), any float64 loss."""
     numpy_cost = elements * element_seconds(prep)
-    return prep.objective.eps <= np.finfo(np.float64).eps and BATCH_WORTH <= numpy_cost \
-        and numpy_cost * BATCH_BEST_CASE <= seconds
+    return prep.objective.eps <= np.finfo(np.float64).eps and (
+        compiled or (BATCH_WORTH <= numpy_cost and numpy_cost * BATCH_BEST_CASE <= seconds))
 
 
 def validation_per_leaf(prep: Prepared, affordable: int, batched: Any = None) -> int:

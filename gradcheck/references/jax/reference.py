@@ -596,6 +596,15 @@ def _seconds(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def batch_compiled(objective: Objective) -> bool:
+    """Whether an earlier check compiled this loss's batched form (building it again costs only
+    its timing, a few calls): nothing is compiled here."""
+    program = _PROGRAMS.get(objective)
+    if program is None or program.batched is False:
+        return False
+    return program.compiled.batched.get(tuple(np.shape(x) for x in objective.x0)) is not None
+
+
 def batched_loss(objective: Objective) -> BatchedLoss | None:
     """The loss at one-element perturbations of x0, evaluated in jitted batches, or None.
 
@@ -609,7 +618,7 @@ def batched_loss(objective: Objective) -> BatchedLoss | None:
     compiled = program.compiled
     shapes = tuple(np.shape(x) for x in objective.x0)
     flat = np.concatenate([np.ravel(x) for x in objective.x0])
-    if compiled.eager or flat.size == 0:
+    if compiled.eager or flat.size == 0 or (shapes in compiled.batched and compiled.batched[shapes] is None):
         program.batched = False
         return None
     rows = int(np.clip(BATCH_BYTES // (8 * flat.size), MIN_ROWS, MAX_ROWS))
@@ -624,6 +633,7 @@ def batched_loss(objective: Objective) -> BatchedLoss | None:
                           for _ in range(TIMINGS)) / rows
     except Exception:  # noqa: BLE001 - any failure means "not batchable"; callers fall back
         program.batched = False
+        compiled.batched[shapes] = None  # not tried again for this loss
         return None
     offsets = tuple(int(b) for b in _leaf_bounds(shapes)[:-1])
     program.batched = BatchedLoss(offsets=offsets, rows=rows, f0=float(first[0]), seconds_per_row=per_row,
