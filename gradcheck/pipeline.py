@@ -233,7 +233,7 @@ def plan_numeric(prep: Prepared, refs: dict, statuses: dict, budget: float, max_
         suspects, tests, out.failed_leaves = _localise(prep, seed, max_tests)
         out.projections += tests
         per_leaf = rules.localisation_per_leaf(prep, affordable)
-        out.selection = rules.union(rules.per_leaf_sample(sizes, per_leaf, rng), suspects)
+        out.selection = rules.ahead(suspects, rules.per_leaf_sample(sizes, per_leaf, rng))
         out.plan["numeric"] = "projections, localisation and a sample"
     out.plan["numeric_elements"] = int(sum(len(s) for s in out.selection))
     if batched is not None:

@@ -193,6 +193,12 @@ def union(a: list, b: list) -> list:
     return [np.union1d(x, y).astype(np.int64) for x, y in zip(a, b)]
 
 
+def ahead(first: list, then: list) -> list:
+    """Per leaf, the elements of `first`, then those of `then` not among them: differences cut
+    short by the deadline visit `first` (the suspects) before the rest."""
+    return [np.concatenate([np.asarray(x, np.int64), np.setdiff1d(y, x).astype(np.int64)]) for x, y in zip(first, then)]
+
+
 def disagreeing(prep: Prepared, ref: ReferenceGradient, per_leaf: int) -> list:
     """Per leaf, the elements where the user's gradient differs most from an exact reference."""
     out = []

@@ -139,6 +139,21 @@ def test_a_leaf_failing_a_projection_fails_even_if_its_sampled_elements_pass():
     assert flagged[1:] == results[1:]
 
 
+def test_the_suspects_are_differenced_before_the_sample():
+    """Differences cut short by the deadline visit the elements localisation found first."""
+    from gradcheck.case import prepare
+    from gradcheck.pipeline import plan_numeric
+
+    index = 301
+    prep = prepare(NET.loss, planted(NET, {"W1": [(index, 0.5)]}), NET.params, NET.args)
+    plan = plan_numeric(prep, {}, {}, 20.0, SAMPLE, seed=0)
+    k = prep.names.index("W1")
+    suspects = plan.selection[k][:4]
+    assert index in suspects
+    assert len(set(plan.selection[k].tolist())) == len(plan.selection[k])  # nothing differenced twice
+    assert plan.failed_leaves[k] and not any(f for j, f in enumerate(plan.failed_leaves) if j != k)
+
+
 def test_a_small_budget_plans_the_same_way_as_max_elements():
     net = wide_net(D=40, H=40)
     report = check(net.loss, net.grad, net.params, net.args, against=FAST, budget=0.0)
