@@ -13,8 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (ConfigError, GradcheckError, GradientMismatch, InvalidCase, NondeterministicLoss,
-                     ReferenceUnavailable, StructureMismatch, UserCodeError)
+from .errors import (BudgetTooShort, ConfigError, GradcheckError, GradientMismatch, InvalidCase,
+                     NondeterministicLoss, ReferenceUnavailable, StructureMismatch, UserCodeError)
 
 if TYPE_CHECKING:
     from .explanation import explain
@@ -46,5 +46,5 @@ __all__ = [
     "check", "assert_gradients", "check_layer", "assert_layer", "explain",
     "Report", "ParamResult", "ReferenceStatus",
     "GradcheckError", "InvalidCase", "StructureMismatch", "GradientMismatch", "NondeterministicLoss",
-    "UserCodeError", "ReferenceUnavailable", "ConfigError", "__version__",
+    "UserCodeError", "ReferenceUnavailable", "ConfigError", "BudgetTooShort", "__version__",
 ]

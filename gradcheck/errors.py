@@ -15,6 +15,10 @@ class StructureMismatch(InvalidCase):
     """The gradient's structure (keys, lengths, leaves) differs from the parameters'."""
 
 
+class BudgetTooShort(InvalidCase):
+    """The time budget (`budget=`) cannot pay the least check of this loss: it is that slow."""
+
+
 class GradientMismatch(GradcheckError, AssertionError):
     """A hand-written gradient disagrees with the references; the message is the report."""
 

@@ -21,7 +21,7 @@ from . import plan as rules
 from .case import Prepared, prepare
 from .consensus import set_aside, validate_by_projections, vet
 from .diagnose import findings, projection_failures
-from .errors import GradientMismatch, ReferenceUnavailable
+from .errors import BudgetTooShort, GradientMismatch, ReferenceUnavailable
 from .model import ReferenceGradient, ReferenceStatus, Report
 from .options import normalize_against, validate_numbers
 from .plan import Allowance
@@ -43,19 +43,22 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     (seconds) bounds the wall time of the whole check: the references, the plan and the calls of
     the user's code are fitted into it (finite differences are exhaustive when they fit, evaluated
     in batches under JAX when the loss traces and that is cheaper); what did not fit is listed
-    in `report.plan["not_afforded"]`. Only the least that still gives a verdict (the user's own
-    calls, one reference, and with finite differences alone a small sample) runs whatever the
-    budget; `max_elements` caps element-wise differences. `progress` shows the differences'
+    in `report.plan["not_afforded"]`. The least check (the user's own calls, and one projection
+    over the parameters with the search for a wrong one) is kept back from the rest; a `budget`
+    too short for it raises BudgetTooShort (the default budget runs it, with a warning).
+    `max_elements` caps element-wise differences. `progress` shows the differences'
     progress ("auto": on a terminal or in a notebook; False: off; see `gradcheck.progress`).
     """
     started = time.perf_counter()
     names, explicit = normalize_against(against)
     validate_numbers(rtol, atol, budget, seed, max_elements)
     seed = 0 if seed is None else int(seed)
+    budget_given = budget is not None
     budget = rules.DEFAULT_BUDGET if budget is None else float(budget)
     prep = prepare(loss, grad, params, args, value_and_grad=value_and_grad, kwargs=kwargs)
     # Settling the user's state at the end calls the loss and the gradient once more: kept back.
     deadline = started + budget - (prep.t_loss + prep.t_grad)
+    too_short = _too_short(prep, budget, time.perf_counter() - started, explicit=budget_given)
     # The user's state (a global the loss sets) is left at their parameters, not a perturbed point.
     with prep.objective.settled():
         refs: dict[str, ReferenceGradient] = {}
@@ -66,9 +69,9 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
         def left() -> float:
             return max(0.0, deadline - time.perf_counter())
 
-        def run(name: str, selection: list, **allowance: Any) -> None:
-            ref, statuses[name] = run_reference(name, prep, selection, Allowance(left(), seed, **allowance),
-                                                explicit=explicit)
+        def run(name: str, selection: list, reserve: float = 0.0, **allowance: Any) -> None:
+            ref, statuses[name] = run_reference(name, prep, selection, Allowance(max(left() - reserve, 0.0), seed,
+                                                                                 **allowance), explicit=explicit)
             if ref is not None:
                 refs[name] = ref
 
@@ -78,7 +81,8 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
                                               f"(budget={budget:g} s) had {left():.2g} s left")
             not_afforded.append("the JAX reference (importing jax)")
         elif "jax" in names:
-            run("jax", everything, asked=explicit)
+            # The least check by finite differences stays affordable if JAX cannot run after all.
+            run("jax", everything, reserve=rules.floor_seconds(prep) if "numeric" in names else 0.0, asked=explicit)
         numeric = NumericPlan(selection=everything, plan={}, projections=[], failed_leaves=[False] * len(prep.x0),
                               warnings=[])
         total = rules.total_elements(prep)
@@ -131,7 +135,7 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
         if not_afforded:
             plan["not_afforded"] = not_afforded
         plan["seconds"] = round(time.perf_counter() - started, 4)
-        warnings = prep.warnings + numeric.warnings + vetted + warnings + [
+        warnings = prep.warnings + too_short + numeric.warnings + vetted + warnings + [
             f"{s.name} reference skipped: {s.reason}" for s in ordered if not s.ran]
         # SymPy's formulas are worked out when read: keep its mapping as it is (a ChainMap only
         # writes to a map when written to, and a report's formulas are read only).
@@ -141,6 +145,29 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
             plan["seconds"] = round(time.perf_counter() - started, 4)
         return Report(parameters=tuple(results), references=tuple(ordered), warnings=tuple(warnings),
                       loss_value=prep.loss_value, seed=seed, plan=plan, formulas=formulas, title=title)
+
+
+def _too_short(prep: Prepared, budget: float, spent: float, explicit: bool) -> list[str]:
+    """Raise BudgetTooShort when `budget=` cannot pay the least check of this loss (see
+    gradcheck.plan.floor_calls) within its 10%; with the default budget, say so and go on."""
+    least = rules.least_budget(prep, spent)
+    if least <= (1 + rules.OVERRUN) * budget:
+        return []
+    why = (f"one call of your loss takes {rules.call_seconds(prep):.2g} s, and the least check (preparing it, "
+           f"{spent:.2g} s so far, then {rules.floor_calls(prep)} more calls of your loss and one of your "
+           f"gradient) takes about {least:.2g} s")
+    if explicit:
+        raise BudgetTooShort(f"budget={budget:g} s is too short to check this loss: {why}. Pass budget="
+                             f"{_round_up(least):g} or more, or leave budget out (the default is "
+                             f"{rules.DEFAULT_BUDGET:g} s).")
+    return [f"this check runs past the default time budget of {budget:g} s: {why}; pass budget= to say how long "
+            f"a check of this loss may take"]
+
+
+def _round_up(seconds: float) -> float:
+    """`seconds` rounded up to two significant digits."""
+    digits = 1 - int(np.floor(np.log10(max(seconds, 1e-9))))
+    return float(np.ceil(seconds * 10**digits) / 10**digits)
 
 
 def _blame(results: list, prep: Prepared, grad: Callable | None, value_and_grad: Callable | None, refs: dict,

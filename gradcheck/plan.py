@@ -9,6 +9,7 @@ share from the `Allowance` they are given.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
@@ -59,6 +60,9 @@ VALIDATION_SECONDS = 0.1
 #: batched loss for; a batch call costs at least this fraction of a numpy loss call per row.
 BATCH_WORTH = 0.5
 BATCH_BEST_CASE = 1 / 8
+#: ... and, once an earlier check compiled the batch, longer than this (its probes and timing
+#: cost a few calls; a batch also gives up the complex step).
+BATCH_WORTH_COMPILED = 0.05
 #: The share of the budget blame may use past it (a check stays within 10% of its budget).
 BLAME_OVERRUN = 0.05
 #: Seconds importing JAX takes (and compiling a first gradient), paid once per process: a
@@ -68,6 +72,8 @@ JAX_IMPORT_SECONDS = 1.5
 SYMPY_IMPORT_SECONDS = 1.0
 #: Calls of the user's loss a SymPy run makes (value checks, the symbolic run, one-sided re-runs).
 SYMPY_CALLS = 12
+#: How far past its budget a check may run (a share of the budget).
+OVERRUN = 0.1
 
 
 @dataclass(frozen=True)
@@ -109,10 +115,12 @@ def affordable_elements(prep: Prepared, budget: float, max_elements: int | None,
 def worth_batching(prep: Prepared, elements: int, seconds: float, compiled: bool = False) -> bool:
     """Whether a batched loss can pay off: a float64 loss whose `elements` differences would take
     numpy longer than BATCH_WORTH seconds, yet could fit in `seconds` batched; or, `compiled` by
-    an earlier check (nothing left to pay), any float64 loss."""
+    an earlier check (nothing left to pay), longer than BATCH_WORTH_COMPILED."""
     numpy_cost = elements * element_seconds(prep)
-    return prep.objective.eps <= np.finfo(np.float64).eps and (
-        compiled or (BATCH_WORTH <= numpy_cost and numpy_cost * BATCH_BEST_CASE <= seconds))
+    if compiled:
+        return prep.objective.eps <= np.finfo(np.float64).eps and min(BATCH_WORTH, BATCH_WORTH_COMPILED) <= numpy_cost
+    return prep.objective.eps <= np.finfo(np.float64).eps and BATCH_WORTH <= numpy_cost \
+        and numpy_cost * BATCH_BEST_CASE <= seconds
 
 
 def validation_per_leaf(prep: Prepared, affordable: int, batched: Any = None) -> int:
@@ -134,17 +142,36 @@ def localisation_per_leaf(prep: Prepared, affordable: int) -> int:
     return max(2, min(16, affordable // (2 * len(prep.x0))))
 
 
+def floor_calls(prep: Prepared) -> int:
+    """Loss calls the least check makes once its case is prepared: one projection over every
+    parameter, one more per level of the search over halves of the leaves if it fails, and the
+    call settling the user's state."""
+    leaves = sum(1 for x in prep.x0 if x.size)
+    return PROJECTION_CALLS * (1 + math.ceil(math.log2(max(leaves, 1)))) + 1
+
+
+def floor_seconds(prep: Prepared) -> float:
+    """Seconds the least check takes once its case is prepared (see floor_calls; the gradient
+    is called once more, settling the user's state)."""
+    return floor_calls(prep) * call_seconds(prep) + prep.t_grad
+
+
+def least_budget(prep: Prepared, spent: float) -> float:
+    """Seconds the least check takes in all, with `spent` seconds gone preparing it."""
+    return spent + floor_seconds(prep)
+
+
 def jax_shares(seconds: float, asked: bool, trace_seconds: float) -> tuple[float, float]:
     """(seconds JAX may trace, seconds a loss run op by op may take on its first run).
 
     Tracing may take half of what is left (compiling takes about as long again); unless JAX was
     asked for by name, at most `trace_seconds` or a tenth of the budget: other references wait.
-    A small loss traces in milliseconds: TRACE_FLOOR lets it, however small the budget. Op by op
+    A small loss traces in milliseconds: TRACE_FLOOR lets it, within what is left. Op by op
     (Python control flow on values) each operation compiles on its first use: EAGER_FACTOR times
     the share, within half of what is left.
     """
     share = max(0.5 * seconds, trace_seconds) if asked else min(0.5 * seconds, max(trace_seconds, 0.1 * seconds))
-    share = max(share, TRACE_FLOOR)
+    share = max(share, min(TRACE_FLOOR, seconds))
     return share, max(share, min(EAGER_FACTOR * share, 0.5 * seconds))
 
 

@@ -94,14 +94,54 @@ def test_the_blame_of_a_failing_gradient_fits_in_what_the_budget_leaves(budget):
     assert skipped or (blame.source.startswith("dz = dt") and "tanh" in blame.should_be), str(report)
 
 
-def test_differences_alone_still_give_a_verdict_on_a_tiny_budget():
-    """With no exact reference, the least that gives a verdict runs whatever the budget."""
+def least_budget(*case, **options) -> float:
+    """The budget BudgetTooShort names for a check asked to take no time at all."""
+    with pytest.raises(gradcheck.BudgetTooShort) as info:
+        gradcheck.check(*case, budget=0.0, **options)
+    message = str(info.value)
+    assert message.startswith("budget=0 s is too short to check this loss: one call of your loss takes"), message
+    return float(message.split("Pass budget=")[1].split()[0])
+
+
+def test_a_budget_shorter_than_the_least_check_is_refused_at_once():
+    """A budget the least check cannot keep is an error naming the budget that can, raised once
+    the case is prepared (two calls of the loss), not a check that runs past its promise."""
+    loss, grad, params, args = sleepy(0.1)
+    start = time.perf_counter()
+    with pytest.raises(gradcheck.BudgetTooShort) as info:
+        gradcheck.check(loss, grad, params, args, against="numeric", budget=0.5)
+    assert time.perf_counter() - start < 0.5
+    message = str(info.value)
+    assert "budget=0.5 s is too short" in message and "takes 0.1 s" in message and "Pass budget=" in message
+    suggested = float(message.split("Pass budget=")[1].split()[0])
+    assert 0.5 < suggested < 2.0
+    assert isinstance(info.value, gradcheck.InvalidCase)
+
+
+def test_the_default_budget_runs_the_least_check_and_says_it_ran_past():
+    """Without budget=, a loss too slow for the default still gets its verdict, with a warning."""
+    from gradcheck import plan
+
+    loss, grad, params, args = sleepy(0.05)
+    original = plan.DEFAULT_BUDGET
+    plan.DEFAULT_BUDGET = 0.2
+    try:
+        report = gradcheck.check(loss, grad, params, args, against="numeric")
+    finally:
+        plan.DEFAULT_BUDGET = original
+    assert report.passed
+    assert any("runs past the default time budget of 0.2 s" in w for w in report.warnings), report.warnings
+
+
+def test_differences_alone_still_give_a_verdict_on_the_least_budget():
+    """With no exact reference, the least that gives a verdict fits the budget the error names."""
     loss, grad, params, args = sleepy(0.0)
-    report = gradcheck.check(loss, grad, params, args, against="numeric", budget=0.0)
+    budget = least_budget(loss, grad, params, args, against="numeric")
+    report = gradcheck.check(loss, grad, params, args, against="numeric", budget=budget)
     assert report.passed and report.plan["numeric"] == "projections, localisation and a sample"
-    assert any("projections" in item for item in report.plan["not_afforded"])
+    assert any("projection" in item for item in report.plan["not_afforded"])
     bad = gradcheck.check(loss, lambda p, X, y: {"w": -grad(p, X, y)["w"]}, params, args, against="numeric",
-                          budget=0.0)
+                          budget=budget)
     assert not bad.passed
 
 
@@ -121,13 +161,14 @@ def test_a_verdict_from_projections_alone_says_so():
     assert "budget=" in bad["w"].cause and "sampled elements pass" not in bad["w"].detail, str(bad)
 
 
-def test_an_exact_reference_alone_is_still_validated_on_a_tiny_budget():
+def test_an_exact_reference_alone_is_still_validated_on_the_least_budget():
     """With JAX the only reference, its one directional test is the least that gives a verdict."""
     loss, grad, params, args = sleepy(0.0)
-    report = gradcheck.check(loss, grad, params, args, against=("jax",), budget=0.0)
+    budget = least_budget(loss, grad, params, args, against=("jax",))
+    report = gradcheck.check(loss, grad, params, args, against=("jax",), budget=budget)
     assert report.passed and [s.name for s in report.references if s.ran] == ["jax"], str(report)
     bad = gradcheck.check(loss, lambda p, X, y: {"w": -grad(p, X, y)["w"]}, params, args, against=("jax",),
-                          budget=0.0)
+                          budget=budget)
     assert not bad.passed and bad["w"].diagnosis == "sign_flipped", str(bad)
 
 
