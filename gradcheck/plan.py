@@ -164,13 +164,15 @@ def least_budget(prep: Prepared, spent: float) -> float:
 def jax_shares(seconds: float, asked: bool, trace_seconds: float) -> tuple[float, float]:
     """(seconds JAX may trace, seconds a loss run op by op may take on its first run).
 
-    Tracing may take half of what is left (compiling takes about as long again); unless JAX was
-    asked for by name, at most `trace_seconds` or a tenth of the budget: other references wait.
+    Tracing may take half of what is left (compiling takes about as long again); asked for by
+    name, `trace_seconds` if that is more, within what is left; else at most `trace_seconds` or a
+    tenth of the budget: other references wait.
     A small loss traces in milliseconds: TRACE_FLOOR lets it, within what is left. Op by op
     (Python control flow on values) each operation compiles on its first use: EAGER_FACTOR times
     the share, within half of what is left.
     """
-    share = max(0.5 * seconds, trace_seconds) if asked else min(0.5 * seconds, max(trace_seconds, 0.1 * seconds))
+    share = min(max(0.5 * seconds, trace_seconds), seconds) if asked \
+        else min(0.5 * seconds, max(trace_seconds, 0.1 * seconds))
     share = max(share, min(TRACE_FLOOR, seconds))
     return share, max(share, min(EAGER_FACTOR * share, 0.5 * seconds))
 

@@ -290,3 +290,39 @@ def test_sympy_every_element_plan_is_capped_unless_asked_for(monkeypatch):
     assert report.passed and not sympy.ran and "time budget" in sympy.reason, str(report)
     asked = gradcheck.check(loop_loss, loop_grad, w, args=(x,), against=("numeric", "sympy"))
     assert asked.passed and [s.name for s in asked.references if s.ran] == ["numeric", "sympy"], str(asked)
+
+
+def test_a_first_jax_gradient_compiling_past_its_share_is_used_by_the_next_check(monkeypatch):
+    """XLA compiles JAX's first gradient of a loss in a worker thread; a check does not wait past
+    JAX's share for it (it goes on without JAX, within its budget), and a later check of the
+    same loss uses the compiled program."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradcheck.references.jax import reference as jax_ref
+
+    class SlowCompiler(ThreadPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            return super().submit(lambda: (time.sleep(1.5), fn(*args, **kwargs))[1])
+
+    monkeypatch.setattr(jax_ref, "_COMPILER", [SlowCompiler(max_workers=1)])
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((8, 5)), rng.standard_normal(8)
+
+    def loss(p, X, y):  # a loss of its own: no other test compiled it
+        return np.mean((np.sin(X @ p["w"]) - y) ** 2)
+
+    def grad(p, X, y):
+        z = X @ p["w"]
+        return {"w": X.T @ (2 * (np.sin(z) - y) * np.cos(z)) / len(y)}
+
+    params = {"w": rng.standard_normal(5)}
+    start = time.perf_counter()
+    first = gradcheck.check(loss, grad, params, (X, y), budget=1.0)
+    seconds = time.perf_counter() - start
+    status = next(s for s in first.references if s.name == "jax")
+    assert seconds < 1.1 + 0.1, (seconds, str(first), first.plan)
+    assert first.passed and not status.ran and "XLA compiling" in status.reason, status.reason
+    time.sleep(1.0)  # the compilation finishes meanwhile
+    again = gradcheck.check(loss, grad, params, (X, y), budget=1.0)
+    status = next(s for s in again.references if s.name == "jax")
+    assert again.passed and status.ran and status.seconds < 0.5, str(again)
