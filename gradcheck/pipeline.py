@@ -58,7 +58,11 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     prep = prepare(loss, grad, params, args, value_and_grad=value_and_grad, kwargs=kwargs)
     # Settling the user's state at the end calls the loss and the gradient once more: kept back.
     deadline = started + budget - (prep.t_loss + prep.t_grad)
-    too_short = _too_short(prep, budget, time.perf_counter() - started, explicit=budget_given)
+    spent = time.perf_counter() - started
+    # Too short for the least check by finite differences, the budget may still pay for an
+    # exact reference (JAX compiled by an earlier check) and its one directional test.
+    short = spent + rules.floor_seconds(prep) > (1 + rules.OVERRUN) * budget
+    too_short = _too_short(prep, budget, spent, explicit=budget_given) if short and "jax" not in names else []
     # The user's state (a global the loss sets) is left at their parameters, not a perturbed point.
     with prep.objective.settled():
         refs: dict[str, ReferenceGradient] = {}
@@ -82,7 +86,13 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
             not_afforded.append("the JAX reference (importing jax)")
         elif "jax" in names:
             # The least check by finite differences stays affordable if JAX cannot run after all.
-            run("jax", everything, reserve=rules.floor_seconds(prep) if "numeric" in names else 0.0, asked=explicit)
+            run("jax", everything, reserve=rules.floor_seconds(prep, exact=short or "numeric" not in names),
+                asked=explicit)
+        if short:
+            exact, now = "jax" in refs, time.perf_counter() - started
+            if not exact or now + rules.floor_seconds(prep, exact=True) > (1 + rules.OVERRUN) * budget:
+                too_short = _too_short(prep, budget, now if exact else spent, explicit=budget_given,
+                                       jax=statuses.get("jax"), exact=exact)
         numeric = NumericPlan(selection=everything, plan={}, projections=[], failed_leaves=[False] * len(prep.x0),
                               warnings=[])
         total = rules.total_elements(prep)
@@ -147,15 +157,17 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
                       loss_value=prep.loss_value, seed=seed, plan=plan, formulas=formulas, title=title)
 
 
-def _too_short(prep: Prepared, budget: float, spent: float, explicit: bool) -> list[str]:
-    """Raise BudgetTooShort when `budget=` cannot pay the least check of this loss (see
-    gradcheck.plan.floor_calls) within its 10%; with the default budget, say so and go on."""
-    least = rules.least_budget(prep, spent)
-    if least <= (1 + rules.OVERRUN) * budget:
-        return []
-    why = (f"one call of your loss takes {rules.call_seconds(prep):.2g} s, and the least check (preparing it, "
-           f"{spent:.2g} s so far, then {rules.floor_calls(prep)} more calls of your loss and one of your "
-           f"gradient) takes about {least:.2g} s")
+def _too_short(prep: Prepared, budget: float, spent: float, explicit: bool,
+               jax: ReferenceStatus | None = None, exact: bool = False) -> list[str]:
+    """Raise BudgetTooShort: `budget=` cannot pay the least check of this loss (see
+    gradcheck.plan.floor_calls; `exact`: beside the JAX gradient) within its 10%; with the
+    default budget, say so and go on."""
+    least = spent + rules.floor_seconds(prep, exact)
+    why = (f"one call of your loss takes {rules.call_seconds(prep):.2g} s, and the least check (preparing it"
+           f"{' and the JAX gradient' if exact else ''}, {spent:.2g} s, then {rules.floor_calls(prep, exact)} more "
+           f"calls of your loss and one of your gradient) takes about {least:.2g} s")
+    if jax is not None and not jax.ran:
+        why += f" (JAX, which would need fewer, could not run: {jax.reason})"
     if explicit:
         raise BudgetTooShort(f"budget={budget:g} s is too short to check this loss: {why}. Pass budget="
                              f"{_round_up(least):g} or more, or leave budget out (the default is "

@@ -142,23 +142,21 @@ def localisation_per_leaf(prep: Prepared, affordable: int) -> int:
     return max(2, min(16, affordable // (2 * len(prep.x0))))
 
 
-def floor_calls(prep: Prepared) -> int:
-    """Loss calls the least check makes once its case is prepared: one projection over every
-    parameter, one more per level of the search over halves of the leaves if it fails, and the
-    call settling the user's state."""
+def floor_calls(prep: Prepared, exact: bool = False) -> int:
+    """Loss calls the least check makes once its case is prepared, and the call settling the
+    user's state: by finite differences, one projection over every parameter and one more per
+    level of the search over halves of the leaves if it fails; beside an exact reference that
+    ran, the one directional test validating it."""
+    if exact:
+        return VET_CALLS + 1
     leaves = sum(1 for x in prep.x0 if x.size)
     return PROJECTION_CALLS * (1 + math.ceil(math.log2(max(leaves, 1)))) + 1
 
 
-def floor_seconds(prep: Prepared) -> float:
+def floor_seconds(prep: Prepared, exact: bool = False) -> float:
     """Seconds the least check takes once its case is prepared (see floor_calls; the gradient
     is called once more, settling the user's state)."""
-    return floor_calls(prep) * call_seconds(prep) + prep.t_grad
-
-
-def least_budget(prep: Prepared, spent: float) -> float:
-    """Seconds the least check takes in all, with `spent` seconds gone preparing it."""
-    return spent + floor_seconds(prep)
+    return floor_calls(prep, exact) * call_seconds(prep) + prep.t_grad
 
 
 def jax_shares(seconds: float, asked: bool, trace_seconds: float) -> tuple[float, float]:
