@@ -60,6 +60,9 @@ MAX_RERUNS = 3_000
 _PROBES: dict[int, tuple[np.ndarray, float, float, float, float]] = {}
 _TRANSPOSED: dict[tuple, np.ndarray] = {}
 PROBE_ELEMENTS = 4_000_000
+#: The elements a local derivative is first compared on (_Slopes), before it is computed in full.
+SAMPLES = 8
+_SAMPLED: dict[int, np.ndarray] = {}
 _T = TypeVar("_T")
 _EPS = float(np.finfo(np.float64).eps)
 
@@ -85,6 +88,22 @@ def _transposed_probe(shape: tuple) -> np.ndarray:
         r = _probe_vector(shape[0] * shape[1])[0]
         got = _TRANSPOSED[shape] = np.ascontiguousarray(r.reshape(shape[::-1]).T).reshape(-1)
     return got
+
+
+def _samples(a: np.ndarray) -> list:
+    """a's elements at SAMPLES fixed places (the same for every value of its size), as Python numbers:
+    a value is not within t per element of another whose elements there are more than t apart."""
+    flat = a.reshape(-1)
+    at = _SAMPLED.get(flat.size)
+    if at is None:
+        at = _SAMPLED[flat.size] = np.random.default_rng(flat.size + 104_729).permutation(flat.size)[:SAMPLES]
+    return flat[at].tolist()
+
+
+def _within(a: list, b: list, t: float) -> bool:
+    """Whether every sample of a is within t of b's (with room for a last-bit difference between a
+    function computed on the samples and on the whole value): False rules out a within t of b."""
+    return all(abs(x - y) <= t + 1e-12 * (abs(x) + abs(y)) for x, y in zip(a, b))
 
 
 class _once(Generic[_T]):
@@ -144,7 +163,7 @@ def _near(p: Print, proj: Any, norm: float, other: Any, t: float) -> bool:
 # --------------------------------------------------------------------------- known quantities
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Quantity:
     """A value the backward pass may legitimately hold."""
 
@@ -269,9 +288,14 @@ def close(value: Any, target: np.ndarray, rtol: float = RTOL["exact"]) -> bool:
         if a.size != 1 or b.size != 1:
             return False
         a, b = a.reshape(()), b.reshape(())
-    scale = float(np.max(np.abs(b))) if b.size else 0.0
+    if not b.size:
+        return True
     with np.errstate(all="ignore"):
-        return bool(np.all(np.abs(a - b) <= rtol * max(scale, 1e-12) + 1e-15))
+        if a.dtype.kind == "c" or b.dtype.kind == "c":
+            return bool(np.all(np.abs(a - b) <= rtol * max(float(np.max(np.abs(b))), 1e-12) + 1e-15))
+        d = np.subtract(a, b)
+        # max(d) and -min(d) are max |d| (NaN, where any element is, fails the comparison)
+        return bool(max(d.max(), -d.min()) <= rtol * max(float(max(b.max(), -b.min())), 1e-12) + 1e-15)
 
 
 def _shape_key(shape: tuple) -> tuple:
@@ -295,6 +319,8 @@ def _derivatives(name: str, v: np.ndarray) -> list[tuple[str, str, Callable[[], 
 
 
 FORMS = len(_derivatives("v", np.zeros(0)))
+#: Whether each form is a named derivative (what _why may say is missing).
+NAMED = [bool(what) for _, what, _ in _derivatives("v", np.zeros(0))]
 
 
 class _Shelf:
@@ -307,6 +333,8 @@ class _Shelf:
         self.raw = raw
         self.next = 0
         self.kept: list[tuple[int, Quantity]] = []
+        self.made: dict[int, Quantity] = {}  # the local derivatives made so far, by their index in raw
+        self.decided: dict[int, Quantity | None] = {}  # kept_at's answers ahead of the order
 
     def items(self, upto: float = math.inf) -> Iterator[tuple[int, Quantity]]:
         """(position, quantity) of the kept quantities before position upto."""
@@ -318,13 +346,38 @@ class _Shelf:
                 i += 1
                 yield self.kept[i - 1]
             elif self.next < len(self.raw) and self.raw[self.next][0] < upto:
-                pos, make, checked = self.raw[self.next]
+                pos, _, checked = self.raw[self.next]
+                q = self.make(self.next)
                 self.next += 1
-                q = make if isinstance(make, Quantity) else _derivative(*make)
                 if checked or self._new(q):
                     self.kept.append((pos, q))
             else:
                 return
+
+    def make(self, k: int) -> Quantity:
+        """The quantity of raw entry k (a local derivative is computed once)."""
+        make = self.raw[k][1]
+        if isinstance(make, Quantity):
+            return make
+        q = self.made.get(k)
+        if q is None:
+            q = self.made[k] = _derivative(*make)
+        return q
+
+    def kept_at(self, k: int, near: Callable[[int], bool]) -> Quantity | None:
+        """The quantity of raw entry k if the shelf keeps it, else None. `near(j)` is False where raw entry j
+        (a local derivative before k) cannot be a duplicate of it: those are not made to find out."""
+        if k < self.next:
+            pos = self.raw[k][0]
+            return next((q for p, q in self.kept if p == pos), None)
+        if any(near(j) for j in range(self.next, k)):
+            for _ in self.items(self.raw[k][0] + 1):  # decide every entry up to k, in order
+                pass
+            return self.kept_at(k, near)
+        if k not in self.decided:  # the entries not yet decided are not like it: the kept ones decide
+            q = self.make(k)
+            self.decided[k] = q if self.raw[k][2] or self._new(q) else None
+        return self.decided[k]
 
     def _new(self, q: Quantity) -> bool:
         p = q.print
@@ -355,6 +408,10 @@ class Known:
         self._keys: dict[tuple, list[tuple]] = {}
         for s in self._shelves:
             self._keys.setdefault(_shape_key(s), []).append(s)
+
+    def shelf(self, shape: tuple) -> _Shelf | None:
+        """The quantities of exactly this shape."""
+        return self._shelves.get(shape)
 
     def with_extra(self, extra: Sequence[Quantity]) -> Known:
         return Known(self.eager, self.forms, self.extra + list(extra))
@@ -481,7 +538,8 @@ def adjoints(case: Case, forward: list[Binding], f0: float) -> tuple[list, dict,
     """(dL/dparameters, {binding key: dL/dintermediate}, method, rtol): JAX (if the case allows it and
     its re-run gives the loss f0 the recorded run gave), else finite differences."""
     if case.use_jax:
-        shapes = {b.key: np.shape(b.value) for b in forward}
+        start = time.perf_counter()
+        shapes = {b.key: b.value.shape if isinstance(b.value, np.ndarray) else np.shape(b.value) for b in forward}
         try:
             from .references.jax.adjoints import intermediate_adjoints
 
@@ -490,6 +548,9 @@ def adjoints(case: Case, forward: list[Binding], f0: float) -> tuple[list, dict,
                 return grads, adj, "jax", RTOL["exact"]
         except Exception:  # noqa: BLE001 - JAX cannot run this loss: finite differences instead
             pass
+        # The JAX pass is not the blame's time, whether it gave the adjoints or not: the finite
+        # differences get what they would have had without it (a slow trace spends none of theirs).
+        case.deadline += time.perf_counter() - start
     return _numeric_adjoints(case, forward)
 
 
@@ -577,9 +638,11 @@ class _Pace:
         per_call = (now - self.start) / self.done
         if left <= 0 or (self.done >= 8 and per_call * (self.calls - self.done) > 2 * left):
             need = per_call * self.calls
+            have = max(self.case.deadline - self.start, 0.0)  # what was left when they started
+            left_of = f"{have:.2g} s left of the " if have < 0.99 * self.case.seconds else ""
             raise _NotLocated(f"{self.why}, the adjoints come from finite differences on the intermediates: "
                               f"{self.calls:,} calls of the loss, about {need:.2g} s, more than the "
-                              f"{self.case.seconds:.2g} s blame may spend")
+                              f"{left_of}{self.case.seconds:.2g} s blame may spend")
 
 
 def _differences(f: Callable[[int, float], float], x: np.ndarray, pace: _Pace) -> np.ndarray:
@@ -704,6 +767,7 @@ class _Search:
         self.described: dict[tuple, Blame] = {}  # (binding, expected, hint) -> its Blame
         self._copies: dict[int, bool] = {}
         self._located: dict[tuple, tuple] = {}  # (binding, id of what it should be) -> locate's result
+        self._origins: dict[int, Binding] = {}
 
     def matched(self, b: Binding) -> Match | None:
         if b.seq not in self._matches:
@@ -720,6 +784,12 @@ class _Search:
 
     def origin(self, b: Binding) -> Binding:
         """The binding that computed this value: through the calls that passed or returned it."""
+        got = self._origins.get(b.seq)
+        if got is None:
+            got = self._origins[b.seq] = self._origin(b)
+        return got
+
+    def _origin(self, b: Binding) -> Binding:
         for _ in range(64):
             if b.alias is not None:
                 b = b.alias
@@ -753,9 +823,8 @@ class _Search:
         if not b.statement.rerunnable:
             return None
         self.reruns += 1
-        try:
-            with np.errstate(all="ignore"):
-                return b.statement.rerun(environment(b, substitute), b.globals, b.label)
+        try:  # the search runs with numpy's warnings off (_blame_case)
+            return b.statement.rerun(environment(b, substitute), b.globals, b.label)
         except Exception:  # noqa: BLE001 - a statement that does not run on other values tells nothing
             return None
 
@@ -954,26 +1023,106 @@ def _why(search: _Search, node: Binding, expected: Quantity) -> str:
     if v.ndim == 2 and v.shape[::-1] == e.shape and expected.holds(v.T):
         return "it is transposed"
     m = search.matched(node)
+    slopes = _Slopes(search.known, e.shape)
     if m is not None and m.pattern == "exact" and m.quantity.kind == "adjoint":
-        for d in _slopes(search, e.shape):  # derivatives are made as far as this loop gets
+        for d in slopes.times(m.quantity.value, e, expected.tol):
             if expected.holds(m.quantity.value * d.value, quick=True):
                 return f"{expected.label} = {m.quantity.label} * {_paren(d.label)}: {d.what.split(',')[0]} is missing"
-    derivs = list(_slopes(search, e.shape))
-    for d in derivs:
-        for a in (q for q in search.known.of([e.shape]) if q.kind == "adjoint"):
-            if expected.holds(a.value * d.value, quick=True):
-                for wrong in derivs:
-                    if wrong is not d and close(a.value * wrong.value, v, expected.rtol):
-                        return (f"{expected.label} = {a.label} * {_paren(d.label)} ({d.what.split(',')[0]}); this "
-                                f"line multiplies by {_paren(wrong.label)} instead")
-                if close(a.value, v, expected.rtol):
-                    return f"{expected.label} = {a.label} * {_paren(d.label)}: {d.what.split(',')[0]} is missing"
+    for d, a in slopes.pairs(e, expected.tol):
+        if expected.holds(a.value * d.value, quick=True):
+            for wrong in slopes.times(a.value, v, _tolerance(v, expected.rtol)):
+                if wrong is not d and close(a.value * wrong.value, v, expected.rtol):
+                    return (f"{expected.label} = {a.label} * {_paren(d.label)} ({d.what.split(',')[0]}); this "
+                            f"line multiplies by {_paren(wrong.label)} instead")
+            if close(a.value, v, expected.rtol):
+                return f"{expected.label} = {a.label} * {_paren(d.label)}: {d.what.split(',')[0]} is missing"
     return ""
 
 
-def _slopes(search: _Search, shape: tuple) -> Iterator[Quantity]:
-    """The named local derivatives of this shape, in order."""
-    return (q for q in search.known.of([shape]) if q.kind == "derivative" and q.what)
+def _tolerance(target: np.ndarray, rtol: float) -> float:
+    """The tolerance close(value, target, rtol) allows per element (for a real target)."""
+    if not target.size or target.dtype.kind != "f":
+        return math.inf
+    return rtol * max(float(max(target.max(), -target.min())), 1e-12) + 1e-15
+
+
+class _Slopes:
+    """The named local derivatives of one shape in the known order (the order _why reads them in), each
+    compared first on a few elements (_samples): a derivative is computed, and checked against the earlier
+    quantities of its shape, only where those elements leave it possible."""
+
+    def __init__(self, known: Known, shape: tuple) -> None:
+        shelf = known.shelf(shape)
+        self.shelf, self.shape, self.derived = shelf, shape, known.derived
+        raw = shelf.raw if shelf is not None else []
+        self.entries = [k for k, (_, make, _) in enumerate(raw) if isinstance(make, tuple) and NAMED[make[2]]]
+        self._sampled: dict[int, list] = {}
+        self._largest: dict[int, float] = {}
+        if shelf is not None:
+            for _ in shelf.items(known.derived):  # the quantities before the derivatives are decided
+                pass
+
+    def times(self, a: np.ndarray, target: np.ndarray, t: float) -> Iterator[Quantity]:
+        """The kept derivatives d, in order, except those for which a x d is not within t of target."""
+        fast = a.shape == target.shape == self.shape and a.dtype.kind == target.dtype.kind == "f"
+        a_s, t_s = (_samples(a), _samples(target)) if fast else ([], [])
+        for k in self.entries:
+            if fast and not _within([x * y for x, y in zip(a_s, self._samples(k))], t_s, t):
+                continue
+            d = self._kept(k)
+            if d is not None:
+                yield d
+
+    def pairs(self, target: np.ndarray, t: float) -> Iterator[tuple[Quantity, Quantity]]:
+        """(d, a) for the kept derivatives d and the adjoints a of this shape, d by d in order, except those
+        for which a x d is not within t of target."""
+        if self.shelf is None:
+            return
+        # the kept adjoints: those before the derivatives (decided), then the data parts (all kept)
+        adjoints = [q for pos, q in self.shelf.kept if pos < self.derived and q.kind == "adjoint"]
+        adjoints += [q for _, q, checked in self.shelf.raw if checked and isinstance(q, Quantity) and q.kind == "adjoint"]
+        fast = target.dtype.kind == "f" and all(a.value.dtype.kind == "f" for a in adjoints)
+        t_s = _samples(target) if fast else []
+        a_s = [_samples(a.value) if fast else [] for a in adjoints]
+        for k in self.entries:
+            for a, a_k in zip(adjoints, a_s):
+                if fast and not _within([x * y for x, y in zip(a_k, self._samples(k))], t_s, t):
+                    continue
+                d = self._kept(k)
+                if d is None:
+                    break
+                yield d, a
+
+    def _kept(self, k: int) -> Quantity | None:
+        return self.shelf.kept_at(k, lambda j: self._near(j, k)) if self.shelf is not None else None
+
+    def _samples(self, k: int) -> list:
+        """The samples of raw entry k's derivative, computed on the samples of the value it is formed from."""
+        got = self._sampled.get(k)
+        if got is None:
+            name, v, form = self.shelf.raw[k][1]  # type: ignore[union-attr, misc]
+            made = self.shelf.made.get(k)  # type: ignore[union-attr]
+            if made is not None:
+                got = _samples(made.value)
+            else:  # the form computed on v's samples is the form's samples
+                got = np.asarray(_derivatives(name, np.asarray(_samples(v)))[form][2](), dtype=float).tolist()
+            self._sampled[k] = got
+        return got
+
+    def _near(self, j: int, k: int) -> bool:
+        """False where raw entry j (before k) is not within the tolerance of a duplicate of k's."""
+        make = self.shelf.raw[j][1]  # type: ignore[union-attr]
+        if isinstance(make, Quantity):
+            return True
+        # each form of v is at most (1 + max|v|)**2 in magnitude: a bound on the tolerance close() gives j
+        largest = self._largest.get(j)
+        if largest is None:
+            v = make[1]
+            largest = self._largest[j] = float(max(v.max(), -v.min())) if v.size else 0.0
+        if not math.isfinite(largest):
+            return True
+        t = RTOL["exact"] * max((1 + largest) ** 2, 1e-12) * (1 + 1e-9) + 1e-15
+        return _within(self._samples(k), self._samples(j), t)
 
 
 def _paren(label: str) -> str:

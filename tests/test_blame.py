@@ -246,6 +246,37 @@ def test_finite_differences_on_intermediates_keep_to_the_time_blame_has():
     assert not found.located and "blame may spend" in found.reason and "without JAX" in found.reason
 
 
+def test_finite_differences_after_a_failed_jax_pass_get_the_time_blame_has(monkeypatch):
+    """A JAX pass that fails after a while (a slow trace, a loss it cannot run) does not spend the
+    finite differences' time: they get what they would have had without it."""
+    import gradcheck.references.jax.adjoints as jax_adjoints
+
+    def slow_failure(*args, **kwargs):
+        time.sleep(0.4)
+        raise TypeError("JAX cannot run this loss")
+
+    monkeypatch.setattr(jax_adjoints, "intermediate_adjoints", slow_failure)
+
+    def loss(p, X):
+        z = X @ p["W"]
+        h = np.tanh(z)
+        return float(np.sum(h ** 2))
+
+    def grad(p, X):
+        z = X @ p["W"]
+        h = np.tanh(z)
+        dh = 2 * h
+        dz = dh  # the tanh's derivative missing
+        return {"W": X.T @ dz}
+
+    X = np.random.default_rng(0).normal(size=(6, 3))
+    names, leaves, treedef = gradcheck.tree.flatten({"W": np.full((3, 2), 0.1)})
+    case = Case(loss, grad, names, leaves, treedef, [False], (X,), {}, seconds=0.3)
+    found = blame_case(case, ["W"])["W"]
+    assert found.located, found.reason
+    assert found.source == "dz = dh  # the tanh's derivative missing"
+
+
 def test_regularised_data_part_is_known_where_the_backward_pass_shows_it():
     """dW2 = dL/dW2 - 0.1 x W2 shows the regularisation: the data part of dW1 is known too."""
     b = _blame_of("cs231n-relu-flipped-reg", "W1")
