@@ -183,6 +183,11 @@ class Quantity:
         return self.print.norm
 
     @_once
+    def samples(self) -> list:
+        """The value's elements at the fixed places of its size (_samples)."""
+        return _samples(self.value)
+
+    @_once
     def scale(self) -> float:
         """The largest entry's magnitude."""
         v = self.value
@@ -220,13 +225,15 @@ class Quantity:
 
     def holds(self, value: Any, p: Print | None = None, quick: bool = False) -> bool:
         """close(value, self.value, self.rtol), with this quantity's tolerance worked out once; the
-        value's print (given, or taken where quick) rules most other values out in O(1) numpy calls."""
+        value's print (given), or where quick its elements at a few places, rule most other values out
+        in O(1) numpy calls."""
         a = _array(value)
         if a.dtype.kind not in "fc" or not (a.shape == self.value.shape or a.size == self.value.size == 1):
             return False
-        if p is None and quick and a.size > 1:
-            p = fingerprint(a)
-        if p is not None and not self.may_be(p, p.proj):
+        if p is not None:
+            if not self.may_be(p, p.proj):
+                return False
+        elif quick and a.size > 1 and not _within(_samples(a), self.samples, self.tol):
             return False
         return self.equals(a)
 
@@ -438,18 +445,21 @@ class Known:
         p = p if p is not None else fingerprint(a)
         if not math.isfinite(p.norm) or p.norm == 0:
             return None
-        shapes = self.like(a.shape)
-        for sign, pattern in ((1.0, "exact"), (-1.0, "sign")):
-            for q in self.of(shapes):
-                if q.may_be(p, p.proj, sign) and q.equals(sign * a):
-                    return Match(q, pattern, sign)
+        seen = []  # every quantity of the shape, once the exact pass has made them all
+        for q in self.of(self.like(a.shape)):
+            if q.may_be(p, p.proj) and q.equals(a):
+                return Match(q, "exact", 1.0)
+            seen.append(q)
+        for q in seen:
+            if q.may_be(p, p.proj, -1.0) and q.equals(-a):
+                return Match(q, "sign", -1.0)
         if a.ndim == 2 and a.shape[0] > 1 and a.shape[1] > 1:
             tp = a.reshape(-1) @ _transposed_probe(a.shape)
             for q in self.of([a.shape[::-1]]):
                 if q.may_be(p, tp) and q.equals(a.T):
                     return Match(q, "transposed")
         if a.size > 2:
-            for q in self.of(shapes):
+            for q in seen:
                 c = q.scaled(a, p) if q.may_scale(p) else None
                 if c is not None:
                     return Match(q, "scale", float(np.round(c, 9)))
@@ -537,20 +547,44 @@ def _names(bindings: Sequence[Binding]) -> dict[int, str]:
 def adjoints(case: Case, forward: list[Binding], f0: float) -> tuple[list, dict, str, float]:
     """(dL/dparameters, {binding key: dL/dintermediate}, method, rtol): JAX (if the case allows it and
     its re-run gives the loss f0 the recorded run gave), else finite differences."""
-    if case.use_jax:
-        start = time.perf_counter()
-        shapes = {b.key: b.value.shape if isinstance(b.value, np.ndarray) else np.shape(b.value) for b in forward}
-        try:
-            from .references.jax.adjoints import intermediate_adjoints
+    return finish_adjoints(case, forward, f0, start_adjoints(case, forward))
 
-            value, grads, adj = intermediate_adjoints(case.jax_objective(), case.leaves, shapes)
+
+class _Pending(NamedTuple):
+    """A JAX pass under way: when it started, and the function that waits for its result."""
+
+    start: float
+    finish: Callable[[], tuple[float, list, dict]] | None
+
+
+def start_adjoints(case: Case, forward: list[Binding]) -> _Pending:
+    """Start the JAX pass (traced the first time, then computed on JAX's threads) where the case allows it."""
+    start = time.perf_counter()
+    if not case.use_jax:
+        return _Pending(start, None)
+    shapes = {b.key: b.value.shape if isinstance(b.value, np.ndarray) else np.shape(b.value) for b in forward}
+    try:
+        from .references.jax.adjoints import start_intermediate_adjoints
+
+        return _Pending(start, start_intermediate_adjoints(case.jax_objective(), case.leaves, shapes))
+    except Exception:  # noqa: BLE001 - JAX cannot run this loss: finite differences instead
+        return _Pending(start, None)
+
+
+def finish_adjoints(case: Case, forward: list[Binding], f0: float, pending: _Pending, elsewhere: float = 0.0
+                    ) -> tuple[list, dict, str, float]:
+    """adjoints() from a started JAX pass; `elsewhere`: the seconds spent since it started on other work."""
+    if pending.finish is not None:
+        try:
+            value, grads, adj = pending.finish()
             if abs(value - f0) <= 1e-6 * max(1.0, abs(f0)):
                 return grads, adj, "jax", RTOL["exact"]
         except Exception:  # noqa: BLE001 - JAX cannot run this loss: finite differences instead
             pass
+    if case.use_jax:
         # The JAX pass is not the blame's time, whether it gave the adjoints or not: the finite
         # differences get what they would have had without it (a slow trace spends none of theirs).
-        case.deadline += time.perf_counter() - start
+        case.deadline += time.perf_counter() - pending.start - elsewhere
     return _numeric_adjoints(case, forward)
 
 
@@ -680,7 +714,7 @@ def known_quantities(case: Case, fwd: Recording, forward: list[Binding], grads: 
     names = _names([b for b in fwd.bindings if b.kind in ("line", "argument") and "[" not in b.label])
     qs: list[Quantity] = []
     # Only what the loss depends on: a (loss, grads) function's own backward values are no forward quantity.
-    forward = [b for b in forward if b.key in adj and np.any(adj[b.key])]
+    forward = [b for b in forward if b.key in adj and adj[b.key].any()]
     ordered = sorted(forward, key=lambda b: (b.kind != "line", b.rank, b.seq))
     for b in ordered:
         n = names[b.seq]
@@ -768,6 +802,7 @@ class _Search:
         self._copies: dict[int, bool] = {}
         self._located: dict[tuple, tuple] = {}  # (binding, id of what it should be) -> locate's result
         self._origins: dict[int, Binding] = {}
+        self._parents: dict[int, list] = {}
 
     def matched(self, b: Binding) -> Match | None:
         if b.seq not in self._matches:
@@ -804,7 +839,13 @@ class _Search:
         return b
 
     def parents(self, b: Binding) -> list[tuple[str, Binding]]:
-        """(label in b's statement, binding) for the numbers b's statement read."""
+        """(label in b's statement, binding) for the numbers b's statement read (found once)."""
+        got = self._parents.get(b.seq)
+        if got is None:
+            got = self._parents[b.seq] = self._read(b)
+        return got
+
+    def _read(self, b: Binding) -> list[tuple[str, Binding]]:
         out = []
         targets = b.statement.target_names()
         for name in b.statement.reads(b.label):
@@ -1231,15 +1272,20 @@ def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
     fwd = record(case.loss, params, *fresh(case.args), **fresh(case.kwargs))
     clock("record_forward")
     forward = _intermediates(fwd, leaf_ids)
-    grads, adj, method, rtol = adjoints(case, forward, loss_value(fwd.result))
+    pending = start_adjoints(case, forward)
+    if pending.finish is None:  # finite differences, before the backward pass as without JAX
+        grads, adj, method, rtol = finish_adjoints(case, forward, loss_value(fwd.result), pending)
     clock("adjoints")
+    params = case.params()
+    bwd = record(case.grad, params, *fresh(case.args), **fresh(case.kwargs))  # JAX computes meanwhile
+    recorded = clock("record_backward")
+    if pending.finish is not None:
+        grads, adj, method, rtol = finish_adjoints(case, forward, loss_value(fwd.result), pending, recorded)
+        clock("adjoints")
     if method == "jax":  # one gradient (compiled the first time): the clock is for the rest
         case.deadline = time.perf_counter() + case.seconds
     quantities = known_quantities(case, fwd, forward, grads, adj, rtol, leaf_ids)
     clock("quantities")
-    params = case.params()
-    bwd = record(case.grad, params, *fresh(case.args), **fresh(case.kwargs))
-    clock("record_backward")
     with np.errstate(all="ignore"):  # values that overflow or are not finite match nothing, silently
         out = _search(case, wanted, quantities, bwd, {id(x) for x in flatten(params)[1]}, grads, rtol)
     clock("search")
@@ -1270,15 +1316,18 @@ def _search(case: Case, wanted: list[str], quantities: Known, bwd: Recording, pa
 
 
 class _Stopwatch:
-    """Seconds since the last call, recorded under a phase's name."""
+    """Seconds since the last call, added to a phase's (a phase may come in several parts)."""
 
     def __init__(self, into: dict) -> None:
         self.into, self.last = into, time.perf_counter()
         into.clear()
 
-    def __call__(self, phase: str) -> None:
+    def __call__(self, phase: str) -> float:
+        """The seconds since the last call, added to the phase's."""
         now = time.perf_counter()
-        self.into[phase], self.last = now - self.last, now
+        spent, self.last = now - self.last, now
+        self.into[phase] = self.into.get(phase, 0.0) + spent
+        return spent
 
 
 def _blame_leaf(search: _Search, bwd: Recording, obj: Any, expected: Quantity, name: str) -> tuple[Blame, bool]:
@@ -1289,7 +1338,7 @@ def _blame_leaf(search: _Search, bwd: Recording, obj: Any, expected: Quantity, n
         return Blame(reason=f"the gradient of {name} is not bound to a name in the learner's code, so its "
                             f"computation cannot be followed line by line"), False
     final = search.origin(final)
-    if expected.holds(final.value, search.print_of(final)):
+    if expected.holds(final.value, quick=True):
         return Blame(reason=f"the gradient of {name} matches dL/d{name} as the backward pass computes it"), False
     try:
         node, should, hint = search.locate(final, expected)
