@@ -101,9 +101,17 @@ def _samples(a: np.ndarray) -> list:
 
 
 def _within(a: list, b: list, t: float) -> bool:
-    """Whether every sample of a is within t of b's (with room for a last-bit difference between a
-    function computed on the samples and on the whole value): False rules out a within t of b."""
-    return all(abs(x - y) <= t + 1e-12 * (abs(x) + abs(y)) for x, y in zip(a, b))
+    """Whether every sample of a is within t of b's: False rules out a within t of b. (With room for the
+    last bits in which a local derivative computed on the samples may differ from the whole value's, where
+    exp or tanh gives it: at most 1e-15 for those forms, whose values lie in [0, 1].)"""
+    return all(abs(x - y) <= t + 1e-12 * (abs(x) + abs(y)) + 1e-14 for x, y in zip(a, b))
+
+
+def _products_within(a: list, d: list, b: list, t: float) -> bool:
+    """Whether every sample of a x d is within t of b's: False rules out a x d within t of b (d a local
+    derivative's samples, room left as in _within)."""
+    return all(abs(x * y - z) <= t + 1e-12 * (abs(x * y) + abs(z)) + 1e-14 * (1 + abs(x))
+               for x, y, z in zip(a, d, b))
 
 
 class _once(Generic[_T]):
@@ -371,18 +379,26 @@ class _Shelf:
             q = self.made[k] = _derivative(*make)
         return q
 
-    def kept_at(self, k: int, near: Callable[[int], bool]) -> Quantity | None:
-        """The quantity of raw entry k if the shelf keeps it, else None. `near(j)` is False where raw entry j
-        (a local derivative before k) cannot be a duplicate of it: those are not made to find out."""
+    def kept_at(self, k: int, sampled: Callable[[int], list]) -> Quantity | None:
+        """The quantity of raw entry k if the shelf keeps it, else None; `sampled(j)` gives raw entry j's
+        samples (_samples). The entries before k not yet decided are not made where their samples show
+        that none is a duplicate of k's."""
         if k < self.next:
             pos = self.raw[k][0]
             return next((q for p, q in self.kept if p == pos), None)
-        if any(near(j) for j in range(self.next, k)):
-            for _ in self.items(self.raw[k][0] + 1):  # decide every entry up to k, in order
-                pass
-            return self.kept_at(k, near)
-        if k not in self.decided:  # the entries not yet decided are not like it: the kept ones decide
+        if k not in self.decided:
             q = self.make(k)
+            if not self.raw[k][2] and self.next < k:
+                p = q.print
+                # a value within close()'s tolerance of q's is within this of it (its largest entry is
+                # at most q's plus that tolerance, and q's at most its norm)
+                t = (q.rtol * max(p.norm, 1e-12) + 1e-15) / (1 - q.rtol) * (1 + 1e-9)
+                mine = sampled(k)
+                if not math.isfinite(t) or any(_within(mine, sampled(j), t) for j in range(self.next, k)):
+                    for _ in self.items(self.raw[k][0] + 1):  # decide every entry up to k, in order
+                        pass
+                    return self.kept_at(k, sampled)
+            # the entries between the decided ones and k are no duplicates of it: the kept ones decide
             self.decided[k] = q if self.raw[k][2] or self._new(q) else None
         return self.decided[k]
 
@@ -547,44 +563,20 @@ def _names(bindings: Sequence[Binding]) -> dict[int, str]:
 def adjoints(case: Case, forward: list[Binding], f0: float) -> tuple[list, dict, str, float]:
     """(dL/dparameters, {binding key: dL/dintermediate}, method, rtol): JAX (if the case allows it and
     its re-run gives the loss f0 the recorded run gave), else finite differences."""
-    return finish_adjoints(case, forward, f0, start_adjoints(case, forward))
-
-
-class _Pending(NamedTuple):
-    """A JAX pass under way: when it started, and the function that waits for its result."""
-
-    start: float
-    finish: Callable[[], tuple[float, list, dict]] | None
-
-
-def start_adjoints(case: Case, forward: list[Binding]) -> _Pending:
-    """Start the JAX pass (traced the first time, then computed on JAX's threads) where the case allows it."""
-    start = time.perf_counter()
-    if not case.use_jax:
-        return _Pending(start, None)
-    shapes = {b.key: b.value.shape if isinstance(b.value, np.ndarray) else np.shape(b.value) for b in forward}
-    try:
-        from .references.jax.adjoints import start_intermediate_adjoints
-
-        return _Pending(start, start_intermediate_adjoints(case.jax_objective(), case.leaves, shapes))
-    except Exception:  # noqa: BLE001 - JAX cannot run this loss: finite differences instead
-        return _Pending(start, None)
-
-
-def finish_adjoints(case: Case, forward: list[Binding], f0: float, pending: _Pending, elsewhere: float = 0.0
-                    ) -> tuple[list, dict, str, float]:
-    """adjoints() from a started JAX pass; `elsewhere`: the seconds spent since it started on other work."""
-    if pending.finish is not None:
+    if case.use_jax:
+        start = time.perf_counter()
+        shapes = {b.key: b.value.shape if isinstance(b.value, np.ndarray) else np.shape(b.value) for b in forward}
         try:
-            value, grads, adj = pending.finish()
+            from .references.jax.adjoints import intermediate_adjoints
+
+            value, grads, adj = intermediate_adjoints(case.jax_objective(), case.leaves, shapes)
             if abs(value - f0) <= 1e-6 * max(1.0, abs(f0)):
                 return grads, adj, "jax", RTOL["exact"]
         except Exception:  # noqa: BLE001 - JAX cannot run this loss: finite differences instead
             pass
-    if case.use_jax:
         # The JAX pass is not the blame's time, whether it gave the adjoints or not: the finite
         # differences get what they would have had without it (a slow trace spends none of theirs).
-        case.deadline += time.perf_counter() - pending.start - elsewhere
+        case.deadline += time.perf_counter() - start
     return _numeric_adjoints(case, forward)
 
 
@@ -1047,16 +1039,20 @@ def _why(search: _Search, node: Binding, expected: Quantity) -> str:
     v = _array(node.value)
     e = expected.value
     pv = search.print_of(node)
+    shelf = search.known.shelf(tuple(e.shape))
     if (v.shape == e.shape or v.size == e.size == 1) and pv is not None:
         if expected.may_be(pv, pv.proj, -1.0) and expected.equals(-v):
             return "the sign is flipped"
-        if np.any(e) and expected.may_scale(pv):
+        if e.any() and expected.may_scale(pv):
             c = float(np.vdot(v.reshape(e.shape), e) / np.vdot(e, e))
             # a single number is a multiple of any other: say so only for a whole number or its inverse
             round_ = any(abs(x - round(x)) < 1e-9 and round(x) > 1 for x in (abs(c), 1 / abs(c) if c else 0))
             if (v.size > 2 or round_) and close(v, c * e.reshape(v.shape), expected.rtol):
                 return f"it is {c:.6g} times the right value: a factor is missing or extra"
-        for p in (q for q in search.known.of([e.shape], eager=True) if q.kind == "param" and q.value.size > 2):
+        # (the quantities of the shape are made only where a parameter has it)
+        weights = any(isinstance(q, Quantity) and q.kind == "param" for _, q, _ in getattr(shelf, "raw", ()))
+        for p in (q for q in search.known.of([e.shape], eager=True) if q.kind == "param" and q.value.size > 2
+                  ) if weights else ():
             reg = _coefficient(expected, p, v)
             if reg is not None:
                 return (f"it is {expected.label} {'-' if reg > 0 else '+'} {_factor(abs(reg))} x {p.label}: the "
@@ -1098,17 +1094,13 @@ class _Slopes:
         raw = shelf.raw if shelf is not None else []
         self.entries = [k for k, (_, make, _) in enumerate(raw) if isinstance(make, tuple) and NAMED[make[2]]]
         self._sampled: dict[int, list] = {}
-        self._largest: dict[int, float] = {}
-        if shelf is not None:
-            for _ in shelf.items(known.derived):  # the quantities before the derivatives are decided
-                pass
 
     def times(self, a: np.ndarray, target: np.ndarray, t: float) -> Iterator[Quantity]:
         """The kept derivatives d, in order, except those for which a x d is not within t of target."""
         fast = a.shape == target.shape == self.shape and a.dtype.kind == target.dtype.kind == "f"
         a_s, t_s = (_samples(a), _samples(target)) if fast else ([], [])
         for k in self.entries:
-            if fast and not _within([x * y for x, y in zip(a_s, self._samples(k))], t_s, t):
+            if fast and not _products_within(a_s, self._samples(k), t_s, t):
                 continue
             d = self._kept(k)
             if d is not None:
@@ -1119,7 +1111,9 @@ class _Slopes:
         for which a x d is not within t of target."""
         if self.shelf is None:
             return
-        # the kept adjoints: those before the derivatives (decided), then the data parts (all kept)
+        for _ in self.shelf.items(self.derived):  # the quantities before the derivatives decided
+            pass
+        # the kept adjoints: those before the derivatives, then the data parts (all kept)
         adjoints = [q for pos, q in self.shelf.kept if pos < self.derived and q.kind == "adjoint"]
         adjoints += [q for _, q, checked in self.shelf.raw if checked and isinstance(q, Quantity) and q.kind == "adjoint"]
         fast = target.dtype.kind == "f" and all(a.value.dtype.kind == "f" for a in adjoints)
@@ -1127,7 +1121,7 @@ class _Slopes:
         a_s = [_samples(a.value) if fast else [] for a in adjoints]
         for k in self.entries:
             for a, a_k in zip(adjoints, a_s):
-                if fast and not _within([x * y for x, y in zip(a_k, self._samples(k))], t_s, t):
+                if fast and not _products_within(a_k, self._samples(k), t_s, t):
                     continue
                 d = self._kept(k)
                 if d is None:
@@ -1135,35 +1129,42 @@ class _Slopes:
                 yield d, a
 
     def _kept(self, k: int) -> Quantity | None:
-        return self.shelf.kept_at(k, lambda j: self._near(j, k)) if self.shelf is not None else None
+        return self.shelf.kept_at(k, self._samples) if self.shelf is not None else None
 
     def _samples(self, k: int) -> list:
-        """The samples of raw entry k's derivative, computed on the samples of the value it is formed from."""
+        """The samples of raw entry k: a local derivative's computed on the samples of the value it is
+        formed from, where it is not made yet."""
         got = self._sampled.get(k)
         if got is None:
-            name, v, form = self.shelf.raw[k][1]  # type: ignore[union-attr, misc]
-            made = self.shelf.made.get(k)  # type: ignore[union-attr]
+            make = self.shelf.raw[k][1]  # type: ignore[union-attr]
+            made = make if isinstance(make, Quantity) else self.shelf.made.get(k)  # type: ignore[union-attr]
             if made is not None:
-                got = _samples(made.value)
+                got = made.samples
             else:  # the form computed on v's samples is the form's samples
-                got = np.asarray(_derivatives(name, np.asarray(_samples(v)))[form][2](), dtype=float).tolist()
+                name, v, form = make  # type: ignore[misc]
+                got = _sampled_form(_samples(v), form)
             self._sampled[k] = got
         return got
 
-    def _near(self, j: int, k: int) -> bool:
-        """False where raw entry j (before k) is not within the tolerance of a duplicate of k's."""
-        make = self.shelf.raw[j][1]  # type: ignore[union-attr]
-        if isinstance(make, Quantity):
-            return True
-        # each form of v is at most (1 + max|v|)**2 in magnitude: a bound on the tolerance close() gives j
-        largest = self._largest.get(j)
-        if largest is None:
-            v = make[1]
-            largest = self._largest[j] = float(max(v.max(), -v.min())) if v.size else 0.0
-        if not math.isfinite(largest):
-            return True
-        t = RTOL["exact"] * max((1 + largest) ** 2, 1e-12) * (1 + 1e-9) + 1e-15
-        return _within(self._samples(k), self._samples(j), t)
+
+def _sampled_form(xs: list, form: int) -> list:
+    """Local derivative `form` (_derivatives' order) of the numbers xs: the same arithmetic as numpy's, and
+    exp and tanh within a last bit of its (_within leaves room for that)."""
+    try:
+        if form == 0:
+            return [x * (1 - x) for x in xs]
+        if form == 1:
+            return [1 - x * x for x in xs]
+        if form == 2:
+            return [1.0 if x > 0 else 0.0 for x in xs]
+        if form == 3:
+            return [1 - x for x in xs]
+        if form == 4:
+            return [(1 / (1 + math.exp(-x))) * (1 - 1 / (1 + math.exp(-x))) for x in xs]
+        return [1 - math.tanh(x) ** 2 for x in xs]
+    except (OverflowError, ValueError):  # where math overflows, numpy's inf and nan
+        with np.errstate(all="ignore"):
+            return np.asarray(_derivatives("v", np.asarray(xs, dtype=float))[form][2](), dtype=float).tolist()
 
 
 def _paren(label: str) -> str:
@@ -1272,20 +1273,15 @@ def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
     fwd = record(case.loss, params, *fresh(case.args), **fresh(case.kwargs))
     clock("record_forward")
     forward = _intermediates(fwd, leaf_ids)
-    pending = start_adjoints(case, forward)
-    if pending.finish is None:  # finite differences, before the backward pass as without JAX
-        grads, adj, method, rtol = finish_adjoints(case, forward, loss_value(fwd.result), pending)
+    grads, adj, method, rtol = adjoints(case, forward, loss_value(fwd.result))
     clock("adjoints")
-    params = case.params()
-    bwd = record(case.grad, params, *fresh(case.args), **fresh(case.kwargs))  # JAX computes meanwhile
-    recorded = clock("record_backward")
-    if pending.finish is not None:
-        grads, adj, method, rtol = finish_adjoints(case, forward, loss_value(fwd.result), pending, recorded)
-        clock("adjoints")
     if method == "jax":  # one gradient (compiled the first time): the clock is for the rest
         case.deadline = time.perf_counter() + case.seconds
     quantities = known_quantities(case, fwd, forward, grads, adj, rtol, leaf_ids)
     clock("quantities")
+    params = case.params()
+    bwd = record(case.grad, params, *fresh(case.args), **fresh(case.kwargs))
+    clock("record_backward")
     with np.errstate(all="ignore"):  # values that overflow or are not finite match nothing, silently
         out = _search(case, wanted, quantities, bwd, {id(x) for x in flatten(params)[1]}, grads, rtol)
     clock("search")
@@ -1316,18 +1312,15 @@ def _search(case: Case, wanted: list[str], quantities: Known, bwd: Recording, pa
 
 
 class _Stopwatch:
-    """Seconds since the last call, added to a phase's (a phase may come in several parts)."""
+    """Seconds since the last call, recorded under a phase's name."""
 
     def __init__(self, into: dict) -> None:
         self.into, self.last = into, time.perf_counter()
         into.clear()
 
-    def __call__(self, phase: str) -> float:
-        """The seconds since the last call, added to the phase's."""
+    def __call__(self, phase: str) -> None:
         now = time.perf_counter()
-        spent, self.last = now - self.last, now
-        self.into[phase] = self.into.get(phase, 0.0) + spent
-        return spent
+        self.into[phase], self.last = now - self.last, now
 
 
 def _blame_leaf(search: _Search, bwd: Recording, obj: Any, expected: Quantity, name: str) -> tuple[Blame, bool]:

@@ -10,8 +10,7 @@ worth of work.
 The gradient is compiled with jax.jit, the deltas made inside the compiled program (nothing
 to transfer), so the trace hook runs once, while JAX traces the loss; the program is kept per
 (rebound loss, intermediates, shapes of the inputs) and reused by later blames of the same
-loss. Code that branches on values runs eagerly instead. `start_intermediate_adjoints` returns
-as soon as the program is dispatched, so that the caller's work overlaps JAX's.
+loss. Code that branches on values runs eagerly instead.
 """
 
 from __future__ import annotations
@@ -103,22 +102,13 @@ def intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarray], sh
     `shapes` maps binding keys (gradcheck.capture.binding_key) of the numpy run to their value's
     shape; a key the JAX run never binds, or binds with another shape, is left out of the result.
     """
-    return start_intermediate_adjoints(objective, leaves, shapes)()
-
-
-def start_intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarray], shapes: dict
-                                ) -> Callable[[], tuple[float, list, dict]]:
-    """intermediate_adjoints in two steps: this call traces (the first time) and dispatches the
-    program, which JAX then computes on its own threads; the function it returns waits for the
-    result and gives what intermediate_adjoints gives. What runs in between runs meanwhile."""
     with float64():
         loss, arrays = rebound_loss(objective)
         params = [np.asarray(x, dtype=np.float64) for x in leaves]  # jit transfers them itself
         program = _cached(loss, shapes, params, arrays)
-        result: Any = None
         if program.jitted is not None:
             try:
-                result = program.jitted(params, arrays)
+                value, (g_params, g_deltas) = program.jitted(params, arrays)
             except _CONCRETIZATION:  # Python control flow on values: run eagerly from now on
                 program.jitted = None
         if program.jitted is None:
@@ -126,12 +116,7 @@ def start_intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarra
             if result is None:
                 program.hit.clear()
                 result = program.eager(params, arrays)
-    hit = set(program.hit)
-
-    def finish() -> tuple[float, list, dict]:
-        value, (g_params, g_deltas) = result
-        out = {k: np.asarray(g, dtype=np.float64) for k, g in g_deltas.items() if k in hit}
+            value, (g_params, g_deltas) = result
+        out = {k: np.asarray(g, dtype=np.float64) for k, g in g_deltas.items() if k in program.hit}
         grads = [np.asarray(g, dtype=np.float64).reshape(np.shape(x)) for g, x in zip(g_params, leaves)]
         return float(value), grads, out
-
-    return finish
