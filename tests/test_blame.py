@@ -185,6 +185,32 @@ def test_prints_rule_out_only_what_the_element_comparison_would():
     assert [x.label for x in Known([q, other, twin], []).of()] == ["dL/dh", "h"]
 
 
+def test_local_derivatives_decided_ahead_of_the_order_are_those_the_order_keeps():
+    """_Slopes decides whether the shelf keeps a local derivative from a few elements, without making
+    the ones before it: it keeps exactly those the shelf keeps when it makes every one in turn (ties
+    included: the ReLU mask of z and of tanh(z), a forward value that is a derivative form, zeros)."""
+    from gradcheck.blame import Known, Quantity, _Slopes
+
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(7, 6))
+    h = np.tanh(z)
+    forms = [("z", z), ("h", h), ("neg", -np.abs(z)), ("s", 1 / (1 + np.exp(-z)))]
+    eager = [Quantity("dL/dh", "", rng.normal(size=(7, 6)), "adjoint"),
+             Quantity("one_minus_h", "", 1 - h, "forward"),  # the form 1 - h, bound by the loss
+             Quantity("mask", "", (z > 0).astype(float), "forward")]  # the ReLU's derivative at z
+    for order in (range(60), reversed(range(60)), rng.permutation(60), rng.permutation(60)):
+        ahead = Known(eager, forms)
+        slopes = _Slopes(ahead, z.shape)
+        shelf = ahead.shelf(z.shape)
+        derivatives = [int(k) for k in order if k < len(shelf.raw) and isinstance(shelf.raw[k][1], tuple)]
+        decided = {k: slopes._kept(k) for k in derivatives}
+        in_turn = Known(eager, forms).shelf(z.shape)
+        kept = {pos: q.label for pos, q in in_turn.items()}
+        assert {k: q and q.label for k, q in decided.items()} == {
+            k: kept.get(shelf.raw[k][0]) for k in decided}
+        assert None in decided.values()  # some were dropped as duplicates or zero
+
+
 def test_blame_inside_a_layers_backward_function():
     b = _blame_of("cs231n-relu-forgot", "W1")
     assert (b.function, b.source) == ("relu_backward_forgot", "dx = dout  # BUG")
