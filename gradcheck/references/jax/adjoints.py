@@ -64,7 +64,12 @@ def _program(loss: Callable, shapes: tuple) -> _Program:
     vg = jax.value_and_grad(run, argnums=(0, 1))
 
     def at_zero(params: list, arrays: list) -> Any:
-        return vg(params, {k: jnp.zeros(s, dtype=jnp.float64) for k, s in wanted.items()}, arrays)
+        value, (g_params, g_deltas) = vg(params, {k: jnp.zeros(s, dtype=jnp.float64) for k, s in wanted.items()},
+                                         arrays)
+        # one flat array (the parameters' gradients, then the adjoints in `shapes` order): one transfer
+        # and one buffer to free instead of one per intermediate
+        parts = [jnp.ravel(g) for g in g_params] + [jnp.ravel(g_deltas[k]) for k in wanted]
+        return value, (jnp.concatenate(parts).astype(jnp.float64) if parts else jnp.zeros(0, dtype=jnp.float64))
 
     return _Program(eager=at_zero, owner=loss, hit=hit, jitted=jax.jit(at_zero))
 
@@ -108,7 +113,7 @@ def intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarray], sh
         program = _cached(loss, shapes, params, arrays)
         if program.jitted is not None:
             try:
-                value, (g_params, g_deltas) = program.jitted(params, arrays)
+                value, flat = program.jitted(params, arrays)
             except _CONCRETIZATION:  # Python control flow on values: run eagerly from now on
                 program.jitted = None
         if program.jitted is None:
@@ -116,7 +121,22 @@ def intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarray], sh
             if result is None:
                 program.hit.clear()
                 result = program.eager(params, arrays)
-            value, (g_params, g_deltas) = result
-        out = {k: np.asarray(g, dtype=np.float64) for k, g in g_deltas.items() if k in program.hit}
-        grads = [np.asarray(g, dtype=np.float64).reshape(np.shape(x)) for g, x in zip(g_params, leaves)]
-        return float(value), grads, out
+            value, flat = result
+        return float(value), *_unpack(np.asarray(flat, dtype=np.float64), leaves, shapes, program.hit)
+
+
+def _unpack(flat: np.ndarray, leaves: Sequence[Any], shapes: dict, hit: set) -> tuple[list, dict]:
+    """The parameters' gradients and the adjoints of the keys the run bound, as views of the flat array."""
+    grads, at = [], 0
+    for x in leaves:
+        shape = np.shape(x)
+        n = int(np.prod(shape))
+        grads.append(flat[at:at + n].reshape(shape))
+        at += n
+    out = {}
+    for key, shape in sorted((k, tuple(s)) for k, s in shapes.items()):  # the program's order (_cached)
+        n = int(np.prod(shape))
+        if key in hit:
+            out[key] = flat[at:at + n].reshape(shape)
+        at += n
+    return grads, out
