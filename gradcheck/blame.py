@@ -96,6 +96,8 @@ def _samples(a: np.ndarray) -> list:
     flat = a.reshape(-1)
     at = _SAMPLED.get(flat.size)
     if at is None:
+        if len(_SAMPLED) > 10_000:
+            _SAMPLED.clear()
         at = _SAMPLED[flat.size] = np.random.default_rng(flat.size + 104_729).permutation(flat.size)[:SAMPLES]
     return flat[at].tolist()
 
@@ -1039,7 +1041,6 @@ def _why(search: _Search, node: Binding, expected: Quantity) -> str:
     v = _array(node.value)
     e = expected.value
     pv = search.print_of(node)
-    shelf = search.known.shelf(tuple(e.shape))
     if (v.shape == e.shape or v.size == e.size == 1) and pv is not None:
         if expected.may_be(pv, pv.proj, -1.0) and expected.equals(-v):
             return "the sign is flipped"
@@ -1049,10 +1050,7 @@ def _why(search: _Search, node: Binding, expected: Quantity) -> str:
             round_ = any(abs(x - round(x)) < 1e-9 and round(x) > 1 for x in (abs(c), 1 / abs(c) if c else 0))
             if (v.size > 2 or round_) and close(v, c * e.reshape(v.shape), expected.rtol):
                 return f"it is {c:.6g} times the right value: a factor is missing or extra"
-        # (the quantities of the shape are made only where a parameter has it)
-        weights = any(isinstance(q, Quantity) and q.kind == "param" for _, q, _ in getattr(shelf, "raw", ()))
-        for p in (q for q in search.known.of([e.shape], eager=True) if q.kind == "param" and q.value.size > 2
-                  ) if weights else ():
+        for p in _weights(search.known, e.shape):
             reg = _coefficient(expected, p, v)
             if reg is not None:
                 return (f"it is {expected.label} {'-' if reg > 0 else '+'} {_factor(abs(reg))} x {p.label}: the "
@@ -1074,6 +1072,15 @@ def _why(search: _Search, node: Binding, expected: Quantity) -> str:
             if close(a.value, v, expected.rtol):
                 return f"{expected.label} = {a.label} * {_paren(d.label)}: {d.what.split(',')[0]} is missing"
     return ""
+
+
+def _weights(known: Known, shape: tuple) -> list[Quantity]:
+    """The parameters of this shape with more than two elements (the quantities of the shape are made and
+    cleared of duplicates only where a parameter has it)."""
+    shelf = known.shelf(shape)
+    if shelf is None or not any(isinstance(q, Quantity) and q.kind == "param" for _, q, _ in shelf.raw):
+        return []
+    return [q for q in known.of([shape], eager=True) if q.kind == "param" and q.value.size > 2]
 
 
 def _tolerance(target: np.ndarray, rtol: float) -> float:
@@ -1115,7 +1122,8 @@ class _Slopes:
             pass
         # the kept adjoints: those before the derivatives, then the data parts (all kept)
         adjoints = [q for pos, q in self.shelf.kept if pos < self.derived and q.kind == "adjoint"]
-        adjoints += [q for _, q, checked in self.shelf.raw if checked and isinstance(q, Quantity) and q.kind == "adjoint"]
+        adjoints += [q for _, q, checked in self.shelf.raw
+                     if checked and isinstance(q, Quantity) and q.kind == "adjoint"]
         fast = target.dtype.kind == "f" and all(a.value.dtype.kind == "f" for a in adjoints)
         t_s = _samples(target) if fast else []
         a_s = [_samples(a.value) if fast else [] for a in adjoints]
