@@ -510,6 +510,7 @@ class Case:
     deadline: float = math.inf  # set when blame starts, after the array libraries are imported
     use_jax: bool = True    # False: the adjoints by finite differences, and JAX is never imported
     objective: Any = None   # the check's Objective: the JAX re-run it already built is reused
+    call_seconds: float = 0.0  # one call of the loss, as the check measured it (0: not known)
     timings: dict = field(default_factory=dict)  # seconds per phase of the last blame (benchmarks read them)
 
     def params(self) -> Any:
@@ -658,6 +659,8 @@ class _Pace:
     def __init__(self, case: Case, calls: int, why: str) -> None:
         self.case, self.calls, self.why = case, calls, why
         self.done, self.start = 0, time.perf_counter()
+        if case.call_seconds * calls > case.deadline - self.start:  # known not to fit: not started
+            self._stop(case.call_seconds)
 
     def step(self, calls: int) -> None:
         now = time.perf_counter()
@@ -665,12 +668,15 @@ class _Pace:
         left = self.case.deadline - now
         per_call = (now - self.start) / self.done
         if left <= 0 or (self.done >= 8 and per_call * (self.calls - self.done) > 2 * left):
-            need = per_call * self.calls
-            have = max(self.case.deadline - self.start, 0.0)  # what was left when they started
-            left_of = f"{have:.2g} s left of the " if have < 0.99 * self.case.seconds else ""
-            raise _NotLocated(f"{self.why}, the adjoints come from finite differences on the intermediates: "
-                              f"{self.calls:,} calls of the loss, about {need:.2g} s, more than the "
-                              f"{left_of}{self.case.seconds:.2g} s blame may spend")
+            self._stop(per_call)
+
+    def _stop(self, per_call: float) -> None:
+        need = per_call * self.calls
+        have = max(self.case.deadline - self.start, 0.0)  # what was left when they started
+        left_of = f"{have:.2g} s left of the " if have < 0.99 * self.case.seconds else ""
+        raise _NotLocated(f"{self.why}, the adjoints come from finite differences on the intermediates: "
+                          f"{self.calls:,} calls of the loss, about {need:.2g} s, more than the "
+                          f"{left_of}{self.case.seconds:.2g} s blame may spend")
 
 
 def _differences(f: Callable[[int, float], float], x: np.ndarray, pace: _Pace) -> np.ndarray:
@@ -1274,6 +1280,8 @@ def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
             import gradcheck.references.jax.adjoints  # noqa: F401
         except ImportError:
             case.use_jax = False
+    if not case.use_jax:  # finite differences visit every parameter element: known before recording
+        _affordable(sum(np.size(x) for x in case.leaves), "without JAX")
     clock = _Stopwatch(case.timings)
     case.deadline = time.perf_counter() + case.seconds
     params = case.params()
@@ -1362,7 +1370,7 @@ def attach_blame(results: Sequence[Any], prep: Any, grad: Callable | None, value
     (what remains of the check's budget) if that is less still (besides
     the JAX pass, one gradient, which reuses the check's JAX re-run); with use_jax=False (the
     check ran without JAX) JAX is not imported and finite differences give the adjoints. The
-    learner's state is left as one call of loss and gradient at their parameters leaves it.
+    check settles the learner's state after it (one call of loss and gradient at their parameters).
     """
     failing = [p.name for p in results if not p.passed]
     if not failing:
@@ -1373,9 +1381,8 @@ def attach_blame(results: Sequence[Any], prep: Any, grad: Callable | None, value
                     [np.array(x, copy=True) for x in obj.x0_user], obj.treedef, list(obj.scalar_leaves),
                     tuple(obj.user_args), dict(obj.user_kwargs), value_and_grad is not None,
                     min(BLAME_SECONDS, 0.25 * budget, float("inf") if left is None else max(left, 0.0)),
-                    use_jax=use_jax, objective=obj)
+                    use_jax=use_jax, objective=obj, call_seconds=getattr(prep, "t_loss", 0.0))
         found = blame_case(case, failing)
-        obj.settle()
         return [replace(p, blame=found[p.name]) if p.name in found else p for p in results]
     except (Exception, SystemExit):  # noqa: BLE001 - blame never makes a check fail
         return list(results)

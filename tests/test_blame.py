@@ -272,6 +272,34 @@ def test_finite_differences_on_intermediates_keep_to_the_time_blame_has():
     assert not found.located and "blame may spend" in found.reason and "without JAX" in found.reason
 
 
+def test_differences_known_not_to_fit_are_not_started():
+    """With the check's measured call time, differences that cannot fit make no call at all,
+    and too many parameters for them are refused before the loss is even recorded."""
+    calls = []
+
+    def loss(p, X):
+        calls.append(1)
+        h = np.tanh(X @ p["W"])
+        return float(np.sum(h ** 2))
+
+    def grad(p, X):
+        h = np.tanh(X @ p["W"])
+        return {"W": X.T @ (2 * h)}  # the tanh's derivative missing
+
+    X = np.random.default_rng(0).normal(size=(20, 5))
+    names, leaves, treedef = gradcheck.tree.flatten({"W": np.full((5, 4), 0.1)})
+    case = Case(loss, grad, names, leaves, treedef, [False], (X,), {}, seconds=0.3, use_jax=False,
+                call_seconds=0.05)  # 2 x (20 + 20 + ...) calls at 0.05 s: more than 0.3 s
+    found = blame_case(case, ["W"])["W"]
+    assert not found.located and "blame may spend" in found.reason, found.reason
+    assert len(calls) == 1  # the recorded forward pass, and no difference
+    big = gradcheck.tree.flatten({"W": np.full((50, 40), 0.1)})
+    calls.clear()
+    found = blame_case(Case(loss, grad, big[0], big[1], big[2], [False], (np.ones((3, 50)),), {},
+                            use_jax=False), ["W"])["W"]
+    assert not found.located and "more than the 1,000" in found.reason and not calls, found.reason
+
+
 def test_finite_differences_after_a_failed_jax_pass_get_the_time_blame_has(monkeypatch):
     """A JAX pass that fails after a while (a slow trace, a loss it cannot run) does not spend the
     finite differences' time: they get what they would have had without it."""

@@ -158,17 +158,17 @@ class Slow:
 
 
 def test_check_on_a_short_budget_names_the_wrong_leaf_within_the_budget():
-    loss = Slow(0.02)
+    loss = Slow(0.05)
     start = time.perf_counter()
-    report = check(loss, wrong_in("b1", BUGS["halved"]), NET.params, NET.args, against="numeric", budget=0.4)
-    assert time.perf_counter() - start < 0.4 * 1.1 + 0.1  # a 10% overrun, and slack for a loaded machine
+    report = check(loss, wrong_in("b1", BUGS["halved"]), NET.params, NET.args, against="numeric", budget=1.0)
+    assert time.perf_counter() - start < 1.0 * 1.1 + 0.1  # a 10% overrun, and slack for a loaded machine
     assert not report.passed
     assert [p.name for p in report.parameters if not p.passed] == ["b1"]
     assert any("stood in" in s for s in report.plan["not_afforded"])
 
 
 def test_check_on_a_short_budget_passes_the_right_gradient():
-    report = check(Slow(0.02), NET.grad, NET.params, NET.args, against="numeric", budget=0.4)
+    report = check(Slow(0.05), NET.grad, NET.params, NET.args, against="numeric", budget=1.0)
     assert report.passed, report
     assert [p["direction"] for p in report.plan["projections"]] == [
         "every parameter: random signs, weighted per parameter"]
