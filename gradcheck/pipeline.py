@@ -61,8 +61,10 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     spent = time.perf_counter() - started
     # Too short for the least check by finite differences, the budget may still pay for an
     # exact reference (JAX compiled by an earlier check) and its one directional test.
-    short = spent + rules.floor_seconds(prep) > (1 + rules.OVERRUN) * budget
-    too_short = _too_short(prep, budget, spent, explicit=budget_given) if short and "jax" not in names else []
+    exact_only = "numeric" not in names
+    short = spent + rules.floor_seconds(prep, exact=exact_only) > (1 + rules.OVERRUN) * budget
+    too_short = _too_short(prep, budget, spent, explicit=budget_given, exact=exact_only) \
+        if short and "jax" not in names else []
     # The user's state (a global the loss sets) is left at their parameters, not a perturbed point.
     with prep.objective.settled():
         refs: dict[str, ReferenceGradient] = {}
@@ -130,7 +132,7 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
                                                 f"(budget={budget:g} s) had {left():.2g} s left")
             not_afforded.append("the SymPy reference")
         elif "sympy" in names:
-            run("sympy", numeric.selection, asked=explicit)
+            run("sympy", numeric.selection, reserve=rules.VET_CALLS * rules.call_seconds(prep), asked=explicit)
         vetted = vet(prep.objective, prep.x0, prep.loss_value, refs, statuses, prep.names, seed,
                      skip=numeric.validated, deadline=deadline, call_seconds=prep.t_loss, not_afforded=not_afforded)
         ordered = [statuses[n] for n in names if n in statuses]
@@ -164,8 +166,9 @@ def _too_short(prep: Prepared, budget: float, spent: float, explicit: bool,
     default budget, say so and go on."""
     least = spent + rules.floor_seconds(prep, exact)
     why = (f"one call of your loss takes {rules.call_seconds(prep):.2g} s, and the least check (preparing it"
-           f"{' and the JAX gradient' if exact else ''}, {spent:.2g} s, then {rules.floor_calls(prep, exact)} more "
-           f"calls of your loss and one of your gradient) takes about {least:.2g} s")
+           f"{' and the JAX gradient' if exact and jax is not None and jax.ran else ''}, {spent:.2g} s, then "
+           f"{rules.floor_calls(prep, exact)} more calls of your loss and one of your gradient) takes about "
+           f"{least:.2g} s")
     if jax is not None and not jax.ran:
         why += f" (JAX, which would need fewer, could not run: {jax.reason})"
     if explicit:

@@ -54,6 +54,9 @@ SYMPY_AUTO_LIMIT = 20_000
 #: Share of the budget element-wise finite differences may spend on every element: small when
 #: an exact reference (JAX) already compares every element, larger when differences are the reference.
 EXHAUSTIVE_SHARE = {True: 0.1, False: 0.4}
+#: ... and beside an exact reference at most this many seconds: JAX compares every element
+#: already, and a learner waits for the check (a validation sample stands in past it).
+EXHAUSTIVE_BESIDE_EXACT = 0.05
 #: Seconds the element-wise sample beside a validated JAX gradient may take (2 per leaf at least).
 VALIDATION_SECONDS = 0.1
 #: Element-wise differences expected to take longer than this (seconds) are worth compiling a
@@ -109,7 +112,8 @@ def affordable_elements(prep: Prepared, budget: float, max_elements: int | None,
     """How many elements element-wise finite differences can visit within their share of the budget."""
     if max_elements is not None:
         return int(max_elements)
-    return int(budget * EXHAUSTIVE_SHARE[exact] / element_seconds(prep, batched))
+    seconds = budget * EXHAUSTIVE_SHARE[exact]
+    return int((min(seconds, EXHAUSTIVE_BESIDE_EXACT) if exact else seconds) / element_seconds(prep, batched))
 
 
 def worth_batching(prep: Prepared, elements: int, seconds: float, compiled: bool = False) -> bool:

@@ -26,5 +26,8 @@ def run(case: Prepared, selection: Sequence[np.ndarray], allowance: Allowance) -
     if sympy_every_element(case):
         return sympy_gradient(case.objective, [np.arange(x.size) for x in case.x0], f0=case.loss_value,
                               time_budget=seconds)
+    # Its first element may take what is left of the check's budget (a large network's takes longer
+    # than the share), not more.
     return sympy_gradient(case.objective, sample(list(selection), SYMPY_SAMPLE, allowance.seed),
-                          max_elements=SYMPY_SAMPLE, f0=case.loss_value, time_budget=seconds)
+                          max_elements=SYMPY_SAMPLE, f0=case.loss_value, time_budget=seconds,
+                          first_budget=allowance.seconds)

@@ -631,7 +631,8 @@ def _gradient_all_symbols(objective: Objective, selection: Sequence[np.ndarray],
 
 
 def _gradient_sampled(objective: Objective, selection: Sequence[np.ndarray], digits: int, max_elements: int,
-                      time_budget: float | None, result: _Result, f0: float | None) -> None:
+                      time_budget: float | None, result: _Result, f0: float | None,
+                      first_budget: float | None = None) -> None:
     dps = digits + GUARD_DIGITS
     state = _state(objective)
     wanted = sum(len(s) for s in selection)
@@ -639,6 +640,7 @@ def _gradient_sampled(objective: Objective, selection: Sequence[np.ndarray], dig
     leaves = [_numbers(leaf) for leaf in objective.x0]
     start = time.perf_counter()
     deadline = None if time_budget is None else start + time_budget
+    first_deadline = None if first_budget is None else start + first_budget
     done = 0
     t = sympy.Symbol("t", real=True)
     for k, i in order:
@@ -646,9 +648,9 @@ def _gradient_sampled(objective: Objective, selection: Sequence[np.ndarray], dig
         # Stop before an element that, at the pace so far, would end past the budget.
         if time_budget is not None and done and elapsed * (done + 1) / done > time_budget:
             break
-        try:  # the first element is always differentiated; the others only within the budget
-            _sampled_element(objective, state, leaves, (k, i), t, dps, deadline if done else None, result,
-                             f0 if not done else None, digits)
+        try:  # the first element within the first budget; the others only within the budget
+            _sampled_element(objective, state, leaves, (k, i), t, dps, deadline if done else first_deadline,
+                             result, f0 if not done else None, digits)
         except symnp.OutOfTime:
             break
         done += 1
@@ -726,7 +728,7 @@ def _without_cyclic_gc() -> Iterator[None]:
 def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, digits: int = 35,
                    all_symbols_limit: int = ALL_SYMBOLS_LIMIT, max_elements: int = 32,
                    time_budget: float | None = 10.0, formula_nodes: int = FORMULA_NODES,
-                   f0: float | None = None) -> ReferenceGradient:
+                   f0: float | None = None, first_budget: float | None = None) -> ReferenceGradient:
     """Exact derivatives of the selected elements, evaluated to `digits` significant digits.
 
     Up to `all_symbols_limit` parameter elements in total, every element is a symbol (one run);
@@ -735,7 +737,8 @@ def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, dig
     elements not done unchecked, with a note, or raises ReferenceUnavailable if none is done
     (see the module docstring). Formulas are filled in for expressions of
     at most `formula_nodes` distinct subexpressions. `f0`, the numpy loss at x0 if the caller has
-    it, spares one loss call (the symbolic value is checked against it).
+    it, spares one loss call (the symbolic value is checked against it). A sample's first element
+    is differentiated even past `time_budget`, within `first_budget` seconds (None: no limit).
     """
     start = time.perf_counter()
     shapes = [x.shape for x in objective.x0]
@@ -747,7 +750,7 @@ def sympy_gradient(objective: Objective, selection: Sequence[np.ndarray], *, dig
             formulas = _gradient_all_symbols(objective, selection, digits, result, formula_nodes, f0, time_budget)
             plan = "every parameter a symbol"
         else:
-            _gradient_sampled(objective, selection, digits, max_elements, time_budget, result, f0)
+            _gradient_sampled(objective, selection, digits, max_elements, time_budget, result, f0, first_budget)
             plan = "one symbol per sampled element"
     count = sum(int(m.sum()) for m in result.kinks)
     if count:
