@@ -634,11 +634,11 @@ def _gradient_sampled(objective: Objective, selection: Sequence[np.ndarray], dig
                       time_budget: float | None, result: _Result, f0: float | None,
                       first_budget: float | None = None) -> None:
     dps = digits + GUARD_DIGITS
+    start = time.perf_counter()  # the budgets count building the symbolic re-run too
     state = _state(objective)
     wanted = sum(len(s) for s in selection)
     order = _order(selection, max_elements)
     leaves = [_numbers(leaf) for leaf in objective.x0]
-    start = time.perf_counter()
     deadline = None if time_budget is None else start + time_budget
     first_deadline = None if first_budget is None else start + first_budget
     done = 0
