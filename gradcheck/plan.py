@@ -75,6 +75,9 @@ JAX_IMPORT_SECONDS = 1.5
 SYMPY_IMPORT_SECONDS = 1.0
 #: Calls of the user's loss a SymPy run makes (value checks, the symbolic run, one-sided re-runs).
 SYMPY_CALLS = 12
+#: Seconds the first sampled element of a larger problem can take symbolically (0.1-0.3 s on
+#: networks of 1e3-1e4 parameters): one numpy operation on symbols is not interruptible.
+SYMPY_FIRST_ELEMENT_SECONDS = 0.3
 #: How far past its budget a check may run (a share of the budget).
 OVERRUN = 0.1
 
@@ -199,9 +202,11 @@ def sympy_reserve(budget: float) -> float:
 
 
 def sympy_seconds(prep: Prepared) -> float:
-    """A floor on what the SymPy reference costs here: its import if not loaded, and its loss calls."""
+    """A floor on what the SymPy reference costs here: its import if not loaded, its loss calls,
+    and on a sampled problem its first element."""
     start = 0.0 if "sympy" in sys.modules else SYMPY_IMPORT_SECONDS
-    return start + (SYMPY_CALLS + VET_CALLS) * call_seconds(prep)
+    first = 0.0 if sympy_every_element(prep) else SYMPY_FIRST_ELEMENT_SECONDS
+    return start + first + (SYMPY_CALLS + VET_CALLS) * call_seconds(prep)
 
 
 def per_leaf_sample(pools: Sequence[Any], count: int, rng: np.random.Generator) -> list:

@@ -441,6 +441,7 @@ def _executable(compiled: _Compiled, leaves: Sequence[Any], arrays: Sequence[Any
         lowered = compiled.jitted.lower(leaves, arrays)  # type: ignore[union-attr]
         if not _COMPILER:
             _COMPILER.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradcheck-xla"))
+
         def compile_timed() -> Any:
             start = time.perf_counter()
             executable = lowered.compile()
