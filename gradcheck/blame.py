@@ -312,7 +312,7 @@ def close(value: Any, target: np.ndarray, rtol: float = RTOL["exact"]) -> bool:
             return bool(np.all(np.abs(a - b) <= rtol * max(float(np.max(np.abs(b))), 1e-12) + 1e-15))
         d = np.subtract(a, b)
         # max(d) and -min(d) are max |d| (NaN, where any element is, fails the comparison)
-        return bool(max(d.max(), -d.min()) <= rtol * max(float(max(b.max(), -b.min())), 1e-12) + 1e-15)
+        return bool(max(d.max(), -d.min()) <= _tolerance(b, rtol))
 
 
 def _shape_key(shape: tuple) -> tuple:

@@ -115,8 +115,8 @@ def localise(objective: Objective, x0: list, yours: list, names: Sequence[str], 
     n = len(x0)
     tests: list[Projection] = []
 
-    def run(v: list, label: str, spread: float | None = None) -> bool:
-        p = project(objective, x0, yours, v, f0, rtols, atols, label, spread)
+    def run(v: list, label: str) -> bool:
+        p = project(objective, x0, yours, v, f0, rtols, atols, label)
         tests.append(p)
         return p.ok
 

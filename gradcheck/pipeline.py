@@ -62,7 +62,7 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
     # Too short for the least check by finite differences, the budget may still pay for an
     # exact reference (JAX compiled by an earlier check) and its one directional test.
     exact_only = "numeric" not in names
-    short = spent + rules.floor_seconds(prep, exact=exact_only) > (1 + rules.OVERRUN) * budget
+    short = not rules.least_fits(prep, spent, budget, exact=exact_only)
     too_short = _too_short(prep, budget, spent, explicit=budget_given, exact=exact_only) \
         if short and "jax" not in names else []
     # The user's state (a global the loss sets) is left at their parameters, not a perturbed point.
@@ -88,11 +88,10 @@ def check(loss: Callable | None = None, grad: Callable | None = None, params: An
             not_afforded.append("the JAX reference (importing jax)")
         elif "jax" in names:
             # The least check by finite differences stays affordable if JAX cannot run after all.
-            run("jax", everything, reserve=rules.floor_seconds(prep, exact=short or "numeric" not in names),
-                asked=explicit)
+            run("jax", everything, reserve=rules.floor_seconds(prep, exact=short or exact_only), asked=explicit)
         if short:
             exact, now = "jax" in refs, time.perf_counter() - started
-            if not exact or now + rules.floor_seconds(prep, exact=True) > (1 + rules.OVERRUN) * budget:
+            if not exact or not rules.least_fits(prep, now, budget, exact=True):
                 too_short = _too_short(prep, budget, now if exact else spent, explicit=budget_given,
                                        jax=statuses.get("jax"), exact=exact)
         numeric = NumericPlan(selection=everything, plan={}, projections=[], failed_leaves=[False] * len(prep.x0),

@@ -123,11 +123,12 @@ def worth_batching(prep: Prepared, elements: int, seconds: float, compiled: bool
     """Whether a batched loss can pay off: a float64 loss whose `elements` differences would take
     numpy longer than BATCH_WORTH seconds, yet could fit in `seconds` batched; or, `compiled` by
     an earlier check (nothing left to pay), longer than BATCH_WORTH_COMPILED."""
+    if prep.objective.eps > np.finfo(np.float64).eps:
+        return False
     numpy_cost = elements * element_seconds(prep)
     if compiled:
-        return prep.objective.eps <= np.finfo(np.float64).eps and min(BATCH_WORTH, BATCH_WORTH_COMPILED) <= numpy_cost
-    return prep.objective.eps <= np.finfo(np.float64).eps and BATCH_WORTH <= numpy_cost \
-        and numpy_cost * BATCH_BEST_CASE <= seconds
+        return min(BATCH_WORTH, BATCH_WORTH_COMPILED) <= numpy_cost
+    return BATCH_WORTH <= numpy_cost and numpy_cost * BATCH_BEST_CASE <= seconds
 
 
 def validation_per_leaf(prep: Prepared, affordable: int, batched: Any = None) -> int:
@@ -164,6 +165,11 @@ def floor_seconds(prep: Prepared, exact: bool = False) -> float:
     """Seconds the least check takes once its case is prepared (see floor_calls; the gradient
     is called once more, settling the user's state)."""
     return floor_calls(prep, exact) * call_seconds(prep) + prep.t_grad
+
+
+def least_fits(prep: Prepared, spent: float, budget: float, exact: bool = False) -> bool:
+    """Whether the least check, `spent` seconds into the check, ends within OVERRUN of `budget`."""
+    return spent + floor_seconds(prep, exact) <= (1 + OVERRUN) * budget
 
 
 def jax_shares(seconds: float, asked: bool, trace_seconds: float) -> tuple[float, float]:
