@@ -382,6 +382,8 @@ def _run(program: _Program, leaves: Sequence[Any], trace_seconds: float | None =
             with _traced_until(clock):
                 out = _gradient(program, leaves, op_by_op, clock)
         except _OutOfTime:
+            if _compiling(compiled):  # the trace was done: the deadline passed waiting for XLA
+                raise ReferenceUnavailable(_STILL_COMPILING) from None
             compiled.too_slow = float(trace_seconds or 0.0)
             raise ReferenceUnavailable(_too_slow(compiled.too_slow)) from None
         # Compiled in the background by an earlier check, it was still compiled for this loss.
@@ -420,6 +422,16 @@ def _gradient(program: _Program, leaves: Sequence[Any], op_by_op: Callable[[], N
 
 
 _COMPILER: list = []  # the one worker thread XLA compiles in (made on first use)
+_STILL_COMPILING = ("the JAX reference cannot run this loss in time: XLA compiling its gradient takes longer than its "
+                    "share of the time budget; it goes on compiling, and a later check of this loss uses it (or give "
+                    "the check more time, budget=...)")
+
+
+def _compiling(compiled: _Compiled) -> bool:
+    """Whether XLA is compiling one of this loss's gradients in the worker thread."""
+    from concurrent.futures import Future
+
+    return any(isinstance(found, Future) for found in compiled.executables.values())
 
 
 def _signature(tree: Any) -> tuple:
@@ -454,10 +466,7 @@ def _executable(compiled: _Compiled, leaves: Sequence[Any], arrays: Sequence[Any
         try:
             found = found.result(None if deadline is None else max(deadline - time.perf_counter(), 0.0))
         except FutureTimeout:
-            raise ReferenceUnavailable(
-                "the JAX reference cannot run this loss in time: XLA compiling its gradient takes longer than its "
-                "share of the time budget; it goes on compiling, and a later check of this loss uses it (or give "
-                "the check more time, budget=...)") from None
+            raise ReferenceUnavailable(_STILL_COMPILING) from None
         except BaseException:
             del compiled.executables[key]  # not kept: a later check compiles again
             raise
