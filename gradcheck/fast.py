@@ -11,11 +11,17 @@ each leaf's part weighted so that it carries the same share of the projection (a
 beside a large one is not drowned); if it fails, halves of the leaves are tested in turn.
 The directional derivative is linear in the direction, so a half that was not afforded is
 the whole minus the tested half: the search names the failing leaves in one test per level.
+
+A direction moves each element by its default finite-difference step, which for an element far
+smaller than its leaf is a step of the leaf's size. Where the loss varies on that element's own
+scale the difference aliases, and its error estimate, made from the same steps, does not show
+it; so a test that would name a parameter wrong, or pass only by its own truncation error, is
+differenced again at shorter steps down to the elements' own scale (`confirm`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -28,6 +34,16 @@ from .references.numeric import BASE_STEP, EPS, element_steps
 BROAD = 8
 #: Subsets this small are handed to element-wise finite differences.
 LEAF_CHUNK = 4
+#: Loss calls of one directional difference.
+PAIR_CALLS = 4
+#: A projection is confirmed at shorter steps (see `confirm`) only where the default step moves
+#: some element by more than twice its own step (the step it needs is below this fraction of
+#: the default); the retries are RUNG apart.
+CONFIRM_BELOW = 0.5
+RUNG = 1e3
+#: The shortest confirming step, as a fraction of the default (an element at 1e-300 beside
+#: elements of 1 would otherwise ask for a step no difference can resolve).
+SHRINK_FLOOR = 1e-10
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,10 @@ class Projection:
     numeric: float
     error: float
     tol: float
+    #: The part of `error` that shorter steps reduce.
+    truncation: float = 0.0
+    #: Loss calls made: 4 a difference (a test confirmed at shorter steps made several).
+    calls: int = PAIR_CALLS
 
     @property
     def ok(self) -> bool:
@@ -50,21 +70,20 @@ class Projection:
 
 
 def directional(objective: Objective, x0: Sequence[np.ndarray], v: Sequence[np.ndarray | None],
-                f0: float, spread: float | None = None) -> tuple[float, float]:
-    """Richardson central difference of t -> f(x0 + t v) at 0 (4 loss calls), and its error.
+                f0: float, spread: float | None = None, shrink: float = 1.0) -> tuple[float, float, float]:
+    """Richardson central difference of t -> f(x0 + t v) at 0 (4 loss calls), its error, and
+    the part of the error that shorter steps reduce (the Richardson gap; the rest is round-off).
 
-    `spread`: the squared length of v counted in elements' steps (by default, its nonzeros)."""
+    `spread`: the squared length of v counted in elements' steps (by default, its nonzeros);
+    `shrink`: the step as a fraction of the default one."""
     def at(t: float) -> float:
         return objective([x if d is None else x + t * d for x, d in zip(x0, v)])
 
-    # Perturbing m elements at once moves the point ~sqrt(m) steps: shrink t to compensate.
-    if spread is None:
-        spread = sum(int(np.count_nonzero(d)) for d in v if d is not None)
-    h = 1.0 / np.sqrt(max(spread, 1.0))
+    h = shrink * _unit_step(v, spread)
     d1 = (at(h) - at(-h)) / (2 * h)
     d2 = (at(h / 2) - at(-h / 2)) / h
     est = (4 * d2 - d1) / 3
-    return est, abs(est - d2) + 16 * EPS * max(abs(f0), 1e-300) / h
+    return est, abs(est - d2) + 16 * EPS * max(abs(f0), 1e-300) / h, abs(est - d2)
 
 
 def scaled_direction(x: np.ndarray, signs: np.ndarray) -> np.ndarray:
@@ -85,12 +104,126 @@ def _yours_along(yours: Sequence[np.ndarray], v: Sequence[np.ndarray | None], rt
     return mine, tol
 
 
+def _unit_step(v: Sequence[np.ndarray | None], spread: float | None) -> float:
+    """The default t of a directional difference along v: perturbing m elements at once moves the
+    point about sqrt(m) element steps, so t is shrunk by sqrt(m)."""
+    if spread is None:
+        spread = sum(int(np.count_nonzero(d)) for d in v if d is not None)
+    return 1.0 / float(np.sqrt(max(spread, 1.0)))
+
+
+def confirming_steps(x0: Sequence[np.ndarray], v: Sequence[np.ndarray | None], spread: float | None) -> list[float]:
+    """Shorter steps (fractions of the default one) at which a failing directional difference is
+    retried: RUNG apart, down to the step at which every nonzero element along v moves by at most
+    its own finite-difference step (BASE_STEP times its own magnitude; not below SHRINK_FLOOR).
+    Empty when the default step already does.
+
+    The default step moves an element far smaller than its leaf by a step of the leaf's size; if
+    the loss varies on that element's own scale, the difference aliases (a sine over thousands of
+    periods differences to nearly nothing, a quadratic term exactly), and its error estimate, made
+    from the same steps, cannot see it."""
+    h = _unit_step(v, spread)
+    shrink = 1.0
+    for x, d in zip(x0, v):
+        if d is None or not x.size:
+            continue
+        move = h * np.abs(d.reshape(-1))
+        own = BASE_STEP * np.abs(x.reshape(-1).astype(np.float64))
+        live = (move > 0) & (own > 0)
+        if live.any():
+            shrink = min(shrink, float(np.min(own[live] / move[live])))
+    shrink = max(shrink, SHRINK_FLOOR)
+    if shrink >= CONFIRM_BELOW:
+        return []
+    rungs = max(1, int(np.ceil(np.log(1.0 / shrink) / np.log(RUNG))))
+    return [shrink ** (j / rungs) for j in range(1, rungs + 1)]
+
+
+def inconclusive(tol: float, error: float, truncation: float) -> bool:
+    """Whether a directional test passes only by its difference's error bar: three times the
+    error is more than the tolerance it is added to, and truncation (which shorter steps reduce)
+    is most of it. Round-off-dominated errors (a float32 loss) are not retried: shorter steps
+    would make them larger."""
+    return bool(3 * error > tol and truncation > 0.5 * error)
+
+
+def shorter_stands(old: tuple[float, float], new: tuple[float, float]) -> bool:
+    """Whether the estimate `new` (estimate, error) at a shorter step replaces `old`: where two
+    smooth estimates disagree beyond their error bars the longer step's truncation was
+    underestimated (aliasing fools Richardson's gap; round-off does not fool the noise term), so
+    the shorter stands; otherwise the smaller error wins (the per-element rule, numeric._keep_better)."""
+    if not np.isfinite(new[0]):
+        return False
+    if not np.isfinite(old[0]):
+        return True
+    return bool(abs(new[0] - old[0]) > 3 * (new[1] + old[1]) or new[1] < old[1])
+
+
 def project(objective: Objective, x0: list, yours: list, v: list, f0: float, rtols: Sequence[float],
-            atols: Sequence[float], label: str, spread: float | None = None) -> Projection:
-    """Test one direction; tolerance sums the per-element tolerances of the leaves involved."""
-    est, err = directional(objective, x0, v, f0, spread)
+            atols: Sequence[float], label: str, spread: float | None = None, rungs: int | None = None) -> Projection:
+    """Test one direction; tolerance sums the per-element tolerances of the leaves involved.
+
+    A direction that fails is confirmed (see `confirm`) with up to `rungs` shorter steps (all it
+    needs by default; 0 for a projection that only points at suspects)."""
+    return confirm(objective, x0, v, f0, spread, measure(objective, x0, yours, v, f0, rtols, atols, label, spread),
+                   rungs)
+
+
+def measure(objective: Objective, x0: list, yours: list, v: list, f0: float, rtols: Sequence[float],
+             atols: Sequence[float], label: str, spread: float | None) -> Projection:
+    """The projection at the default step, its `tol` not yet widened by the difference's error."""
     mine, tol = _yours_along(yours, v, rtols, atols)
-    return Projection(label=label, yours=mine, numeric=est, error=err, tol=tol + 3 * err)
+    est, err, trunc = directional(objective, x0, v, f0, spread)
+    return Projection(label=label, yours=mine, numeric=est, error=err, tol=tol, truncation=trunc)
+
+
+def confirm(objective: Objective, x0: list, v: list, f0: float, spread: float | None, p: Projection,
+            rungs: int | None = None, failures: bool = True) -> Projection:
+    """`p` (made at the default step, its `tol` without the difference's error) as it stands: a
+    pass as it is; a failure differenced again (4 calls a rung, at most `rungs` of them) at the
+    shorter steps of `confirming_steps` (the shortest ones when not all are afforded), by the
+    rule of `shorter_stands`, so that a failure is not read from a step longer than the loss's
+    scale where a shorter one resolves it. So is a pass that only the difference's truncation
+    error let through (see `inconclusive`). Without `failures`, only such a pass is (the
+    failure of a test that only leads a search names nothing)."""
+    est, err = p.numeric, p.error
+    out = replace(p, tol=p.tol + 3 * err)
+    if (out.ok and not inconclusive(p.tol, err, p.truncation)) or (not out.ok and not failures):
+        return out
+    steps = confirming_steps(x0, v, spread)
+    # Short of rungs, the shortest ones: the last moves every element by its own step.
+    afforded = steps if rungs is None else steps[len(steps) - min(max(rungs, 0), len(steps)):]
+    trunc = p.truncation
+    for shrink in afforded:
+        retry = directional(objective, x0, v, f0, spread, shrink)
+        if shorter_stands((est, err), retry[:2]):
+            est, err, trunc = retry
+    return replace(p, numeric=est, error=err, tol=p.tol + 3 * err, truncation=trunc,
+                   calls=p.calls + PAIR_CALLS * len(afforded))
+
+
+class _Tests(list):
+    """The projections localisation made, and what is left of `max_tests` (projections' worth
+    of loss calls)."""
+
+    def __init__(self, objective: Objective, x0: list, f0: float, max_tests: int):
+        super().__init__()
+        self.objective, self.x0, self.f0, self.max_tests = objective, x0, f0, max_tests
+
+    def spent(self) -> int:
+        return sum(p.calls for p in self) // PAIR_CALLS
+
+    def add(self, p: Projection, v: list, spread: float | None, verdict: bool = True,
+            names_a_leaf: bool = True) -> Projection:
+        """Record p (made by `measure`, along v), confirmed (see `confirm`) if it is a verdict,
+        with the rungs that are left and at least the shortest one (the least check pays for
+        one, plan.floor_calls). A pass is a verdict on the leaves it covers; a failure only if it
+        `names_a_leaf`. A bisection's tests are no verdict: they point at suspects, which
+        element-wise differences judge."""
+        rungs = max(self.max_tests - self.spent() - (p.calls // PAIR_CALLS), 1) if verdict else 0
+        out = confirm(self.objective, self.x0, v, self.f0, spread, p, rungs, names_a_leaf)
+        self.append(out)
+        return out
 
 
 def _only(k: int, n: int, d: np.ndarray) -> list:
@@ -113,12 +246,12 @@ def localise(objective: Objective, x0: list, yours: list, names: Sequence[str], 
     if it fails, the search over halves of the leaves (the least that names a failing leaf)."""
     rng = np.random.default_rng(seed)
     n = len(x0)
-    tests: list[Projection] = []
+    tests = _Tests(objective, x0, f0, max_tests)
 
-    def run(v: list, label: str) -> bool:
-        p = project(objective, x0, yours, v, f0, rtols, atols, label)
-        tests.append(p)
-        return p.ok
+    def run(v: list, label: str, verdict: bool = True) -> bool:
+        # A projection deciding a leaf's verdict is confirmed if it fails; one of bisection only
+        # points at suspects, which element-wise differences judge.
+        return tests.add(measure(objective, x0, yours, v, f0, rtols, atols, label, None), v, None, verdict).ok
 
     live = [k for k, x in enumerate(x0) if x.size]
     if max_tests >= len(live):
@@ -133,59 +266,76 @@ def localise(objective: Objective, x0: list, yours: list, names: Sequence[str], 
             ok = run(_only(k, n, masked_direction(x, rng, np.arange(x.size))), f"{name}: random signs") and ok
             leaf_bad[k] = not ok
     else:
-        leaf_bad = _leaf_search(objective, x0, yours, names, f0, rtols, atols, rng, live, max_tests, tests)
+        leaf_bad = _leaf_search(objective, x0, yours, names, f0, rtols, atols, rng, live, tests)
     suspects = []
     for k, x in enumerate(x0):
         if not leaf_bad[k]:
             suspects.append(np.arange(0))
             continue
-        suspects.append(_bisect(run, k, n, x, rng, names[k], max_tests - len(tests)))
-    return suspects, tests, leaf_bad
+        suspects.append(_bisect(run, k, n, x, rng, names[k], max_tests - tests.spent()))
+    return suspects, list(tests), leaf_bad
 
 
-def weighted_direction(x0: Sequence[np.ndarray], yours: Sequence[np.ndarray],
-                       rng: np.random.Generator) -> tuple[list, list[float]]:
+def weighted_direction(x0: Sequence[np.ndarray], yours: Sequence[np.ndarray], rng: np.random.Generator,
+                       f0: float | None = None, rtols: Sequence[float] | None = None,
+                       atols: Sequence[float] | None = None) -> tuple[list, list[float]]:
     """Random signs on every element of every leaf, each leaf scaled (by at most 1) so that its
     expected share of <yours, v> is the same as every other leaf's. A leaf wrong by a relative
     error e then moves the projection by e times its share whatever the leaf's size, and every
     leaf is tested as finely as the hardest of them would be on its own. Also each leaf's weight
-    (1 for a leaf whose gradient is zero: its share is the loss's slope alone)."""
+    (1 for a leaf whose gradient is zero: its share is the loss's slope alone).
+
+    Given the loss value `f0` and the leaves' tolerances, no leaf is scaled so far that its part
+    of the projection's tolerance falls below the difference's round-off: scaled further, it
+    would buy the other leaves nothing (round-off already bounds what they can show) and would
+    hide its own errors under the round-off (a scalar with a tiny gradient beside a matrix would
+    otherwise shrink the matrix's part a million-fold)."""
     v = [masked_direction(x, rng, np.arange(x.size)) if x.size else None for x in x0]
-    shares = [float(np.linalg.norm(y.astype(np.float64) * d)) if d is not None else 0.0 for y, d in zip(yours, v)]
-    floor = min((t for t in shares if t > 0), default=0.0)
-    weights = [floor / t if t > 0 else 1.0 for t in shares]
+    parts = [None if d is None else y.astype(np.float64) * d for y, d in zip(yours, v)]
+    shares = [0.0 if t is None else float(np.linalg.norm(t)) for t in parts]
+    level = min((t for t in shares if t > 0), default=0.0)
+    weights = [min(1.0, level / t) if t > 0 else 1.0 for t in shares]
+    if f0 is not None and rtols is not None and atols is not None:
+        nnz = sum(int(np.count_nonzero(d)) for d in v if d is not None)
+        roundoff = 3 * 16 * EPS * max(abs(f0), 1e-300) * np.sqrt(max(nnz, 1))  # 3 x directional()'s, at w = 1
+        for k, (t, d) in enumerate(zip(parts, v)):
+            if t is not None and d is not None and weights[k] < 1.0:
+                tol = rtols[k] * float(np.abs(t).sum()) + atols[k] * float(np.abs(d).sum())
+                weights[k] = min(1.0, max(weights[k], roundoff / tol if tol > 0 else 1.0))
     return [None if d is None else w * d for d, w in zip(v, weights)], weights
 
 
 def _leaf_search(objective: Objective, x0: list, yours: list, names: Sequence[str], f0: float,
                  rtols: Sequence[float], atols: Sequence[float], rng: np.random.Generator, live: list[int],
-                 max_tests: int, tests: list[Projection]) -> list[bool]:
+                 tests: _Tests) -> list[bool]:
     """Which leaves fail: one weighted projection over all of them, then halves of a failing
-    group, the second half tested when `max_tests` affords it and otherwise inferred (whole
+    group, the second half tested when the tests left afford it and otherwise inferred (whole
     minus first half: no loss call). A group that fails while neither half does has each of its
-    leaves tested on its own."""
-    v, weights = weighted_direction(x0, yours, rng)
+    leaves tested on its own. Only a one-leaf group's failure names a leaf: it is confirmed."""
+    v, weights = weighted_direction(x0, yours, rng, f0, rtols, atols)
     nnz = [0 if d is None else int(np.count_nonzero(d)) for d in v]
 
     def label(group: Sequence[int]) -> str:
         return ("every parameter" if len(group) == len(live) and len(live) > 1
                 else ", ".join(names[k] for k in group)) + ": random signs, weighted per parameter"
 
+    def part(group: Sequence[int]) -> list:
+        return [d if k in group else None for k, d in enumerate(v)]
+
+    def spread(group: Sequence[int]) -> float:
+        return sum(weights[k] ** 2 * nnz[k] for k in group)
+
     def measured(group: Sequence[int]) -> Projection:
-        part = [d if k in group else None for k, d in enumerate(v)]
-        p = project(objective, x0, yours, part, f0, rtols, atols, label(group),
-                    spread=sum(weights[k] ** 2 * nnz[k] for k in group))
-        tests.append(p)
-        return p
+        p = measure(objective, x0, yours, part(group), f0, rtols, atols, label(group), spread(group))
+        return tests.add(p, part(group), spread(group), names_a_leaf=len(group) == 1)
 
     def inferred(group: Sequence[int], whole: Projection, other: Projection) -> Projection:
-        mine, tol = _yours_along(yours, [d if k in group else None for k, d in enumerate(v)], rtols, atols)
-        error = whole.error + other.error
+        mine, tol = _yours_along(yours, part(group), rtols, atols)
         p = Projection(label=label(group) + f" (inferred: {whole.label.split(':')[0]} minus "
                        f"{other.label.split(':')[0]})", yours=mine, numeric=whole.numeric - other.numeric,
-                       error=error, tol=tol + 3 * error)
-        tests.append(p)
-        return p
+                       error=whole.error + other.error, tol=tol, calls=0,
+                       truncation=whole.truncation + other.truncation)
+        return tests.add(p, part(group), spread(group), names_a_leaf=len(group) == 1)
 
     bad = [False] * len(x0)
     pending = [(live, measured(live))]
@@ -198,7 +348,7 @@ def _leaf_search(objective: Objective, x0: list, yours: list, names: Sequence[st
             continue
         first, second = group[: len(group) // 2], group[len(group) // 2:]
         a = measured(first)
-        b = measured(second) if len(tests) < max_tests else inferred(second, whole, a)
+        b = measured(second) if tests.spent() < tests.max_tests else inferred(second, whole, a)
         if a.ok and b.ok:
             pending += [([k], measured([k])) for k in group]
         else:
@@ -218,7 +368,7 @@ def _bisect(run, k: int, n: int, x: np.ndarray, rng: np.random.Generator, name: 
                 continue
             for half in np.array_split(subset, 2):
                 budget -= 1
-                if not run(_only(k, n, masked_direction(x, rng, half)), f"{name}: {len(half)} elements"):
+                if not run(_only(k, n, masked_direction(x, rng, half)), f"{name}: {len(half)} elements", False):
                     failing.append(half)
         if len(failing) > BROAD:
             # Spread-out error: a sample of the failing subsets is enough to diagnose it.

@@ -153,12 +153,13 @@ def localisation_per_leaf(prep: Prepared, affordable: int) -> int:
 def floor_calls(prep: Prepared, exact: bool = False) -> int:
     """Loss calls the least check makes once its case is prepared, and the call settling the
     user's state: by finite differences, one projection over every parameter and one more per
-    level of the search over halves of the leaves if it fails; beside an exact reference that
-    ran, the one directional test validating it."""
+    level of the search over halves of the leaves if it fails, and one confirming the failing
+    leaf's at a shorter step (gradcheck.fast.confirm); beside an exact reference that ran, the
+    one directional test validating it."""
     if exact:
         return VET_CALLS + 1
     leaves = sum(1 for x in prep.x0 if x.size)
-    return PROJECTION_CALLS * (1 + math.ceil(math.log2(max(leaves, 1)))) + 1
+    return PROJECTION_CALLS * (2 + math.ceil(math.log2(max(leaves, 1)))) + 1
 
 
 def floor_seconds(prep: Prepared, exact: bool = False) -> float:

@@ -155,6 +155,8 @@ def test_a_verdict_from_projections_alone_says_so():
     assert not any(p.checked for p in report.parameters), report.plan  # 6 calls an element do not fit
     text = str(report)
     assert report.passed and "random direction(s) only" in text.splitlines()[0], text
+    first = report.plan["projections"][0]
+    assert f"resolving errors down to {abs(first['tol'] / first['yours']):.1e} of the slope" in text.splitlines()[0]
     assert report["w"].max_rel_error == 0.0 and "PASS     -" in text, text
     bad = gradcheck.check(loss, lambda p, X, y: {"w": 2 * grad(p, X, y)["w"]}, params, args, against="numeric",
                           budget=1.0)

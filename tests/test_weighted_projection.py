@@ -172,3 +172,56 @@ def test_check_on_a_short_budget_passes_the_right_gradient():
     assert report.passed, report
     assert [p["direction"] for p in report.plan["projections"]] == [
         "every parameter: random signs, weighted per parameter"]
+
+
+# ------------------------------------------------- weights never sink a leaf under the round-off
+
+def _tiny_beside(scale: float):
+    """A 3x4 matrix whose gradient is of order 1 beside a scalar whose gradient is `scale`."""
+    rng = np.random.default_rng(3)
+    params = {"W": rng.normal(size=(3, 4)), "c": 0.7}
+
+    def loss(p):
+        return float(np.sum(np.sin(p["W"])) + scale * p["c"] ** 2)
+
+    def grad(p):
+        return {"W": np.cos(p["W"]), "c": 2 * scale * p["c"]}
+    return loss, grad, params
+
+
+def _localise(loss, grad, params, max_tests=0):
+    prep = prepare(loss, grad, params, ())
+    tol = [default_tolerances(d) for d in prep.dtypes]
+    atols = [relative_atol(a, y) for (_, a), y in zip(tol, prep.yours)]
+    _, tests, bad = localise(prep.objective, prep.x0, prep.yours, prep.names, prep.loss_value,
+                             [r for r, _ in tol], atols, max_tests=max_tests)
+    return dict(zip(prep.names, bad)), tests
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-12])
+def test_a_scalar_with_a_tiny_gradient_does_not_shrink_the_matrix_under_the_round_off(scale):
+    loss, grad, params = _tiny_beside(scale)
+    bad, tests = _localise(loss, grad, params)
+    assert not any(bad.values()), [t.to_dict() for t in tests]
+
+    def wrong(p):
+        g = grad(p)
+        g["W"] = g["W"].copy()
+        g["W"][1, 2] *= 1.001  # a tenth of a percent on one element of twelve
+        return g
+    bad, tests = _localise(loss, wrong, params)
+    assert [k for k, b in bad.items() if b] == ["W"], [t.to_dict() for t in tests]
+
+
+def test_the_weights_keep_each_leafs_tolerance_above_the_round_off():
+    loss, grad, params = _tiny_beside(1e-12)
+    prep = prepare(loss, grad, params, ())
+    tol = [default_tolerances(d) for d in prep.dtypes]
+    atols = [relative_atol(a, y) for (_, a), y in zip(tol, prep.yours)]
+    rtols = [r for r, _ in tol]
+    plain, w_plain = weighted_direction(prep.x0, prep.yours, np.random.default_rng(0))
+    floored, w_floored = weighted_direction(prep.x0, prep.yours, np.random.default_rng(0), prep.loss_value,
+                                            rtols, atols)
+    k = prep.names.index("W")
+    assert w_plain[k] < 1e-9  # shrunk to the scalar's share
+    assert 1e3 * w_plain[k] < w_floored[k] <= 1.0

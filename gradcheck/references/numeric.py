@@ -272,9 +272,13 @@ def numeric_gradient(objective: Objective, selection: Sequence[np.ndarray], *, f
         done += chunk.size
         if progress is not None:
             progress(done)
+    unsettled = 0
     for k, idx in enumerate(selection):
         visited = idx[np.isfinite(est.steps[k].reshape(-1)[idx])]
-        _refine(evaluate, est, k, visited, leaves[k], h_leaves[k], base_step, deadline, per_element)
+        unsettled += _refine(evaluate, est, k, visited, leaves[k], h_leaves[k], base_step, deadline, per_element)
+    if unsettled:
+        notes.append(f"{unsettled} element(s) needing shorter steps (a kink or curvature seen, or far smaller than "
+                     f"their parameter) were not retried within the time budget and are not checked")
     # Complex step costs per-element calls of the numpy loss: not after a batch spared them,
     # nor when the time budget would not cover them.
     spare = deadline is None or time.perf_counter() + 4 * per_element * done < deadline
@@ -362,16 +366,18 @@ def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _refine(evaluate, est: _Estimates, k: int, idx: np.ndarray, x: np.ndarray, h0: np.ndarray,
-            base_step: float, deadline: float | None = None, per_element: float = 0.0) -> None:
+            base_step: float, deadline: float | None = None, per_element: float = 0.0) -> int:
     """Retry suspect elements of leaf k at shorter steps and keep the best-supported estimate.
 
     Suspect: truncation dominates a non-negligible error, a kink was seen, the loss was not
     finite a step away, or the element is far smaller than its leaf. A kink stands only if the
     one-sided slopes still differ at a step SHRINK times shorter (a real kink's gap does not
     shrink with the step; curvature's and aliasing's do). Retries that would end past
-    `deadline` (at `per_element` seconds each) are not made.
+    `deadline` (at `per_element` seconds each) are not made, and a suspect never retried is
+    left unchecked. Returns how many were left so.
     """
     flat = x.reshape(-1)
+    first, dropped = True, 0
     for _ in range(REFINE_ROUNDS):
         value, error, low, high, kink, trunc = est.get(k, idx)
         h = est.steps[k].reshape(-1)[idx]
@@ -381,10 +387,20 @@ def _refine(evaluate, est: _Estimates, k: int, idx: np.ndarray, x: np.ndarray, h
         small = (mag > 0) & (mag * base_step < SMALL_ELEMENT * h)
         suspect = (truncated | kink | ~np.isfinite(value) | small) & np.isfinite(h) & (h > 0)
         if not suspect.any():
-            return
+            return dropped
+        if deadline is not None:
+            # Retry what the time left pays for; a suspect never retried is not checked: its
+            # estimate rests on a step that may be longer than the loss's scale there.
+            room = max(deadline - time.perf_counter(), 0.0) / max((LADDER + 1) * per_element, 1e-300)
+            pos = np.flatnonzero(suspect)
+            if room < pos.size:
+                if first:
+                    est.checked[k].reshape(-1)[idx[pos[int(room):]]] = False
+                    dropped += pos.size - int(room)
+                suspect[pos[int(room):]] = False
+                if not suspect.any():
+                    return dropped
         sel, h_sel = idx[suspect], h[suspect]
-        if deadline is not None and time.perf_counter() + (LADDER + 1) * per_element * sel.size > deadline:
-            return
         # A ladder of shorter steps, SHRINK apart, down to the element's own scale (when that is
         # far shorter): the one that straddles no kink with the smallest error wins.
         own = np.where(mag[suspect] * base_step < h_sel / 10, mag[suspect] * base_step, 0.0)
@@ -401,8 +417,10 @@ def _refine(evaluate, est: _Estimates, k: int, idx: np.ndarray, x: np.ndarray, h
             _keep_better(est, k, sel[live], evaluate(k, sel[live], own[live]), own[live])
         small_only = small & ~(truncated | kink | ~np.isfinite(value))
         idx = idx[suspect & ~small_only]  # an element retried for its size alone is settled
+        first = False
         if not idx.size:
-            return
+            return dropped
+    return dropped
 
 
 def _keep_better(est: _Estimates, k: int, sel: np.ndarray, new: tuple, h_new: np.ndarray) -> None:
