@@ -519,6 +519,50 @@ def test_record_binds_names_entries_in_place_writes_and_returns():
     np.testing.assert_allclose(again, 0.0)
 
 
+class _Counted:
+    """A value whose products count themselves: which entries of a `return` a re-run evaluated."""
+
+    def __init__(self, name, seen):
+        self.name, self.seen = name, seen
+
+    def __mul__(self, other):
+        self.seen.append(self.name)
+        return other
+
+
+def _returns_many(a, b, c):
+    return {"a": a * 1.0, "b": b * 2.0, "c": c * 3.0}
+
+
+def _returns_pair(a, b):
+    return a * 1.0, {"g": b * 2.0, "h": a * 3.0}
+
+
+def _returns_awkward(a, b, extra):
+    return {"a": a * 1.0, "c": b * 2.0, **extra}, [*extra.values(), b * 2.0, a * 3.0]
+
+
+@pytest.mark.parametrize("fn, args, label, entries", [
+    (_returns_many, ("a", "b", "c"), "return['b']", ["b"]),
+    (_returns_pair, ("a", "b"), "return[1]['g']", ["b"]),
+    (_returns_pair, ("a", "b"), "return[0]", ["a"]),
+    # `**` may override any key, `*` shifts the positions: the whole display is evaluated
+    (_returns_awkward, ("a", "b"), "return[0]['a']", ["a", "b"]),
+    (_returns_awkward, ("a", "b"), "return[1][0]", ["a", "b"]),
+])
+def test_a_rerun_of_a_return_evaluates_only_the_entry_it_is_asked_for(fn, args, label, entries):
+    rec = record(fn, *[np.full(2, float(i + 1)) for i in range(len(args))],
+                 *([{"z": np.ones(2)}] if fn is _returns_awkward else []))
+    ret = next(b for b in rec.bindings if b.label == label)
+    seen: list = []
+    env = {**environment(ret), **{name: _Counted(name, seen) for name in args}}
+    value = ret.statement.rerun(env, ret.globals, label)
+    assert sorted(seen) == entries
+    # on the recorded values, the entry re-run gives what the whole return gave
+    np.testing.assert_array_equal(ret.statement.rerun(environment(ret), ret.globals, label), ret.value)
+    assert value is not None
+
+
 def test_substituting_replaces_a_local_after_its_line():
     def f(x):
         h = x + 1.0

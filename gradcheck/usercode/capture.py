@@ -160,30 +160,40 @@ class Statement:
         return isinstance(self.node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Expr))
 
     def rerun(self, env: dict, globals_: dict, label: str) -> Any:
-        """The value `label` would hold if this statement ran on the locals `env` (a private copy)."""
+        """The value `label` would hold if this statement ran on the locals `env` (a private copy).
+
+        A `return` building a dict or tuple evaluates only the entry `label` names (`return {"W1":
+        X.T @ dz1, "b1": ...}` re-runs `X.T @ dz1`), where the entries are plain enough for that
+        to be the same value."""
         scope = dict(globals_)
         scope.update(env)
         if isinstance(self.node, ast.Return):
-            value = eval(self._code(), scope)  # noqa: S307 - the learner's own statement
-            return _item(value, _path(label)[1:]) if label.startswith("return") else value
-        exec(self._code(), scope)  # noqa: S102 - the learner's own statement
+            path = _path(label)[1:] if label.startswith("return") else ()
+            code, rest = self._code(path)
+            value = eval(code, scope)  # noqa: S307 - the learner's own statement
+            return _item(value, rest)
+        exec(self._code(())[0], scope)  # noqa: S102 - the learner's own statement
         base, path = _split_label(label)
         return _item(scope[base], path)
 
-    def _code(self) -> Any:
-        code = _CODE.get(self)
-        if code is None:
+    def _code(self, path: tuple) -> tuple[Any, tuple]:
+        """The compiled statement (for a `return`, the part of its value at `path`) and the rest
+        of `path`, still to be indexed in what it computes."""
+        key = (self, path)
+        found = _CODE.get(key)
+        if found is None:
             node = self.node
             if isinstance(node, ast.Return):
                 if node.value is None:
                     raise ValueError("field 'body' is required for Expression")  # a bare `return`
-                code = compile(ast.Expression(node.value), self.filename, "eval")
+                expr, used = _entry(node.value, path)
+                found = (compile(ast.Expression(expr), self.filename, "eval"), path[used:])
             else:
                 if node is None:
                     raise ValueError("None disallowed in statement list")
-                code = compile(ast.Module([node], []), self.filename, "exec")
-            _CODE[self] = code
-        return code
+                found = (compile(ast.Module([node], []), self.filename, "exec"), path)
+            _CODE[key] = found
+        return found
 
 
 def _targets(node: ast.stmt) -> list[ast.expr]:
@@ -230,8 +240,29 @@ def _narrow(node: ast.stmt, label: str) -> ast.AST:
     return value
 
 
+def _entry(value: ast.expr, path: tuple) -> tuple[ast.expr, int]:
+    """The sub-expression of a returned `value` that computes its item at `path`, and how many
+    keys of `path` it takes: into dict displays whose keys are all constants (no `**`) and tuple
+    or list displays without `*`, as far as the path goes. Evaluating the entry alone gives the
+    same item (the other entries are not needed for it), at a fraction of the cost."""
+    used = 0
+    for key in path:
+        if isinstance(value, ast.Dict) and all(isinstance(k, ast.Constant) for k in value.keys):
+            keys = [k.value for k in value.keys if isinstance(k, ast.Constant)]
+            if key not in keys:
+                break
+            value = value.values[len(keys) - 1 - keys[::-1].index(key)]  # the last wins, as in a dict
+        elif isinstance(value, (ast.Tuple, ast.List)) and isinstance(key, int) and 0 <= key < len(value.elts) \
+                and not any(isinstance(e, ast.Starred) for e in value.elts):
+            value = value.elts[key]
+        else:
+            break
+        used += 1
+    return value, used
+
+
 _TREES: dict[str, ast.Module | None] = {}
-_CODE: dict[Statement, Any] = {}
+_CODE: dict[tuple, tuple] = {}
 _READS: dict[tuple, tuple] = {}
 _STATEMENTS: dict[tuple[str, int], Statement] = {}
 
