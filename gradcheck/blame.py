@@ -563,23 +563,41 @@ def _names(bindings: Sequence[Binding]) -> dict[int, str]:
     return out
 
 
-def adjoints(case: Case, forward: list[Binding], f0: float) -> tuple[list, dict, str, float]:
-    """(dL/dparameters, {binding key: dL/dintermediate}, method, rtol): JAX (if the case allows it and
-    its re-run gives the loss f0 the recorded run gave), else finite differences."""
-    if case.use_jax:
-        start = time.perf_counter()
-        shapes = {b.key: b.value.shape if isinstance(b.value, np.ndarray) else np.shape(b.value) for b in forward}
-        try:
-            from .references.jax.adjoints import intermediate_adjoints
+def start_adjoints(case: Case, forward: list[Binding]) -> tuple[Callable[[], tuple] | None, float]:
+    """The JAX pass giving every intermediate's adjoint, dispatched (see
+    references.jax.adjoints.start_adjoints): what to call for its result (None if the case does
+    not use JAX or JAX cannot run the loss), and the seconds it took to dispatch."""
+    if not case.use_jax:
+        return None, 0.0
+    start = time.perf_counter()
+    shapes = {b.key: b.value.shape if isinstance(b.value, np.ndarray) else np.shape(b.value) for b in forward}
+    try:
+        from .references.jax.adjoints import start_adjoints as dispatch
 
-            value, grads, adj = intermediate_adjoints(case.jax_objective(), case.leaves, shapes)
+        pending = dispatch(case.jax_objective(), case.leaves, shapes)
+    except Exception:  # noqa: BLE001 - JAX cannot run this loss: finite differences instead
+        pending = None
+    return pending, time.perf_counter() - start
+
+
+def adjoints(case: Case, forward: list[Binding], f0: float, started: tuple | None = None
+             ) -> tuple[list, dict, str, float]:
+    """(dL/dparameters, {binding key: dL/dintermediate}, method, rtol): JAX (if the case allows it and
+    its re-run gives the loss f0 the recorded run gave), else finite differences. `started`: what
+    start_adjoints returned, if the JAX pass was dispatched already."""
+    pending, spent = start_adjoints(case, forward) if started is None else started
+    if pending is not None:
+        start = time.perf_counter()
+        try:
+            value, grads, adj = pending()
             if abs(value - f0) <= 1e-6 * max(1.0, abs(f0)):
                 return grads, adj, "jax", RTOL["exact"]
         except Exception:  # noqa: BLE001 - JAX cannot run this loss: finite differences instead
             pass
-        # The JAX pass is not the blame's time, whether it gave the adjoints or not: the finite
-        # differences get what they would have had without it (a slow trace spends none of theirs).
-        case.deadline += time.perf_counter() - start
+        spent += time.perf_counter() - start
+    # The JAX pass is not the blame's time, whether it gave the adjoints or not: the finite
+    # differences get what they would have had without it (a slow trace spends none of theirs).
+    case.deadline += spent
     return _numeric_adjoints(case, forward)
 
 
@@ -1289,15 +1307,17 @@ def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
     fwd = record(case.loss, params, *fresh(case.args), **fresh(case.kwargs))
     clock("record_forward")
     forward = _intermediates(fwd, leaf_ids)
-    grads, adj, method, rtol = adjoints(case, forward, loss_value(fwd.result))
+    started = start_adjoints(case, forward)  # JAX computes them while the backward pass is recorded
     clock("adjoints")
-    if method == "jax":  # one gradient (compiled the first time): the clock is for the rest
-        case.deadline = time.perf_counter() + case.seconds
-    quantities = known_quantities(case, fwd, forward, grads, adj, rtol, leaf_ids)
-    clock("quantities")
     params = case.params()
     bwd = record(case.grad, params, *fresh(case.args), **fresh(case.kwargs))
     clock("record_backward")
+    grads, adj, method, rtol = adjoints(case, forward, loss_value(fwd.result), started)
+    clock("adjoints")
+    if method == "jax":  # one gradient (compiled the first time): the clock is for the rest
+        case.deadline = time.perf_counter() + case.seconds - case.timings["record_backward"]
+    quantities = known_quantities(case, fwd, forward, grads, adj, rtol, leaf_ids)
+    clock("quantities")
     with np.errstate(all="ignore"):  # values that overflow or are not finite match nothing, silently
         out = _search(case, wanted, quantities, bwd, {id(x) for x in flatten(params)[1]}, grads, rtol)
     clock("search")
@@ -1328,15 +1348,16 @@ def _search(case: Case, wanted: list[str], quantities: Known, bwd: Recording, pa
 
 
 class _Stopwatch:
-    """Seconds since the last call, recorded under a phase's name."""
+    """Seconds per phase: the time between calls, recorded under the phase's name."""
 
     def __init__(self, into: dict) -> None:
         self.into, self.last = into, time.perf_counter()
         into.clear()
 
     def __call__(self, phase: str) -> None:
+        """Add the seconds since the last call to `phase` (a phase may come in several parts)."""
         now = time.perf_counter()
-        self.into[phase], self.last = now - self.last, now
+        self.into[phase], self.last = self.into.get(phase, 0.0) + now - self.last, now
 
 
 def _blame_leaf(search: _Search, bwd: Recording, obj: Any, expected: Quantity, name: str) -> tuple[Blame, bool]:

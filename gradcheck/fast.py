@@ -41,6 +41,9 @@ PAIR_CALLS = 4
 #: the default); the retries are RUNG apart.
 CONFIRM_BELOW = 0.5
 RUNG = 1e3
+#: A leaf whose share of a weighted projection is below the round-off over this (so that even
+#: an error of 1% in it would not show) sets no level for the others (see weighted_direction).
+LEVEL_FLOOR = 1e-2
 #: The shortest confirming step, as a fraction of the default (an element at 1e-300 beside
 #: elements of 1 would otherwise ask for a step no difference can resolve).
 SHRINK_FLOOR = 1e-10
@@ -277,31 +280,25 @@ def localise(objective: Objective, x0: list, yours: list, names: Sequence[str], 
 
 
 def weighted_direction(x0: Sequence[np.ndarray], yours: Sequence[np.ndarray], rng: np.random.Generator,
-                       f0: float | None = None, rtols: Sequence[float] | None = None,
-                       atols: Sequence[float] | None = None) -> tuple[list, list[float]]:
+                       f0: float | None = None) -> tuple[list, list[float]]:
     """Random signs on every element of every leaf, each leaf scaled (by at most 1) so that its
     expected share of <yours, v> is the same as every other leaf's. A leaf wrong by a relative
     error e then moves the projection by e times its share whatever the leaf's size, and every
     leaf is tested as finely as the hardest of them would be on its own. Also each leaf's weight
     (1 for a leaf whose gradient is zero: its share is the loss's slope alone).
 
-    Given the loss value `f0` and the leaves' tolerances, no leaf is scaled so far that its part
-    of the projection's tolerance falls below the difference's round-off: scaled further, it
-    would buy the other leaves nothing (round-off already bounds what they can show) and would
-    hide its own errors under the round-off (a scalar with a tiny gradient beside a matrix would
-    otherwise shrink the matrix's part a million-fold)."""
+    Given the loss value `f0`, a leaf whose share is so small that 1% of it (LEVEL_FLOOR) is below
+    the difference's round-off sets no level: the projection cannot test it whatever the others'
+    weights, and equalising to it would sink every other leaf under the round-off (a scalar with
+    a tiny gradient beside a matrix would shrink the matrix's part a million-fold)."""
     v = [masked_direction(x, rng, np.arange(x.size)) if x.size else None for x in x0]
-    parts = [None if d is None else y.astype(np.float64) * d for y, d in zip(yours, v)]
-    shares = [0.0 if t is None else float(np.linalg.norm(t)) for t in parts]
-    level = min((t for t in shares if t > 0), default=0.0)
-    weights = [min(1.0, level / t) if t > 0 else 1.0 for t in shares]
-    if f0 is not None and rtols is not None and atols is not None:
+    shares = [float(np.linalg.norm(y.astype(np.float64) * d)) if d is not None else 0.0 for y, d in zip(yours, v)]
+    floor = 0.0
+    if f0 is not None:
         nnz = sum(int(np.count_nonzero(d)) for d in v if d is not None)
-        roundoff = 3 * 16 * EPS * max(abs(f0), 1e-300) * np.sqrt(max(nnz, 1))  # 3 x directional()'s, at w = 1
-        for k, (t, d) in enumerate(zip(parts, v)):
-            if t is not None and d is not None and weights[k] < 1.0:
-                tol = rtols[k] * float(np.abs(t).sum()) + atols[k] * float(np.abs(d).sum())
-                weights[k] = min(1.0, max(weights[k], roundoff / tol if tol > 0 else 1.0))
+        floor = 3 * 16 * EPS * max(abs(f0), 1e-300) * np.sqrt(max(nnz, 1)) / LEVEL_FLOOR  # directional()'s, x3
+    level = min((t for t in shares if t > floor), default=0.0)
+    weights = [min(1.0, level / t) if t > 0 and level > 0 else 1.0 for t in shares]
     return [None if d is None else w * d for d, w in zip(v, weights)], weights
 
 
@@ -312,7 +309,7 @@ def _leaf_search(objective: Objective, x0: list, yours: list, names: Sequence[st
     group, the second half tested when the tests left afford it and otherwise inferred (whole
     minus first half: no loss call). A group that fails while neither half does has each of its
     leaves tested on its own. Only a one-leaf group's failure names a leaf: it is confirmed."""
-    v, weights = weighted_direction(x0, yours, rng, f0, rtols, atols)
+    v, weights = weighted_direction(x0, yours, rng, f0)
     nnz = [0 if d is None else int(np.count_nonzero(d)) for d in v]
 
     def label(group: Sequence[int]) -> str:

@@ -309,7 +309,7 @@ def test_finite_differences_after_a_failed_jax_pass_get_the_time_blame_has(monke
         time.sleep(0.4)
         raise TypeError("JAX cannot run this loss")
 
-    monkeypatch.setattr(jax_adjoints, "intermediate_adjoints", slow_failure)
+    monkeypatch.setattr(jax_adjoints, "start_adjoints", slow_failure)
 
     def loss(p, X):
         z = X @ p["W"]

@@ -160,21 +160,23 @@ class Slow:
 def test_check_on_a_short_budget_names_the_wrong_leaf_within_the_budget():
     loss = Slow(0.05)
     start = time.perf_counter()
-    report = check(loss, wrong_in("b1", BUGS["halved"]), NET.params, NET.args, against="numeric", budget=1.0)
-    assert time.perf_counter() - start < 1.0 * 1.1 + 0.1  # a 10% overrun, and slack for a loaded machine
+    # 1.5 s: a little more than the least check of a 50 ms loss (about 1.2 s), far less than a
+    # projection per parameter with their localisation
+    report = check(loss, wrong_in("b1", BUGS["halved"]), NET.params, NET.args, against="numeric", budget=1.5)
+    assert time.perf_counter() - start < 1.5 * 1.1 + 0.1  # a 10% overrun, and slack for a loaded machine
     assert not report.passed
     assert [p.name for p in report.parameters if not p.passed] == ["b1"]
     assert any("stood in" in s for s in report.plan["not_afforded"])
 
 
 def test_check_on_a_short_budget_passes_the_right_gradient():
-    report = check(Slow(0.05), NET.grad, NET.params, NET.args, against="numeric", budget=1.0)
+    report = check(Slow(0.05), NET.grad, NET.params, NET.args, against="numeric", budget=1.5)
     assert report.passed, report
     assert [p["direction"] for p in report.plan["projections"]] == [
         "every parameter: random signs, weighted per parameter"]
 
 
-# ------------------------------------------------- weights never sink a leaf under the round-off
+# ------------------------------------------- a share under the round-off sinks no other leaf
 
 def _tiny_beside(scale: float):
     """A 3x4 matrix whose gradient is of order 1 beside a scalar whose gradient is `scale`."""
@@ -213,15 +215,11 @@ def test_a_scalar_with_a_tiny_gradient_does_not_shrink_the_matrix_under_the_roun
     assert [k for k, b in bad.items() if b] == ["W"], [t.to_dict() for t in tests]
 
 
-def test_the_weights_keep_each_leafs_tolerance_above_the_round_off():
+def test_a_share_under_the_round_off_sets_no_level():
     loss, grad, params = _tiny_beside(1e-12)
     prep = prepare(loss, grad, params, ())
-    tol = [default_tolerances(d) for d in prep.dtypes]
-    atols = [relative_atol(a, y) for (_, a), y in zip(tol, prep.yours)]
-    rtols = [r for r, _ in tol]
     plain, w_plain = weighted_direction(prep.x0, prep.yours, np.random.default_rng(0))
-    floored, w_floored = weighted_direction(prep.x0, prep.yours, np.random.default_rng(0), prep.loss_value,
-                                            rtols, atols)
+    floored, w_floored = weighted_direction(prep.x0, prep.yours, np.random.default_rng(0), prep.loss_value)
     k = prep.names.index("W")
     assert w_plain[k] < 1e-9  # shrunk to the scalar's share
-    assert 1e3 * w_plain[k] < w_floored[k] <= 1.0
+    assert w_floored == [1.0, 1.0]  # the scalar's share is under the round-off: it sets no level

@@ -10,7 +10,8 @@ worth of work.
 The gradient is compiled with jax.jit, the deltas made inside the compiled program (nothing
 to transfer), so the trace hook runs once, while JAX traces the loss; the program is kept per
 (rebound loss, intermediates, shapes of the inputs) and reused by later blames of the same
-loss. Code that branches on values runs eagerly instead.
+loss. Code that branches on values runs eagerly instead. `start_adjoints` dispatches the
+program and returns at once: blame records the learner's backward pass while JAX computes.
 """
 
 from __future__ import annotations
@@ -107,13 +108,23 @@ def intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarray], sh
     `shapes` maps binding keys (gradcheck.capture.binding_key) of the numpy run to their value's
     shape; a key the JAX run never binds, or binds with another shape, is left out of the result.
     """
+    return start_adjoints(objective, leaves, shapes)()
+
+
+def start_adjoints(objective: Objective, leaves: Sequence[np.ndarray], shapes: dict
+                   ) -> Callable[[], tuple[float, list, dict]]:
+    """intermediate_adjoints, dispatched: JAX computes while the caller goes on (its CPU
+    computations run asynchronously once traced and compiled); calling the result waits for them
+    and gives what intermediate_adjoints gives. Tracing and compiling (the first time), or a loss
+    that must run eagerly, happen here, before this returns."""
     with float64():
         loss, arrays = rebound_loss(objective)
         params = [np.asarray(x, dtype=np.float64) for x in leaves]  # jit transfers them itself
         program = _cached(loss, shapes, params, arrays)
+        result = None
         if program.jitted is not None:
             try:
-                value, flat = program.jitted(params, arrays)
+                result = program.jitted(params, arrays)
             except _CONCRETIZATION:  # Python control flow on values: run eagerly from now on
                 program.jitted = None
         if program.jitted is None:
@@ -121,8 +132,11 @@ def intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarray], sh
             if result is None:
                 program.hit.clear()
                 result = program.eager(params, arrays)
-            value, flat = result
+
+    def collect() -> tuple[float, list, dict]:
+        value, flat = result
         return float(value), *_unpack(np.asarray(flat, dtype=np.float64), leaves, shapes, program.hit)
+    return collect
 
 
 def _unpack(flat: np.ndarray, leaves: Sequence[Any], shapes: dict, hit: set) -> tuple[list, dict]:
