@@ -121,7 +121,7 @@ def start_adjoints(objective: Objective, leaves: Sequence[np.ndarray], shapes: d
         loss, arrays = rebound_loss(objective)
         params = [np.asarray(x, dtype=np.float64) for x in leaves]  # jit transfers them itself
         program = _cached(loss, shapes, params, arrays)
-        result = None
+        result: Any = None
         if program.jitted is not None:
             try:
                 result = program.jitted(params, arrays)
