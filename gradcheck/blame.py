@@ -27,6 +27,7 @@ of match nothing known, no line is blamed: the Blame says why (`reason`).
 from __future__ import annotations
 
 import functools
+import gc
 import heapq
 import itertools
 import math
@@ -1278,7 +1279,13 @@ def _gradient_function(grad: Callable | None, value_and_grad: Callable | None) -
 
 
 def blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
-    """blame() on a prepared Case; never raises for the learner's code (a reason says what failed)."""
+    """blame() on a prepared Case; never raises for the learner's code (a reason says what failed).
+
+    The cyclic garbage collector is paused meanwhile (and restored as it was): the recordings
+    make thousands of small objects, and a full collection in their midst walks every object of
+    the process (after a check with SymPy, hundreds of thousands): more than the blame itself."""
+    paused = gc.isenabled()
+    gc.disable()
     try:
         return _blame_case(case, wanted)
     except _NotLocated as exc:
@@ -1288,6 +1295,9 @@ def blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - blame never makes a check fail (sys.exit included)
         return {n: Blame(reason=f"the backward pass could not be followed ({type(exc).__name__}: {exc})")
                 for n in wanted}
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _blame_case(case: Case, wanted: list[str]) -> dict[str, Blame]:

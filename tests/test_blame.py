@@ -694,3 +694,30 @@ def test_a_mask_made_from_the_data_keeps_the_adjoint_pass_compiled():
     assert not report.passed and report.parameters[0].blame.source.startswith("dz = onehot - yhat"), str(report)
     programs = [p for p in jax_adjoints._CACHE.values() if p.hit and p.constant.programs]
     assert programs and not programs[-1].constant.fails
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_blame_leaves_the_garbage_collector_as_it_found_it(enabled):
+    import gc
+
+    def loss(p):
+        h = np.tanh(p["w"])
+        return float(np.sum(h ** 2))
+
+    def grad(p):
+        h = np.tanh(p["w"])
+        dh = 2 * h
+        return {"w": dh}  # the tanh's derivative missing
+
+    def raising(p):
+        raise RuntimeError("the learner's gradient fails")
+
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        found = blame(loss, grad, {"w": np.linspace(-1, 1, 5)})
+        assert found["w"].located and gc.isenabled() is enabled
+        failed = blame(loss, raising, {"w": np.linspace(-1, 1, 5)})
+        assert not failed["w"].located and gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
