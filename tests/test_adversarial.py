@@ -835,7 +835,11 @@ def test_budget_bounds_the_wall_time():
     start = time.perf_counter()
     bad = run(slow, lambda p: sq_grad(p) * 1.01, w, budget=1.0, against="numeric")
     assert time.perf_counter() - start < 3.0
-    consistent(bad)
+    if any(p.checked for p in bad.parameters):
+        consistent(bad)
+    else:  # on a loaded machine the budget may pay projections alone: a verdict that says so
+        assert not bad.passed and "random direction(s) only" in str(bad).splitlines()[0], str(bad)
+        assert all("fails a projection check" in p.detail for p in bad.failures), str(bad)
 
 
 @pytest.mark.parametrize("make", [lambda: A.T, lambda: {"W": A, "b": X3}, lambda: W_MIXED],
