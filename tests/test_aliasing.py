@@ -235,3 +235,26 @@ def test_a_round_off_error_bar_is_not_retried():
     assert not inconclusive(tol=1e-9, error=1e-6, truncation=1e-8)
     assert inconclusive(tol=1e-9, error=1e-6, truncation=0.9e-6)
     assert not inconclusive(tol=1e-5, error=1e-6, truncation=1e-6)  # the error bar does not decide
+
+
+def test_a_wrong_parameter_is_confirmed_once_not_once_per_projection():
+    """A projection per parameter along your gradient, then one along random signs: once the first
+    has failed and been confirmed the parameter is wrong, and the second is not confirmed again
+    (a gradient wrong everywhere, a sign flipped, costs one confirmation per parameter)."""
+    import nets
+    from gradcheck.fast import PAIR_CALLS, localise
+
+    net = nets.tanh_softmax(N=8, D=20, H=16, C=4, seed=1)
+
+    def flipped(p, *args):
+        return {k: -g for k, g in net.grad(p, *args).items()}
+    prep = prepare(net.loss, flipped, net.params, net.args)
+    tol = [default_tolerances(d) for d in prep.dtypes]
+    atols = [relative_atol(a, y) for (_, a), y in zip(tol, prep.yours)]
+    _, tests, bad = localise(prep.objective, prep.x0, prep.yours, prep.names, prep.loss_value,
+                             [r for r, _ in tol], atols, max_tests=400)
+    assert all(bad)
+    for name in prep.names:
+        mine = [t for t in tests if t.label in (f"{name}: along your gradient", f"{name}: random signs")]
+        assert len(mine) == 2 and all(not t.ok for t in mine)
+        assert mine[1].calls == PAIR_CALLS  # the second, not confirmed
