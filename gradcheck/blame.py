@@ -581,12 +581,11 @@ def start_adjoints(case: Case, forward: list[Binding]) -> tuple[Callable[[], tup
     return pending, time.perf_counter() - start
 
 
-def adjoints(case: Case, forward: list[Binding], f0: float, started: tuple | None = None
-             ) -> tuple[list, dict, str, float]:
+def adjoints(case: Case, forward: list[Binding], f0: float, started: tuple) -> tuple[list, dict, str, float]:
     """(dL/dparameters, {binding key: dL/dintermediate}, method, rtol): JAX (if the case allows it and
     its re-run gives the loss f0 the recorded run gave), else finite differences. `started`: what
-    start_adjoints returned, if the JAX pass was dispatched already."""
-    pending, spent = start_adjoints(case, forward) if started is None else started
+    start_adjoints returned."""
+    pending, spent = started
     if pending is not None:
         start = time.perf_counter()
         try:

@@ -219,12 +219,12 @@ def test_blame_inside_a_layers_backward_function():
 
 def test_finite_differences_serve_where_jax_cannot_run():
     from gradcheck.objective import Objective
-    from gradcheck.references.jax.adjoints import intermediate_adjoints
+    from gradcheck.references.jax.adjoints import start_adjoints
 
     c = _case("mazur-float-sign")
     names, leaves, treedef = gradcheck.tree.flatten(c.params())
     with pytest.raises(Exception):  # math.fsum of traced values
-        intermediate_adjoints(Objective(c.loss, treedef, leaves, c.args), leaves, {})
+        start_adjoints(Objective(c.loss, treedef, leaves, c.args), leaves, {})()
     found = blame(c.loss, c.grad, c.params(), c.args)  # JAX allowed, but it cannot run this loss
     assert found["w7"].line == corpus.bug_line(c.bug)[1]
     assert "the sign is flipped" in found["w7"].should_be
@@ -250,22 +250,33 @@ def test_numeric_check_blames_without_importing_jax():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
+def _tanh_loss(p, X):
+    h = np.tanh(X @ p["W"])
+    return float(np.sum(h ** 2))
+
+
+def _tanh_grad_missing_derivative(p, X):
+    h = np.tanh(X @ p["W"])
+    dh = 2 * h
+    dz = dh  # the tanh's derivative missing
+    return {"W": X.T @ dz}
+
+
+def _tanh_case(loss, **options) -> Case:
+    """A 5 x 4 weight, 20 examples, the tanh's derivative missing; 0.3 s of blame, without JAX."""
+    X = np.random.default_rng(0).normal(size=(20, 5))
+    names, leaves, treedef = gradcheck.tree.flatten({"W": np.full((5, 4), 0.1)})
+    return Case(loss, _tanh_grad_missing_derivative, names, leaves, treedef, [False], (X,), {}, seconds=0.3,
+                use_jax=False, **options)
+
+
 def test_finite_differences_on_intermediates_keep_to_the_time_blame_has():
     """A slow loss: the differences stop as soon as they clearly cannot fit, with the reason."""
     def loss(p, X):
         time.sleep(0.004)
-        h = np.tanh(X @ p["W"])
-        return float(np.sum(h ** 2))
+        return _tanh_loss(p, X)
 
-    def grad(p, X):
-        h = np.tanh(X @ p["W"])
-        dh = 2 * h
-        dz = dh  # the tanh's derivative missing
-        return {"W": X.T @ dz}
-
-    X = np.random.default_rng(0).normal(size=(20, 5))
-    names, leaves, treedef = gradcheck.tree.flatten({"W": np.full((5, 4), 0.1)})
-    case = Case(loss, grad, names, leaves, treedef, [False], (X,), {}, seconds=0.3, use_jax=False)
+    case = _tanh_case(loss)
     start = time.perf_counter()
     found = blame_case(case, ["W"])["W"]
     assert time.perf_counter() - start < 0.3 + 0.5  # the cap, and at most the calls that measured the pace
@@ -279,24 +290,16 @@ def test_differences_known_not_to_fit_are_not_started():
 
     def loss(p, X):
         calls.append(1)
-        h = np.tanh(X @ p["W"])
-        return float(np.sum(h ** 2))
+        return _tanh_loss(p, X)
 
-    def grad(p, X):
-        h = np.tanh(X @ p["W"])
-        return {"W": X.T @ (2 * h)}  # the tanh's derivative missing
-
-    X = np.random.default_rng(0).normal(size=(20, 5))
-    names, leaves, treedef = gradcheck.tree.flatten({"W": np.full((5, 4), 0.1)})
-    case = Case(loss, grad, names, leaves, treedef, [False], (X,), {}, seconds=0.3, use_jax=False,
-                call_seconds=0.05)  # 2 x (20 + 20 + ...) calls at 0.05 s: more than 0.3 s
+    case = _tanh_case(loss, call_seconds=0.05)  # 2 x (20 + 20 + ...) calls at 0.05 s: more than 0.3 s
     found = blame_case(case, ["W"])["W"]
     assert not found.located and "blame may spend" in found.reason, found.reason
     assert len(calls) == 1  # the recorded forward pass, and no difference
     big = gradcheck.tree.flatten({"W": np.full((50, 40), 0.1)})
     calls.clear()
-    found = blame_case(Case(loss, grad, big[0], big[1], big[2], [False], (np.ones((3, 50)),), {},
-                            use_jax=False), ["W"])["W"]
+    found = blame_case(Case(loss, _tanh_grad_missing_derivative, big[0], big[1], big[2], [False],
+                            (np.ones((3, 50)),), {}, use_jax=False), ["W"])["W"]
     assert not found.located and "more than the 1,000" in found.reason and not calls, found.reason
 
 
@@ -311,21 +314,14 @@ def test_finite_differences_after_a_failed_jax_pass_get_the_time_blame_has(monke
 
     monkeypatch.setattr(jax_adjoints, "start_adjoints", slow_failure)
 
-    def loss(p, X):
+    def loss(p, X):  # z named: dL/dz is a known quantity, and the line that should make it is found
         z = X @ p["W"]
         h = np.tanh(z)
         return float(np.sum(h ** 2))
 
-    def grad(p, X):
-        z = X @ p["W"]
-        h = np.tanh(z)
-        dh = 2 * h
-        dz = dh  # the tanh's derivative missing
-        return {"W": X.T @ dz}
-
     X = np.random.default_rng(0).normal(size=(6, 3))
     names, leaves, treedef = gradcheck.tree.flatten({"W": np.full((3, 2), 0.1)})
-    case = Case(loss, grad, names, leaves, treedef, [False], (X,), {}, seconds=0.3)
+    case = Case(loss, _tanh_grad_missing_derivative, names, leaves, treedef, [False], (X,), {}, seconds=0.3)
     found = blame_case(case, ["W"])["W"]
     assert found.located, found.reason
     assert found.source == "dz = dh  # the tanh's derivative missing"

@@ -101,22 +101,16 @@ def ready(objective: Objective) -> bool:
     return any(program.owner is loss and program.hit for program in _CACHE.values())
 
 
-def intermediate_adjoints(objective: Objective, leaves: Sequence[np.ndarray], shapes: dict
-                          ) -> tuple[float, list, dict]:
-    """(loss value, dL/dparameter per leaf, {key: dL/dintermediate}) under JAX, in float64.
+def start_adjoints(objective: Objective, leaves: Sequence[np.ndarray], shapes: dict
+                   ) -> Callable[[], tuple[float, list, dict]]:
+    """The JAX pass, dispatched: calling the result waits for it and gives (loss value,
+    dL/dparameter per leaf, {key: dL/dintermediate}) under JAX, in float64. JAX computes while
+    the caller goes on (its CPU computations run asynchronously once traced and compiled);
+    tracing and compiling (the first time), or a loss that must run eagerly, happen here.
 
     `shapes` maps binding keys (gradcheck.capture.binding_key) of the numpy run to their value's
     shape; a key the JAX run never binds, or binds with another shape, is left out of the result.
     """
-    return start_adjoints(objective, leaves, shapes)()
-
-
-def start_adjoints(objective: Objective, leaves: Sequence[np.ndarray], shapes: dict
-                   ) -> Callable[[], tuple[float, list, dict]]:
-    """intermediate_adjoints, dispatched: JAX computes while the caller goes on (its CPU
-    computations run asynchronously once traced and compiled); calling the result waits for them
-    and gives what intermediate_adjoints gives. Tracing and compiling (the first time), or a loss
-    that must run eagerly, happen here, before this returns."""
     with float64():
         loss, arrays = rebound_loss(objective)
         params = [np.asarray(x, dtype=np.float64) for x in leaves]  # jit transfers them itself
