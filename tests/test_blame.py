@@ -717,3 +717,58 @@ def test_blame_leaves_the_garbage_collector_as_it_found_it(enabled):
         assert not failed["w"].located and gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def _adjoints_both_ways(loss: Callable, params: dict, args: tuple) -> tuple:
+    """(JAX's value, gradients and adjoints; finite differences' gradients and adjoints) of a loss."""
+    from gradcheck import blame as blame_module
+
+    names, leaves, treedef = gradcheck.tree.flatten(params)
+    case = Case(loss, loss, names, [np.asarray(x, float) for x in leaves], treedef, [False] * len(names), args, {})
+    fwd = record(loss, case.params(), *args)
+    forward = blame_module._intermediates(fwd, set())
+    started = blame_module.start_adjoints(case, forward)
+    assert started[0] is not None
+    value, grads, adj = started[0]()
+    case.deadline = time.perf_counter() + 10.0
+    fd_grads, fd_adj, _, _ = blame_module._numeric_adjoints(case, forward)
+    assert math.isclose(value, blame_module.loss_value(fwd.result), rel_tol=1e-12)
+    return (grads, adj), (fd_grads, fd_adj)
+
+
+@pytest.mark.parametrize("way", ["compiled", "data as constants", "eager"])
+def test_the_adjoint_pass_lays_out_its_one_array_right_however_the_loss_runs(way):
+    """The JAX pass returns the value, the gradients and every adjoint in one array; each part,
+    cut from it by the layout kept with the program, is the finite differences' value, whether
+    the loss compiles, compiles with its data as constants (a mask made from the data), or runs op
+    by op (Python control flow on a value)."""
+    rng = np.random.default_rng(5)
+    X, onehot = rng.normal(size=(4, 3)), np.eye(2)[[0, 1, 1, 0]]
+    params = {"W": rng.normal(size=(3, 2)), "b": rng.normal(size=2)}
+
+    def loss(p, X, onehot):
+        z = X @ p["W"] + p["b"]
+        h = np.tanh(z)
+        if way == "data as constants":
+            picked = h[onehot == 1]
+        else:
+            picked = np.sum(h * onehot, axis=1)
+        if way == "eager" and float(np.sum(picked)) > 100.0:  # a branch on a traced value
+            picked = picked * 2.0
+        return np.sum(picked ** 2) + 0.5 * np.sum(p["b"] ** 2)
+
+    for _ in range(2):  # the first pass traces (and fills the layout), the second reuses the program
+        (grads, adj), (fd_grads, fd_adj) = _adjoints_both_ways(loss, params, (X, onehot))
+        assert len(grads) == 2 and set(adj) == set(fd_adj) and len(adj) >= 3
+        for mine, theirs in zip(grads, fd_grads):
+            assert np.allclose(mine, theirs, rtol=1e-6, atol=1e-8)
+        for key in adj:
+            assert adj[key].shape == fd_adj[key].shape
+            assert np.allclose(adj[key], fd_adj[key], rtol=1e-6, atol=1e-8), key
+    from gradcheck.references.jax import adjoints as jax_adjoints
+
+    program = next(reversed(jax_adjoints._CACHE.values()))  # the one just used
+    assert program.hit and program.layout_of == program.hit
+    ran = ("eager" if program.jitted is None and not program.constant.programs
+           else "data as constants" if program.jitted is None else "compiled")
+    assert ran == way

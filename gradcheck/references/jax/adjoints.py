@@ -16,6 +16,7 @@ program and returns at once: blame records the learner's backward pass while JAX
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -36,11 +37,34 @@ _CACHE_SIZE = 16
 class _Program:
     """The rebound loss with a perturbation point at each intermediate, differentiated."""
 
-    eager: Callable  # (params, arrays) -> (value, (grads, {key: adjoint}))
+    eager: Callable  # (params, arrays) -> one flat array: the value, the grads, the adjoints
     owner: Callable  # the rebound loss, kept alive so its id stays unique while cached
+    shapes: tuple    # ((key, shape), ...) in the flat array's order
     hit: set = field(default_factory=set)  # the keys the run bound (filled while JAX traces)
     jitted: Callable | None = None
     constant: ConstantData = field(default_factory=ConstantData)  # where jit needs the data known
+    #: where each part lies in the flat array: ([(start, end, shape)] per parameter, [(key, start,
+    #: end, shape)] per bound intermediate), worked out once per set of keys the run bound
+    layout: tuple = ()
+    layout_of: frozenset = frozenset()
+
+    def slices(self, leaves: Sequence[Any]) -> tuple:
+        """The flat array's layout for the keys bound now (the leaves' shapes are the program's)."""
+        if not self.layout or self.layout_of != self.hit:
+            at, grads = 1, []
+            for x in leaves:
+                shape = np.shape(x)
+                n = math.prod(shape)
+                grads.append((at, at + n, shape))
+                at += n
+            adjoints = []
+            for key, shape in self.shapes:
+                n = math.prod(shape)
+                if key in self.hit:
+                    adjoints.append((key, at, at + n, shape))
+                at += n
+            self.layout, self.layout_of = (grads, adjoints), frozenset(self.hit)
+        return self.layout
 
 
 def _program(loss: Callable, shapes: tuple) -> _Program:
@@ -67,12 +91,13 @@ def _program(loss: Callable, shapes: tuple) -> _Program:
     def at_zero(params: list, arrays: list) -> Any:
         value, (g_params, g_deltas) = vg(params, {k: jnp.zeros(s, dtype=jnp.float64) for k, s in wanted.items()},
                                          arrays)
-        # one flat array (the parameters' gradients, then the adjoints in `shapes` order): one transfer
-        # and one buffer to free instead of one per intermediate
-        parts = [jnp.ravel(g) for g in g_params] + [jnp.ravel(g_deltas[k]) for k in wanted]
-        return value, (jnp.concatenate(parts).astype(jnp.float64) if parts else jnp.zeros(0, dtype=jnp.float64))
+        # one flat array (the value, the parameters' gradients, then the adjoints in `shapes` order):
+        # one transfer and one buffer to free instead of one per part
+        parts = [jnp.reshape(value, (1,))] + [jnp.ravel(g) for g in g_params] + [jnp.ravel(g_deltas[k])
+                                                                                 for k in wanted]
+        return jnp.concatenate([x.astype(jnp.float64) for x in parts])
 
-    return _Program(eager=at_zero, owner=loss, hit=hit, jitted=jax.jit(at_zero))
+    return _Program(eager=at_zero, owner=loss, shapes=shapes, hit=hit, jitted=jax.jit(at_zero))
 
 
 def _layout(values: Sequence[Any]) -> tuple:
@@ -128,23 +153,9 @@ def start_adjoints(objective: Objective, leaves: Sequence[np.ndarray], shapes: d
                 result = program.eager(params, arrays)
 
     def collect() -> tuple[float, list, dict]:
-        value, flat = result
-        return float(value), *_unpack(np.asarray(flat, dtype=np.float64), leaves, shapes, program.hit)
+        """(value, grads, adjoints) as views of the one array transferred."""
+        flat = np.asarray(result, dtype=np.float64)
+        grads, adjoints = program.slices(leaves)
+        return (float(flat[0]), [flat[a:b].reshape(shape) for a, b, shape in grads],
+                {key: flat[a:b].reshape(shape) for key, a, b, shape in adjoints})
     return collect
-
-
-def _unpack(flat: np.ndarray, leaves: Sequence[Any], shapes: dict, hit: set) -> tuple[list, dict]:
-    """The parameters' gradients and the adjoints of the keys the run bound, as views of the flat array."""
-    grads, at = [], 0
-    for x in leaves:
-        shape = np.shape(x)
-        n = int(np.prod(shape))
-        grads.append(flat[at:at + n].reshape(shape))
-        at += n
-    out = {}
-    for key, shape in sorted((k, tuple(s)) for k, s in shapes.items()):  # the program's order (_cached)
-        n = int(np.prod(shape))
-        if key in hit:
-            out[key] = flat[at:at + n].reshape(shape)
-        at += n
-    return grads, out
