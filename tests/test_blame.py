@@ -768,7 +768,7 @@ def test_the_adjoint_pass_lays_out_its_one_array_right_however_the_loss_runs(way
     from gradcheck.references.jax import adjoints as jax_adjoints
 
     program = next(reversed(jax_adjoints._CACHE.values()))  # the one just used
-    assert program.hit and program.layout_of == program.hit
+    assert program.hit and program.cuts_for == program.hit
     ran = ("eager" if program.jitted is None and not program.constant.programs
            else "data as constants" if program.jitted is None else "compiled")
     assert ran == way

@@ -44,13 +44,13 @@ class _Program:
     jitted: Callable | None = None
     constant: ConstantData = field(default_factory=ConstantData)  # where jit needs the data known
     #: where each part lies in the flat array: ([(start, end, shape)] per parameter, [(key, start,
-    #: end, shape)] per bound intermediate), worked out once per set of keys the run bound
-    layout: tuple = ()
-    layout_of: frozenset = frozenset()
+    #: end, shape)] per bound intermediate), and the keys bound when it was worked out
+    cuts: tuple = ()
+    cuts_for: frozenset | None = None
 
     def slices(self, leaves: Sequence[Any]) -> tuple:
-        """The flat array's layout for the keys bound now (the leaves' shapes are the program's)."""
-        if not self.layout or self.layout_of != self.hit:
+        """The flat array's cuts for the keys bound now (the leaves' shapes are the program's)."""
+        if self.cuts_for != self.hit:
             at, grads = 1, []
             for x in leaves:
                 shape = np.shape(x)
@@ -63,8 +63,8 @@ class _Program:
                 if key in self.hit:
                     adjoints.append((key, at, at + n, shape))
                 at += n
-            self.layout, self.layout_of = (grads, adjoints), frozenset(self.hit)
-        return self.layout
+            self.cuts, self.cuts_for = (grads, adjoints), frozenset(self.hit)
+        return self.cuts
 
 
 def _program(loss: Callable, shapes: tuple) -> _Program:
@@ -95,7 +95,7 @@ def _program(loss: Callable, shapes: tuple) -> _Program:
         # one transfer and one buffer to free instead of one per part
         parts = [jnp.reshape(value, (1,))] + [jnp.ravel(g) for g in g_params] + [jnp.ravel(g_deltas[k])
                                                                                  for k in wanted]
-        return jnp.concatenate([x.astype(jnp.float64) for x in parts])
+        return jnp.concatenate(parts).astype(jnp.float64)
 
     return _Program(eager=at_zero, owner=loss, shapes=shapes, hit=hit, jitted=jax.jit(at_zero))
 
